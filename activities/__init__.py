@@ -1,0 +1,1 @@
+"""segmentflow.activities: filled by the Temporal layer."""

@@ -1,0 +1,1 @@
+"""segmentflow.plugins: filled by the Temporal layer."""

@@ -1,0 +1,29 @@
+"""Pure. LaunchDarkly-compatible segment rules: model, contexts, operators, compile and evaluate."""
+
+from segmentflow.rules.compile import CompiledSegment, Explanation, compile_segments, segment_order
+from segmentflow.rules.context import DEFAULT_KIND, Context, parse_context
+from segmentflow.rules.errors import ContextError, CycleError, RuleError
+from segmentflow.rules.evaluate import explain, matches, memberships
+from segmentflow.rules.model import Clause, Rule, Segment, Target, parse_segment, parse_segments
+
+__all__ = [
+    "DEFAULT_KIND",
+    "Clause",
+    "CompiledSegment",
+    "Context",
+    "ContextError",
+    "CycleError",
+    "Explanation",
+    "Rule",
+    "RuleError",
+    "Segment",
+    "Target",
+    "compile_segments",
+    "explain",
+    "matches",
+    "memberships",
+    "parse_context",
+    "parse_segment",
+    "parse_segments",
+    "segment_order",
+]

@@ -1,0 +1,25 @@
+"""Pure. Evaluation entry points over compiled segments: membership of one context, or all of them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from segmentflow.rules.compile import CompiledSegment, Explanation
+from segmentflow.rules.context import Context
+
+__all__ = ["explain", "matches", "memberships"]
+
+
+def matches(segment: CompiledSegment, context: Context) -> bool:
+    """Is `context` in `segment`? Never raises on context data."""
+    return segment.matches(context)
+
+
+def explain(segment: CompiledSegment, context: Context) -> Explanation:
+    """Which target list or rule decided `context`'s membership of `segment`."""
+    return segment.explain(context)
+
+
+def memberships(segments: Mapping[str, CompiledSegment], context: Context) -> list[str]:
+    """Sorted keys of every segment in `segments` that `context` belongs to."""
+    return sorted(key for key, seg in segments.items() if seg.matches(context))

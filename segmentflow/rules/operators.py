@@ -1,0 +1,246 @@
+"""Pure. The clause operators: one table of small functions keyed by LaunchDarkly's wire names.
+
+Each entry takes a clause's `values` once, when the segment compiles, and returns a test of one context
+value. Settled edge cases, as in LaunchDarkly's Python SDK:
+- a bool is never a number (`true` does not equal `1`, `in [1]` does not match `true`);
+- strings never compare as numbers (`"5"` is not greater than 4) and only strings match string operators;
+- dates are epoch milliseconds (a number) or RFC 3339 strings with date and time; anything else never
+  matches; `before`/`after` are strict;
+- semantic versions pad missing minor/patch (`2` -> `2.0.0`, `2.1` -> `2.1.0`) and refuse `v2` or `02.0.0`;
+- `matches` is Python's `re.search`.
+A clause value that can never match (a bad regex, an unparseable date or version) is dropped in
+`lenient` mode, LaunchDarkly's behaviour, and refused with `ValueError` otherwise, so bad rules are caught
+when a segment is saved. Tests never raise on odd context data.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import lru_cache
+from numbers import Number
+from typing import Any
+
+import pyrfc3339
+from semver import Version
+
+__all__ = ["OPERATORS", "ValueTest", "parse_semver", "parse_time"]
+
+ValueTest = Callable[[Any], bool]
+Prepare = Callable[[list[Any], bool], ValueTest]
+
+_EPOCH = datetime.fromtimestamp(0, UTC)
+_LEADING_NUMERIC = re.compile(r"^([0-9.]*)(.*)")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, Number) and not isinstance(value, bool)
+
+
+def _as_float(value: Any) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond float range still orders correctly
+        return math.inf if value > 0 else -math.inf
+
+
+@lru_cache(maxsize=65536)
+def _parse_time_string(text: str) -> float | None:
+    try:
+        parsed = pyrfc3339.parse(text)
+    except Exception:  # pyrfc3339 raises several types for malformed input
+        return None
+    return float((parsed - _EPOCH).total_seconds() * 1000.0)
+
+
+def parse_time(value: Any) -> float | None:
+    """Epoch milliseconds from a number or an RFC 3339 string; None when it is neither."""
+    if _is_number(value):
+        return _as_float(value)
+    if isinstance(value, str):
+        return _parse_time_string(value)
+    return None
+
+
+@lru_cache(maxsize=65536)
+def _parse_semver_string(text: str) -> Version | None:
+    candidate = text
+    for _ in range(3):
+        try:
+            return Version.parse(candidate)
+        except (ValueError, TypeError):
+            match = _LEADING_NUMERIC.search(candidate)
+            candidate = candidate + ".0" if match is None else match.group(1) + ".0" + match.group(2)
+    return None
+
+
+def parse_semver(value: Any) -> Version | None:
+    """A semantic version, padding a missing minor or patch with zeros; None when it is not one."""
+    return _parse_semver_string(value) if isinstance(value, str) else None
+
+
+def _parsed(values: list[Any], parse: Callable[[Any], Any], what: str, lenient: bool) -> list[Any]:
+    out = []
+    for value in values:
+        parsed = parse(value)
+        if parsed is None:
+            if not lenient:
+                raise ValueError(f"{value!r} is not a valid {what}")
+            continue
+        out.append(parsed)
+    return out
+
+
+def _in(values: list[Any], lenient: bool) -> ValueTest:
+    strings = frozenset(v for v in values if isinstance(v, str))
+    numbers = frozenset(v for v in values if _is_number(v) and v == v)
+    bools = frozenset(v for v in values if isinstance(v, bool))
+    others = [v for v in values if isinstance(v, (list, dict))]
+
+    def test(value: Any) -> bool:
+        kind = type(value)
+        if kind is str:
+            return value in strings
+        if kind is bool:
+            return value in bools
+        if kind is int or kind is float:
+            return value in numbers
+        if isinstance(value, (list, dict)):
+            return any(value == other for other in others)
+        if isinstance(value, bool):
+            return value in bools
+        if isinstance(value, str):
+            return str(value) in strings
+        return _is_number(value) and value in numbers
+
+    return test
+
+
+def _string_op(method: Callable[[str, str], bool]) -> Prepare:
+    def prepare(values: list[Any], lenient: bool) -> ValueTest:
+        operands = tuple(v for v in values if isinstance(v, str))
+
+        def test(value: Any) -> bool:
+            return isinstance(value, str) and any(method(value, operand) for operand in operands)
+
+        return test
+
+    return prepare
+
+
+def _starts_with(values: list[Any], lenient: bool) -> ValueTest:
+    prefixes = tuple(v for v in values if isinstance(v, str))
+    return lambda value: isinstance(value, str) and value.startswith(prefixes)
+
+
+def _ends_with(values: list[Any], lenient: bool) -> ValueTest:
+    suffixes = tuple(v for v in values if isinstance(v, str))
+    return lambda value: isinstance(value, str) and value.endswith(suffixes)
+
+
+def _compile_regex(value: Any) -> re.Pattern[str] | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return re.compile(value)
+    except re.error:
+        return None
+
+
+def _matches(values: list[Any], lenient: bool) -> ValueTest:
+    if not lenient:
+        for value in values:
+            if not isinstance(value, str):
+                raise ValueError(f"regex {value!r} is not a string")
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"bad regex {value!r}: {exc}") from None
+    patterns = [p for p in map(_compile_regex, values) if p is not None]
+    return lambda value: isinstance(value, str) and any(p.search(value) for p in patterns)
+
+
+def _numeric(compare: Callable[[float, float], bool], pick: Callable[[list[float]], float]) -> Prepare:
+    # Any-of over several values reduces to one comparison against the loosest bound.
+    def prepare(values: list[Any], lenient: bool) -> ValueTest:
+        operands = [_as_float(v) for v in values if _is_number(v)]
+        operands = [v for v in operands if v == v]
+        if not operands:
+            return lambda value: False
+        bound = pick(operands)
+
+        def test(value: Any) -> bool:
+            return _is_number(value) and compare(_as_float(value), bound)
+
+        return test
+
+    return prepare
+
+
+def _time(compare: Callable[[float, float], bool], pick: Callable[[list[float]], float]) -> Prepare:
+    def prepare(values: list[Any], lenient: bool) -> ValueTest:
+        operands = _parsed(values, parse_time, "date (epoch milliseconds or RFC 3339)", lenient)
+        operands = [v for v in operands if v == v]
+        if not operands:
+            return lambda value: False
+        bound = pick(operands)
+
+        def test(value: Any) -> bool:
+            parsed = parse_time(value)
+            return parsed is not None and compare(parsed, bound)
+
+        return test
+
+    return prepare
+
+
+def _semver(accept: Callable[[int], bool]) -> Prepare:
+    def prepare(values: list[Any], lenient: bool) -> ValueTest:
+        operands: list[Version] = _parsed(values, parse_semver, "semantic version", lenient)
+
+        def test(value: Any) -> bool:
+            version = parse_semver(value)
+            return version is not None and any(accept(version.compare(o)) for o in operands)
+
+        return test
+
+    return prepare
+
+
+def _lt(a: float, b: float) -> bool:
+    return a < b
+
+
+def _le(a: float, b: float) -> bool:
+    return a <= b
+
+
+def _gt(a: float, b: float) -> bool:
+    return a > b
+
+
+def _ge(a: float, b: float) -> bool:
+    return a >= b
+
+
+#: Operator wire name -> prepare(values, lenient) -> test(context_value). `segmentMatch` is handled by the
+#: compiler, since it needs the other segments; it is listed so that validation knows the name.
+OPERATORS: dict[str, Prepare | None] = {
+    "in": _in,
+    "startsWith": _starts_with,
+    "endsWith": _ends_with,
+    "contains": _string_op(lambda value, operand: operand in value),
+    "matches": _matches,
+    "lessThan": _numeric(_lt, max),
+    "lessThanOrEqual": _numeric(_le, max),
+    "greaterThan": _numeric(_gt, min),
+    "greaterThanOrEqual": _numeric(_ge, min),
+    "before": _time(_lt, max),
+    "after": _time(_gt, min),
+    "semVerEqual": _semver(lambda c: c == 0),
+    "semVerLessThan": _semver(lambda c: c < 0),
+    "semVerGreaterThan": _semver(lambda c: c > 0),
+    "segmentMatch": None,
+}

@@ -1,0 +1,1 @@
+"""segmentflow.workflows: filled by the Temporal layer."""
