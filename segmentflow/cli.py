@@ -1,0 +1,300 @@
+"""The `segmentflow` command: a thin typer layer over the rules engine and the services.
+
+Bad input exits with status 2 and one line on stderr naming the file, line or segment; nothing is written
+by a refused import. Database commands bring the schema up to date first (migrations are idempotent).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from segmentflow.db.engine import make_engine, migrate, reset
+from segmentflow.db.tables import Contact, SegmentMembership
+from segmentflow.inputs import InputError, iter_context_lines, read_contexts, read_segments
+from segmentflow.rules import ContextError, RuleError, compile_segments, memberships
+from segmentflow.services.contacts import get_contact, upsert_contacts
+from segmentflow.services.exports import iter_memberships
+from segmentflow.services.membership import (
+    RecomputeCounts,
+    list_contact_segments,
+    recompute_all,
+    recompute_contacts,
+)
+from segmentflow.services.segments import dependents_of, get_segment, list_segments, upsert_segments
+from segmentflow.settings import Settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Contact segments: LaunchDarkly rules, precomputed SQL memberships.")
+segments_app = typer.Typer(no_args_is_help=True, help="Import, list and export segments.")
+contacts_app = typer.Typer(no_args_is_help=True, help="Import contacts (LaunchDarkly contexts).")
+memberships_app = typer.Typer(no_args_is_help=True, help="Read precomputed memberships.")
+db_app = typer.Typer(no_args_is_help=True, help="Database administration.")
+app.add_typer(segments_app, name="segments")
+app.add_typer(contacts_app, name="contacts")
+app.add_typer(memberships_app, name="memberships")
+app.add_typer(db_app, name="db")
+
+err = Console(stderr=True)
+out = Console()
+
+DatabaseUrl = Annotated[str | None, typer.Option("--database-url", help="Overrides SEGMENTFLOW_DATABASE_URL.")]
+
+
+class _State:
+    database_url: str | None = None
+
+
+_state = _State()
+
+
+@app.callback()
+def _root(database_url: DatabaseUrl = None) -> None:
+    _state.database_url = database_url
+
+
+def _engine() -> Engine:
+    settings = Settings()
+    engine = make_engine(_state.database_url or settings.database_url)
+    migrate(engine)
+    return engine
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@contextmanager
+def _progress(total: int | None, label: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on a terminal; silent when stderr is not a TTY."""
+    if not err.is_terminal:
+        yield lambda _n: None
+        return
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
+                  transient=True) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+def _print_counts(prefix: str, counts: RecomputeCounts) -> None:
+    out.print(f"{prefix}: contacts={counts.contacts} entered={counts.entered} exited={counts.exited}")
+
+
+def _recompute(engine: Engine, segment_keys: set[str] | None = None) -> RecomputeCounts:
+    with Session(engine) as session:
+        total = session.scalar(sa.select(sa.func.count()).select_from(Contact))
+    with _progress(total, "recompute") as advance:
+        return recompute_all(engine, page_size=Settings().page_size, segment_keys=segment_keys, progress=advance)
+
+
+@app.command()
+def evaluate(
+    segments: Annotated[Path, typer.Option("--segments", help="JSON list of segments (LaunchDarkly format).")],
+    contexts: Annotated[Path, typer.Option("--contexts", help="JSON lines, one context per line.")],
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Report bad lines and go on.")] = False,
+) -> None:
+    """Stateless: print {"key", "segments"} for each context line, in order."""
+    compiled = compile_segments(read_segments(segments))
+    write = sys.stdout.write
+    dumps = json.dumps
+    for number, item in iter_context_lines(contexts):
+        if isinstance(item, str):
+            if not skip_invalid:
+                raise InputError(f"{contexts}:{number}: {item}")
+            write(dumps({"line": number, "error": item}) + "\n")
+            continue
+        write(dumps({"key": item.fully_qualified_key, "segments": memberships(compiled, item)}) + "\n")
+    sys.stdout.flush()
+
+
+@app.command()
+def check(segment: str, contact: str) -> None:
+    """Is CONTACT (a fully-qualified key) in SEGMENT (key or id)? Reads the precomputed tables."""
+    engine = _engine()
+    with Session(engine) as session, session.begin():
+        record = get_segment(session=session, ref=segment)
+        if record is None:
+            raise InputError(f'unknown segment "{segment}"')
+        row = get_contact(session=session, key=contact)
+        if row is None or row.id is None:
+            raise InputError(f'unknown contact "{contact}"')
+        if row.computed_at is None:
+            recompute_contacts(session=session, contact_ids=[row.id])
+            session.refresh(row)
+        member = session.get(SegmentMembership, (record.id, row.id)) is not None
+        out.print_json(data={"segmentKey": record.key, "segmentId": str(record.id), "contactKey": row.key,
+                             "isMember": member,
+                             "computedAt": row.computed_at.isoformat() if row.computed_at else None})
+
+
+@app.command()
+def recompute(
+    segment: Annotated[list[str] | None, typer.Option("--segment", help="Only this segment and its dependents.")] = None,
+) -> None:
+    """Recompute stored memberships (all segments, or --segment KEY and what depends on it)."""
+    engine = _engine()
+    keys = None
+    if segment:
+        with Session(engine) as session:
+            known = {r.key for r in list_segments(session=session)}
+        missing = [k for k in segment if k not in known]
+        if missing:
+            raise InputError(f'unknown segment "{missing[0]}"')
+        keys = set(segment)
+    _print_counts("recomputed", _recompute(engine, keys))
+
+
+@segments_app.command("import")
+def segments_import(
+    file: Path,
+    no_recompute: Annotated[bool, typer.Option("--no-recompute", help="Store only; recompute later.")] = False,
+) -> None:
+    """Upsert segments by key from a JSON list; the whole file is validated first, then applied at once."""
+    segments = read_segments(file)
+    engine = _engine()
+    with Session(engine) as session, session.begin():
+        try:
+            records = upsert_segments(session=session, segments=segments, now=_now())
+        except RuleError as exc:
+            raise InputError(f"{file}: {exc}") from None
+        summary = [(r.key, r.version) for r in records]
+        stored = [r.definition_model() for r in list_segments(session=session)]
+    out.print(f"imported {len(summary)} segment(s): " + ", ".join(f"{k} (v{v})" for k, v in summary))
+    if not no_recompute and summary:
+        _print_counts("recomputed", _recompute(engine, dependents_of(stored, [k for k, _ in summary])))
+
+
+@segments_app.command("list")
+def segments_list() -> None:
+    """Segments with their version and member count."""
+    engine = _engine()
+    with Session(engine) as session:
+        counts = dict(session.execute(  # type: ignore[arg-type]
+            sa.select(SegmentMembership.segment_id, sa.func.count()).group_by(SegmentMembership.segment_id)  # type: ignore[call-overload]
+        ).all())
+        table = Table("key", "name", "version", "members", "updated")
+        for r in list_segments(session=session):
+            table.add_row(r.key, r.name, str(r.version), str(counts.get(r.id, 0)), r.updated_at.isoformat())
+    out.print(table)
+
+
+@segments_app.command("export")
+def segments_export() -> None:
+    """Print every stored segment as a JSON list (LaunchDarkly's format)."""
+    engine = _engine()
+    with Session(engine) as session:
+        data = [r.definition_model().to_json() for r in list_segments(session=session)]
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+@contacts_app.command("import")
+def contacts_import(
+    file: Path,
+    no_recompute: Annotated[bool, typer.Option("--no-recompute", help="Store only; recompute later.")] = False,
+) -> None:
+    """Upsert contacts from JSON lines (one LaunchDarkly context per line), then recompute just them."""
+    contexts = read_contexts(file)
+    engine = _engine()
+    with Session(engine) as session, session.begin():
+        ids = upsert_contacts(session=session, contexts=contexts, now=_now())
+        out.print(f"imported {len(ids)} contact(s)")
+        if not no_recompute:
+            _print_counts("recomputed", recompute_contacts(session=session, contact_ids=ids))
+
+
+@memberships_app.command("export")
+def memberships_export() -> None:
+    """One JSON line per stored contact: {"key", "segments"}, as `evaluate` prints."""
+    engine = _engine()
+    write = sys.stdout.write
+    with Session(engine) as session:
+        for key, segs in iter_memberships(session=session):
+            write(json.dumps({"key": key, "segments": segs}) + "\n")
+    sys.stdout.flush()
+
+
+@db_app.command("reset")
+def db_reset(yes: Annotated[bool, typer.Option("--yes", help="Confirm deleting every row.")] = False) -> None:
+    """Drop and recreate every segmentflow table."""
+    if not yes:
+        raise InputError("db reset deletes every contact, segment and membership: pass --yes to confirm")
+    engine = make_engine(_state.database_url or Settings().database_url)
+    reset(engine)
+    out.print("database reset")
+
+
+@app.command()
+def demo(
+    database_url: Annotated[str, typer.Option("--database-url", help="Where to build the demo.")] = (
+        "sqlite:///segmentflow-demo.db"
+    ),
+) -> None:
+    """Load the bundled sample into a fresh database, recompute, and print the memberships."""
+    from segmentflow.sample import sample_path
+
+    engine = make_engine(database_url)
+    reset(engine)
+    segments = read_segments(sample_path("segments.json"))
+    contexts = read_contexts(sample_path("contacts.jsonl"))
+    with Session(engine) as session, session.begin():
+        upsert_segments(session=session, segments=segments, now=_now())
+        upsert_contacts(session=session, contexts=contexts, now=_now())
+    counts = recompute_all(engine)
+    out.print(f"[bold]segmentflow demo[/bold] ({database_url}): {len(segments)} segments, {len(contexts)} contacts")
+    _print_counts("recomputed", counts)
+    with Session(engine) as session:
+        table = Table("segment", "members", "sample members", title="Segments")
+        rows: dict[str, list[str]] = {}
+        for key, segs in iter_memberships(session=session):
+            for s in segs:
+                rows.setdefault(s, []).append(key)
+        for r in list_segments(session=session):
+            members = rows.get(r.key, [])
+            table.add_row(r.key, str(len(members)), ", ".join(members[:4]) + (" ..." if len(members) > 4 else ""))
+        out.print(table)
+        per_contact = Table("contact", "segments", title="First contacts")
+        for contact in contexts[:8]:
+            row = get_contact(session=session, key=contact.fully_qualified_key)
+            assert row is not None and row.id is not None
+            per_contact.add_row(row.key, ", ".join(list_contact_segments(session=session, contact_id=row.id)) or "-")
+        out.print(per_contact)
+
+
+def _fail(message: str) -> None:
+    err.print(f"segmentflow: error: {message}", markup=False, highlight=False, soft_wrap=True)
+    raise SystemExit(2)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point: runs the app and turns bad input into one line on stderr and exit status 2."""
+    try:
+        return app(args=argv, prog_name="segmentflow")
+    except InputError as exc:
+        _fail(str(exc))
+    except (RuleError, ContextError) as exc:
+        _fail(str(exc))
+    except sa.exc.OperationalError as exc:
+        _fail(f"database error: {str(exc.orig).strip().splitlines()[0] if exc.orig else exc}")
+    except BrokenPipeError:
+        sys.stderr.close()
+        raise SystemExit(1) from None
+    return None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Stored contacts: bulk upsert by fully-qualified key, and reads. Never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, select
+
+from segmentflow.db.tables import Contact
+from segmentflow.rules import Context
+
+__all__ = ["get_contact", "upsert_contacts"]
+
+_CHUNK = 1000
+
+
+def _upsert_statement(dialect: str) -> Any:
+    """The one dialect branch for contact upserts: both SQLite and PostgreSQL speak ON CONFLICT."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(Contact.__table__)  # type: ignore[attr-defined]
+    return stmt.on_conflict_do_update(
+        index_elements=["key"],
+        set_={
+            "kinds": stmt.excluded.kinds,
+            "context": stmt.excluded.context,
+            "updated_at": stmt.excluded.updated_at,
+            "computed_at": None,
+        },
+    )
+
+
+def upsert_contacts(*, session: Session, contexts: Sequence[Context], now: datetime) -> list[int]:
+    """Insert or replace contacts (a later duplicate key wins); returns their ids in input order of first
+    appearance. Replaced contacts are marked not computed until their memberships are recomputed."""
+    rows: dict[str, dict[str, Any]] = {}
+    for ctx in contexts:
+        rows[ctx.fully_qualified_key] = {
+            "key": ctx.fully_qualified_key,
+            "kinds": ",".join(ctx.kinds),
+            "context": ctx.to_dict(),
+            "updated_at": now,
+            "computed_at": None,
+        }
+    if not rows:
+        return []
+    stmt = _upsert_statement(session.get_bind().dialect.name)
+    values = list(rows.values())
+    for start in range(0, len(values), _CHUNK):
+        session.execute(stmt, values[start:start + _CHUNK])
+    ids: dict[str, int] = {}
+    keys = list(rows)
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start:start + _CHUNK]
+        for cid, key in session.execute(sa.select(Contact.id, Contact.key).where(Contact.key.in_(chunk))):  # type: ignore[attr-defined,call-overload]
+            ids[key] = cid
+    return [ids[k] for k in keys]
+
+
+def get_contact(*, session: Session, key: str) -> Contact | None:
+    """A contact by fully-qualified key."""
+    return session.exec(select(Contact).where(Contact.key == key)).first()

@@ -1,0 +1,216 @@
+"""Membership recompute: load -> evaluate -> diff -> apply. Only the ends touch the database, and applying
+a diff twice changes nothing (the second time there is no difference), so a retried or resumed page writes
+no duplicate change events. Page functions take the session and never commit; `recompute_all` is the one
+owner of transactions here, committing page by page."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from segmentflow.db.tables import Contact, MembershipChange, SegmentMembership, SegmentRecord, utcnow
+from segmentflow.rules import CompiledSegment, parse_context
+from segmentflow.services.segments import SegmentIndex, dependents_of, load_index
+
+__all__ = [
+    "MembershipDiff",
+    "RecomputeCounts",
+    "apply_diff",
+    "diff_memberships",
+    "evaluate_rows",
+    "list_contact_segments",
+    "recompute_all",
+    "recompute_contacts",
+    "recompute_page",
+]
+
+Pair = tuple[uuid.UUID, int]  # (segment id, contact id)
+_CHUNK = 500
+_FEED_LOCK = 0x5E6F10  # PostgreSQL advisory lock serialising change-feed writers, so seq commits in order
+
+
+@dataclass
+class RecomputeCounts:
+    contacts: int = 0
+    entered: int = 0
+    exited: int = 0
+
+    def add(self, other: RecomputeCounts) -> None:
+        self.contacts += other.contacts
+        self.entered += other.entered
+        self.exited += other.exited
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipDiff:
+    entered: set[Pair] = field(default_factory=set)
+    exited: set[Pair] = field(default_factory=set)
+
+
+def evaluate_rows(
+    segments: dict[uuid.UUID, CompiledSegment], rows: Iterable[tuple[int, dict[str, Any]]]
+) -> set[Pair]:
+    """Pure: the (segment id, contact id) pairs that should exist for these stored contexts."""
+    desired: set[Pair] = set()
+    items = list(segments.items())
+    for contact_id, raw in rows:
+        ctx = parse_context(raw)
+        for segment_id, seg in items:
+            if seg.matches(ctx):
+                desired.add((segment_id, contact_id))
+    return desired
+
+
+def diff_memberships(desired: set[Pair], stored: set[Pair]) -> MembershipDiff:
+    """Pure: what to insert and what to delete so that stored becomes desired."""
+    return MembershipDiff(entered=desired - stored, exited=stored - desired)
+
+
+def _take_feed_lock(session: Session) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _FEED_LOCK})
+
+
+def apply_diff(
+    *, session: Session, diff: MembershipDiff, segment_keys: dict[uuid.UUID, str],
+    contact_keys: dict[int, str], now: datetime,
+) -> RecomputeCounts:
+    """Write the diff and one change-feed row per entry or exit."""
+    counts = RecomputeCounts(entered=len(diff.entered), exited=len(diff.exited))
+    if not diff.entered and not diff.exited:
+        return counts
+    by_segment: dict[uuid.UUID, list[int]] = {}
+    for segment_id, contact_id in diff.exited:
+        by_segment.setdefault(segment_id, []).append(contact_id)
+    table = SegmentMembership.__table__  # type: ignore[attr-defined]
+    for segment_id, contact_ids in by_segment.items():
+        for start in range(0, len(contact_ids), _CHUNK):
+            session.execute(table.delete().where(table.c.segment_id == segment_id,
+                                                 table.c.contact_id.in_(contact_ids[start:start + _CHUNK])))
+    if diff.entered:
+        session.execute(table.insert(), [
+            {"segment_id": s, "contact_id": c, "since": now} for s, c in sorted(diff.entered)
+        ])
+    changes = [("entered", pair) for pair in sorted(diff.entered)] + [("exited", pair) for pair in sorted(diff.exited)]
+    _take_feed_lock(session)
+    session.execute(MembershipChange.__table__.insert(), [  # type: ignore[attr-defined]
+        {"segment_id": s, "segment_key": segment_keys[s], "contact_id": c, "contact_key": contact_keys[c],
+         "change": change, "at": now}
+        for change, (s, c) in changes
+    ])
+    return counts
+
+
+def _stored_pairs(session: Session, contact_ids: Collection[int], segment_ids: Collection[uuid.UUID],
+                  lo: int | None = None, hi: int | None = None) -> set[Pair]:
+    table = SegmentMembership.__table__  # type: ignore[attr-defined]
+    query = sa.select(table.c.segment_id, table.c.contact_id)
+    if lo is not None and hi is not None:
+        query = query.where(table.c.contact_id.between(lo, hi))
+        return {(s, c) for s, c in session.execute(query) if s in segment_ids}
+    out: set[Pair] = set()
+    ids = list(contact_ids)
+    for start in range(0, len(ids), _CHUNK):
+        chunk = query.where(table.c.contact_id.in_(ids[start:start + _CHUNK]))
+        out.update((s, c) for s, c in session.execute(chunk) if s in segment_ids)
+    return out
+
+
+def _evaluate_and_apply(session: Session, index: SegmentIndex, only: set[str] | None,
+                        rows: list[Any], stored: set[Pair], now: datetime) -> RecomputeCounts:
+    segments = {index.ids[k]: seg for k, seg in index.compiled.items() if only is None or k in only}
+    desired = evaluate_rows(segments, ((r.id, r.context) for r in rows))
+    counts = apply_diff(session=session, diff=diff_memberships(desired, stored),
+                        segment_keys=index.keys_by_id, contact_keys={r.id: r.key for r in rows}, now=now)
+    if only is None and rows:
+        _mark_computed(session, [r.id for r in rows], now)
+    counts.contacts = len(rows)
+    return counts
+
+
+def _mark_computed(session: Session, ids: list[int], now: datetime) -> None:
+    contact = Contact.__table__  # type: ignore[attr-defined]
+    for start in range(0, len(ids), _CHUNK):
+        session.execute(contact.update().where(contact.c.id.in_(ids[start:start + _CHUNK])).values(computed_at=now))
+
+
+def _contact_query() -> Any:
+    contact = Contact.__table__  # type: ignore[attr-defined]
+    return sa.select(contact.c.id, contact.c.key, contact.c.context).order_by(contact.c.id).with_for_update()
+
+
+def recompute_page(
+    *, session: Session, index: SegmentIndex, after_id: int, limit: int, upto_id: int | None = None,
+    segment_keys: set[str] | None = None, now: datetime | None = None,
+) -> tuple[RecomputeCounts, int | None]:
+    """Recompute the next `limit` contacts with id > `after_id` (and <= `upto_id`), for every segment or
+    just `segment_keys`. Returns the counts and the last contact id seen (None when there were none)."""
+    contact = Contact.__table__  # type: ignore[attr-defined]
+    query = _contact_query().where(contact.c.id > after_id).limit(limit)
+    if upto_id is not None:
+        query = query.where(contact.c.id <= upto_id)
+    rows = list(session.execute(query))
+    if not rows:
+        return RecomputeCounts(), None
+    segment_ids = {index.ids[k] for k in index.compiled if segment_keys is None or k in segment_keys}
+    stored = _stored_pairs(session, (), segment_ids, rows[0].id, rows[-1].id)
+    counts = _evaluate_and_apply(session, index, segment_keys, rows, stored, now or utcnow())
+    return counts, rows[-1].id
+
+
+def recompute_contacts(
+    *, session: Session, contact_ids: Collection[int], index: SegmentIndex | None = None,
+    now: datetime | None = None,
+) -> RecomputeCounts:
+    """Incremental recompute of just these contacts against every segment."""
+    if not contact_ids:
+        return RecomputeCounts()
+    index = index or load_index(session=session)
+    contact = Contact.__table__  # type: ignore[attr-defined]
+    rows: list[Any] = []
+    ids = sorted(set(contact_ids))
+    for start in range(0, len(ids), _CHUNK):
+        rows.extend(session.execute(_contact_query().where(contact.c.id.in_(ids[start:start + _CHUNK]))))
+    stored = _stored_pairs(session, ids, set(index.ids.values()))
+    return _evaluate_and_apply(session, index, None, rows, stored, now or utcnow())
+
+
+def list_contact_segments(*, session: Session, contact_id: int) -> list[str]:
+    """Sorted keys of the segments a stored contact is in, from the precomputed table."""
+    query = (sa.select(SegmentRecord.key)  # type: ignore[call-overload]
+             .join(SegmentMembership, SegmentMembership.segment_id == SegmentRecord.id)  # type: ignore[arg-type]
+             .where(SegmentMembership.contact_id == contact_id)
+             .order_by(SegmentRecord.key))
+    return [k for (k,) in session.execute(query)]
+
+
+def recompute_all(
+    engine: Engine, *, page_size: int = 2000, segment_keys: Collection[str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> RecomputeCounts:
+    """Full recompute, one transaction per page. With `segment_keys`, only those segments and the segments
+    that depend on them through `segmentMatch` are re-evaluated. `progress` gets contacts done per page."""
+    with Session(engine) as session:
+        index = load_index(session=session)
+    only = None
+    if segment_keys is not None:
+        only = dependents_of((s.definition for s in index.compiled.values()), segment_keys)
+    total = RecomputeCounts()
+    after = 0
+    while True:
+        with Session(engine) as session, session.begin():
+            counts, last = recompute_page(session=session, index=index, after_id=after, limit=page_size,
+                                          segment_keys=only)
+        if last is None:
+            return total
+        total.add(counts)
+        after = last
+        if progress is not None:
+            progress(counts.contacts)

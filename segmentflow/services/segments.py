@@ -1,0 +1,97 @@
+"""Stored segments: validate-then-upsert, reads, and the compiled index the recompute evaluates with.
+Functions take the session as a keyword argument and never commit: the caller owns the transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel import Session, select
+
+from segmentflow.db.tables import SegmentRecord
+from segmentflow.rules import CompiledSegment, Segment, compile_segments, parse_segment
+
+__all__ = ["SegmentIndex", "dependents_of", "get_segment", "list_segments", "load_index", "upsert_segments"]
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentIndex:
+    """Every stored segment compiled (strictly), with the database id of each key."""
+
+    compiled: dict[str, CompiledSegment]
+    ids: dict[str, uuid.UUID]
+
+    @property
+    def keys_by_id(self) -> dict[uuid.UUID, str]:
+        return {v: k for k, v in self.ids.items()}
+
+
+def list_segments(*, session: Session) -> list[SegmentRecord]:
+    return list(session.exec(select(SegmentRecord).order_by(SegmentRecord.key)))
+
+
+def get_segment(*, session: Session, ref: str) -> SegmentRecord | None:
+    """A segment by key, or by its UUID `id`."""
+    record = session.exec(select(SegmentRecord).where(SegmentRecord.key == ref)).first()
+    if record is not None:
+        return record
+    try:
+        return session.get(SegmentRecord, uuid.UUID(ref))
+    except ValueError:
+        return None
+
+
+def load_index(*, session: Session) -> SegmentIndex:
+    records = list_segments(session=session)
+    compiled = compile_segments(r.definition_model() for r in records)
+    return SegmentIndex(compiled=compiled, ids={r.key: r.id for r in records})
+
+
+def dependents_of(segments: Iterable[Segment], keys: Iterable[str]) -> set[str]:
+    """`keys` plus every segment that reaches one of them through `segmentMatch`, transitively."""
+    reverse: dict[str, set[str]] = {}
+    for seg in segments:
+        for dep in seg.dependencies():
+            reverse.setdefault(dep, set()).add(seg.key)
+    found = set(keys)
+    frontier = list(found)
+    while frontier:
+        for parent in reverse.get(frontier.pop(), ()):
+            if parent not in found:
+                found.add(parent)
+                frontier.append(parent)
+    return found
+
+
+def upsert_segments(*, session: Session, segments: Sequence[Segment], now: datetime) -> list[SegmentRecord]:
+    """Insert or replace segments by key. The stored set with these applied must compile strictly (known
+    operators, good regexes, no missing `segmentMatch` target, no cycle) or nothing is written and the
+    `RuleError` propagates. A replaced segment's version is bumped past the stored one."""
+    existing = {r.key: r for r in list_segments(session=session)}
+    merged = {key: record.definition_model() for key, record in existing.items()}
+    incoming: dict[str, Segment] = {}
+    for seg in segments:
+        incoming[seg.key] = seg
+    merged.update(incoming)
+    compile_segments(merged.values())  # raises RuleError before anything is written
+
+    out = []
+    for key, seg in incoming.items():
+        record = existing.get(key)
+        version = seg.version if record is None else max(record.version + 1, seg.version)
+        definition = parse_segment({**seg.to_json(), "version": version})
+        if record is None:
+            record = SegmentRecord(key=key, name=seg.name or key, description=seg.description, version=version,
+                                   definition=definition.to_json(), created_at=now, updated_at=now)
+        else:
+            record.name = seg.name or key
+            record.description = seg.description
+            record.version = version
+            record.definition = definition.to_json()
+            record.updated_at = now
+        session.add(record)
+        out.append(record)
+    session.flush()
+    return out
