@@ -23,24 +23,38 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from segmentflow.db.engine import make_engine, migrate, reset
-from segmentflow.db.tables import Contact, SegmentMembership
-from segmentflow.inputs import InputError, iter_context_lines, read_contexts, read_segments
-from segmentflow.rules import ContextError, RuleError, compile_segments, memberships
+from segmentflow.db.tables import contact_table
+from segmentflow.inputs import (
+    InputError,
+    iter_context_lines,
+    read_compiled_segments,
+    read_contexts,
+    read_segments,
+)
+from segmentflow.rules import ContextError, RuleError, memberships
 from segmentflow.services.contacts import get_contact, upsert_contacts
 from segmentflow.services.exports import iter_memberships
 from segmentflow.services.membership import (
     RecomputeCounts,
+    UnknownContactError,
+    UnknownSegmentError,
+    check_membership,
     list_contact_segments,
+    member_counts,
     recompute_all,
     recompute_contacts,
 )
-from segmentflow.services.segments import dependents_of, get_segment, list_segments, upsert_segments
+from segmentflow.services.segments import dependents_of, list_segments, upsert_segments
 from segmentflow.settings import Settings
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Contact segments: LaunchDarkly rules, precomputed SQL memberships.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Contact segments: LaunchDarkly rules, precomputed SQL memberships.",
+)
 segments_app = typer.Typer(no_args_is_help=True, help="Import, list and export segments.")
 contacts_app = typer.Typer(no_args_is_help=True, help="Import contacts (LaunchDarkly contexts).")
 memberships_app = typer.Typer(no_args_is_help=True, help="Read precomputed memberships.")
@@ -53,11 +67,14 @@ app.add_typer(db_app, name="db")
 err = Console(stderr=True)
 out = Console()
 
-DatabaseUrl = Annotated[str | None, typer.Option("--database-url", help="Overrides SEGMENTFLOW_DATABASE_URL.")]
+DatabaseUrl = Annotated[
+    str | None, typer.Option("--database-url", help="Overrides SEGMENTFLOW_DATABASE_URL.")
+]
 
 
 class _State:
     database_url: str | None = None
+    engines: list[Engine] = []  # disposed when the command ends
 
 
 _state = _State()
@@ -69,9 +86,14 @@ def _root(database_url: DatabaseUrl = None) -> None:
 
 
 def _engine() -> Engine:
-    settings = Settings()
-    engine = make_engine(_state.database_url or settings.database_url)
+    engine = _make_engine(_state.database_url or Settings().database_url)
     migrate(engine)
+    return engine
+
+
+def _make_engine(url: str) -> Engine:
+    engine = make_engine(url)
+    _state.engines.append(engine)
     return engine
 
 
@@ -85,8 +107,9 @@ def _progress(total: int | None, label: str) -> Iterator[Callable[[int], None]]:
     if not err.is_terminal:
         yield lambda _n: None
         return
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
-                  transient=True) as progress:
+    with Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True
+    ) as progress:
         task = progress.add_task(label, total=total)
         yield lambda n: progress.advance(task, n)
 
@@ -97,19 +120,23 @@ def _print_counts(prefix: str, counts: RecomputeCounts) -> None:
 
 def _recompute(engine: Engine, segment_keys: set[str] | None = None) -> RecomputeCounts:
     with Session(engine) as session:
-        total = session.scalar(sa.select(sa.func.count()).select_from(Contact))
+        total = session.scalar(sa.select(sa.func.count()).select_from(contact_table))
     with _progress(total, "recompute") as advance:
-        return recompute_all(engine, page_size=Settings().page_size, segment_keys=segment_keys, progress=advance)
+        return recompute_all(
+            engine, page_size=Settings().page_size, segment_keys=segment_keys, progress=advance
+        )
 
 
 @app.command()
 def evaluate(
-    segments: Annotated[Path, typer.Option("--segments", help="JSON list of segments (LaunchDarkly format).")],
+    segments: Annotated[
+        Path, typer.Option("--segments", help="JSON list of segments (LaunchDarkly format).")
+    ],
     contexts: Annotated[Path, typer.Option("--contexts", help="JSON lines, one context per line.")],
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Report bad lines and go on.")] = False,
 ) -> None:
     """Stateless: print {"key", "segments"} for each context line, in order."""
-    compiled = compile_segments(read_segments(segments))
+    compiled = read_compiled_segments(segments)
     write = sys.stdout.write
     dumps = json.dumps
     for number, item in iter_context_lines(contexts):
@@ -127,24 +154,26 @@ def check(segment: str, contact: str) -> None:
     """Is CONTACT (a fully-qualified key) in SEGMENT (key or id)? Reads the precomputed tables."""
     engine = _engine()
     with Session(engine) as session, session.begin():
-        record = get_segment(session=session, ref=segment)
-        if record is None:
-            raise InputError(f'unknown segment "{segment}"')
-        row = get_contact(session=session, key=contact)
-        if row is None or row.id is None:
-            raise InputError(f'unknown contact "{contact}"')
-        if row.computed_at is None:
-            recompute_contacts(session=session, contact_ids=[row.id])
-            session.refresh(row)
-        member = session.get(SegmentMembership, (record.id, row.id)) is not None
-        out.print_json(data={"segmentKey": record.key, "segmentId": str(record.id), "contactKey": row.key,
-                             "isMember": member,
-                             "computedAt": row.computed_at.isoformat() if row.computed_at else None})
+        try:
+            result = check_membership(session=session, segment_ref=segment, contact_key=contact)
+        except (UnknownSegmentError, UnknownContactError) as exc:
+            raise InputError(str(exc)) from None
+    out.print_json(
+        data={
+            "segmentKey": result.segment_key,
+            "segmentId": str(result.segment_id),
+            "contactKey": result.contact_key,
+            "isMember": result.is_member,
+            "computedAt": result.computed_at.isoformat(),
+        }
+    )
 
 
 @app.command()
 def recompute(
-    segment: Annotated[list[str] | None, typer.Option("--segment", help="Only this segment and its dependents.")] = None,
+    segment: Annotated[
+        list[str] | None, typer.Option("--segment", help="Only this segment and its dependents.")
+    ] = None,
 ) -> None:
     """Recompute stored memberships (all segments, or --segment KEY and what depends on it)."""
     engine = _engine()
@@ -162,7 +191,9 @@ def recompute(
 @segments_app.command("import")
 def segments_import(
     file: Path,
-    no_recompute: Annotated[bool, typer.Option("--no-recompute", help="Store only; recompute later.")] = False,
+    no_recompute: Annotated[
+        bool, typer.Option("--no-recompute", help="Store only; recompute later.")
+    ] = False,
 ) -> None:
     """Upsert segments by key from a JSON list; the whole file is validated first, then applied at once."""
     segments = read_segments(file)
@@ -184,9 +215,7 @@ def segments_list() -> None:
     """Segments with their version and member count."""
     engine = _engine()
     with Session(engine) as session:
-        counts = dict(session.execute(  # type: ignore[arg-type]
-            sa.select(SegmentMembership.segment_id, sa.func.count()).group_by(SegmentMembership.segment_id)  # type: ignore[call-overload]
-        ).all())
+        counts = member_counts(session=session)
         table = Table("key", "name", "version", "members", "updated")
         for r in list_segments(session=session):
             table.add_row(r.key, r.name, str(r.version), str(counts.get(r.id, 0)), r.updated_at.isoformat())
@@ -205,7 +234,9 @@ def segments_export() -> None:
 @contacts_app.command("import")
 def contacts_import(
     file: Path,
-    no_recompute: Annotated[bool, typer.Option("--no-recompute", help="Store only; recompute later.")] = False,
+    no_recompute: Annotated[
+        bool, typer.Option("--no-recompute", help="Store only; recompute later.")
+    ] = False,
 ) -> None:
     """Upsert contacts from JSON lines (one LaunchDarkly context per line), then recompute just them."""
     contexts = read_contexts(file)
@@ -233,7 +264,7 @@ def db_reset(yes: Annotated[bool, typer.Option("--yes", help="Confirm deleting e
     """Drop and recreate every segmentflow table."""
     if not yes:
         raise InputError("db reset deletes every contact, segment and membership: pass --yes to confirm")
-    engine = make_engine(_state.database_url or Settings().database_url)
+    engine = _make_engine(_state.database_url or Settings().database_url)
     reset(engine)
     out.print("database reset")
 
@@ -247,7 +278,7 @@ def demo(
     """Load the bundled sample into a fresh database, recompute, and print the memberships."""
     from segmentflow.sample import sample_path
 
-    engine = make_engine(database_url)
+    engine = _make_engine(database_url)
     reset(engine)
     segments = read_segments(sample_path("segments.json"))
     contexts = read_contexts(sample_path("contacts.jsonl"))
@@ -255,7 +286,9 @@ def demo(
         upsert_segments(session=session, segments=segments, now=_now())
         upsert_contacts(session=session, contexts=contexts, now=_now())
     counts = recompute_all(engine)
-    out.print(f"[bold]segmentflow demo[/bold] ({database_url}): {len(segments)} segments, {len(contexts)} contacts")
+    out.print(
+        f"[bold]segmentflow demo[/bold] ({database_url}): {len(segments)} segments, {len(contexts)} contacts"
+    )
     _print_counts("recomputed", counts)
     with Session(engine) as session:
         table = Table("segment", "members", "sample members", title="Segments")
@@ -265,13 +298,17 @@ def demo(
                 rows.setdefault(s, []).append(key)
         for r in list_segments(session=session):
             members = rows.get(r.key, [])
-            table.add_row(r.key, str(len(members)), ", ".join(members[:4]) + (" ..." if len(members) > 4 else ""))
+            table.add_row(
+                r.key, str(len(members)), ", ".join(members[:4]) + (" ..." if len(members) > 4 else "")
+            )
         out.print(table)
         per_contact = Table("contact", "segments", title="First contacts")
         for contact in contexts[:8]:
             row = get_contact(session=session, key=contact.fully_qualified_key)
             assert row is not None and row.id is not None
-            per_contact.add_row(row.key, ", ".join(list_contact_segments(session=session, contact_id=row.id)) or "-")
+            per_contact.add_row(
+                row.key, ", ".join(list_contact_segments(session=session, contact_id=row.id)) or "-"
+            )
         out.print(per_contact)
 
 
@@ -293,6 +330,9 @@ def main(argv: list[str] | None = None) -> Any:
     except BrokenPipeError:
         sys.stderr.close()
         raise SystemExit(1) from None
+    finally:
+        while _state.engines:
+            _state.engines.pop().dispose()
     return None
 
 

@@ -8,9 +8,25 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from segmentflow.rules import Context, ContextError, RuleError, Segment, parse_context, parse_segments
+from segmentflow.rules import (
+    CompiledSegment,
+    Context,
+    ContextError,
+    RuleError,
+    Segment,
+    compile_segments,
+    parse_context,
+    parse_segments,
+)
 
-__all__ = ["InputError", "iter_context_lines", "read_contexts", "read_json", "read_segments"]
+__all__ = [
+    "InputError",
+    "iter_context_lines",
+    "read_compiled_segments",
+    "read_contexts",
+    "read_json",
+    "read_segments",
+]
 
 
 class InputError(ValueError):
@@ -27,12 +43,23 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise InputError(
+            f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
 
 
 def read_segments(path: Path) -> list[Segment]:
     try:
         return parse_segments(read_json(path))
+    except RuleError as exc:
+        raise InputError(f"{path}: {exc}") from None
+
+
+def read_compiled_segments(path: Path) -> dict[str, CompiledSegment]:
+    """Segments of a file, compiled strictly; any refusal names the file."""
+    segments = read_segments(path)
+    try:
+        return compile_segments(segments)
     except RuleError as exc:
         raise InputError(f"{path}: {exc}") from None
 

@@ -19,7 +19,7 @@ def normalize_url(url: str) -> str:
     """`postgresql://` and `postgres://` URLs use psycopg 3, so no system libpq is needed."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 

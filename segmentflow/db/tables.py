@@ -13,7 +13,18 @@ from sqlmodel import Field, SQLModel
 from segmentflow.db.types import UTCDateTime
 from segmentflow.rules import Segment, parse_segment
 
-__all__ = ["Contact", "MembershipChange", "SegmentMembership", "SegmentRecord", "utcnow"]
+__all__ = [
+    "Contact",
+    "MembershipChange",
+    "SQLModel",
+    "SegmentMembership",
+    "SegmentRecord",
+    "change_table",
+    "contact_table",
+    "membership_table",
+    "segment_table",
+    "utcnow",
+]
 
 
 def utcnow() -> datetime:
@@ -62,8 +73,9 @@ class SegmentMembership(SQLModel, table=True):
         sa_column=sa.Column(sa.Uuid, sa.ForeignKey("segment.id", ondelete="CASCADE"), primary_key=True)
     )
     contact_id: int = Field(
-        sa_column=sa.Column(sa.Integer, sa.ForeignKey("contact.id", ondelete="CASCADE"), primary_key=True,
-                            index=True)
+        sa_column=sa.Column(
+            sa.Integer, sa.ForeignKey("contact.id", ondelete="CASCADE"), primary_key=True, index=True
+        )
     )
     since: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
 
@@ -81,3 +93,16 @@ class MembershipChange(SQLModel, table=True):
     contact_key: str = Field(sa_column=sa.Column(sa.String(512), nullable=False, index=True))
     change: str = Field(sa_column=sa.Column(sa.String(8), nullable=False))  # "entered" | "exited"
     at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
+
+
+def _table(model: type[SQLModel]) -> sa.Table:
+    table = model.__table__  # type: ignore[attr-defined]
+    assert isinstance(table, sa.Table)
+    return table
+
+
+#: Core tables, for bulk statements (typed, so SQL building needs no casts).
+contact_table = _table(Contact)
+segment_table = _table(SegmentRecord)
+membership_table = _table(SegmentMembership)
+change_table = _table(MembershipChange)

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
-from segmentflow.db.tables import Contact
+from segmentflow.db.tables import Contact, contact_table
 from segmentflow.rules import Context
 
 __all__ = ["get_contact", "upsert_contacts"]
@@ -21,7 +21,7 @@ _CHUNK = 1000
 def _upsert_statement(dialect: str) -> Any:
     """The one dialect branch for contact upserts: both SQLite and PostgreSQL speak ON CONFLICT."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(Contact.__table__)  # type: ignore[attr-defined]
+    stmt = insert(contact_table)
     return stmt.on_conflict_do_update(
         index_elements=["key"],
         set_={
@@ -50,12 +50,13 @@ def upsert_contacts(*, session: Session, contexts: Sequence[Context], now: datet
     stmt = _upsert_statement(session.get_bind().dialect.name)
     values = list(rows.values())
     for start in range(0, len(values), _CHUNK):
-        session.execute(stmt, values[start:start + _CHUNK])
+        session.execute(stmt, values[start : start + _CHUNK])
     ids: dict[str, int] = {}
     keys = list(rows)
     for start in range(0, len(keys), _CHUNK):
-        chunk = keys[start:start + _CHUNK]
-        for cid, key in session.execute(sa.select(Contact.id, Contact.key).where(Contact.key.in_(chunk))):  # type: ignore[attr-defined,call-overload]
+        chunk = keys[start : start + _CHUNK]
+        query = sa.select(contact_table.c.id, contact_table.c.key).where(contact_table.c.key.in_(chunk))
+        for cid, key in session.execute(query):
             ids[key] = cid
     return [ids[k] for k in keys]
 

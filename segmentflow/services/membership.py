@@ -15,17 +15,22 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from segmentflow.db.tables import Contact, MembershipChange, SegmentMembership, SegmentRecord, utcnow
+from segmentflow.db.tables import change_table, contact_table, membership_table, segment_table, utcnow
 from segmentflow.rules import CompiledSegment, parse_context
 from segmentflow.services.segments import SegmentIndex, dependents_of, load_index
 
 __all__ = [
+    "MembershipCheck",
     "MembershipDiff",
     "RecomputeCounts",
+    "UnknownContactError",
+    "UnknownSegmentError",
     "apply_diff",
+    "check_membership",
     "diff_memberships",
     "evaluate_rows",
     "list_contact_segments",
+    "member_counts",
     "recompute_all",
     "recompute_contacts",
     "recompute_page",
@@ -79,8 +84,12 @@ def _take_feed_lock(session: Session) -> None:
 
 
 def apply_diff(
-    *, session: Session, diff: MembershipDiff, segment_keys: dict[uuid.UUID, str],
-    contact_keys: dict[int, str], now: datetime,
+    *,
+    session: Session,
+    diff: MembershipDiff,
+    segment_keys: dict[uuid.UUID, str],
+    contact_keys: dict[int, str],
+    now: datetime,
 ) -> RecomputeCounts:
     """Write the diff and one change-feed row per entry or exit."""
     counts = RecomputeCounts(entered=len(diff.entered), exited=len(diff.exited))
@@ -89,46 +98,80 @@ def apply_diff(
     by_segment: dict[uuid.UUID, list[int]] = {}
     for segment_id, contact_id in diff.exited:
         by_segment.setdefault(segment_id, []).append(contact_id)
-    table = SegmentMembership.__table__  # type: ignore[attr-defined]
     for segment_id, contact_ids in by_segment.items():
         for start in range(0, len(contact_ids), _CHUNK):
-            session.execute(table.delete().where(table.c.segment_id == segment_id,
-                                                 table.c.contact_id.in_(contact_ids[start:start + _CHUNK])))
-    if diff.entered:
-        session.execute(table.insert(), [
-            {"segment_id": s, "contact_id": c, "since": now} for s, c in sorted(diff.entered)
-        ])
-    changes = [("entered", pair) for pair in sorted(diff.entered)] + [("exited", pair) for pair in sorted(diff.exited)]
+            session.execute(
+                membership_table.delete().where(
+                    membership_table.c.segment_id == segment_id,
+                    membership_table.c.contact_id.in_(contact_ids[start : start + _CHUNK]),
+                )
+            )
+
+    def order(pair: Pair) -> tuple[str, int]:
+        return segment_keys[pair[0]], pair[1]
+
+    entered = sorted(diff.entered, key=order)
+    if entered:
+        session.execute(
+            membership_table.insert(), [{"segment_id": s, "contact_id": c, "since": now} for s, c in entered]
+        )
+    changes = [("entered", pair) for pair in entered] + [
+        ("exited", pair) for pair in sorted(diff.exited, key=order)
+    ]
     _take_feed_lock(session)
-    session.execute(MembershipChange.__table__.insert(), [  # type: ignore[attr-defined]
-        {"segment_id": s, "segment_key": segment_keys[s], "contact_id": c, "contact_key": contact_keys[c],
-         "change": change, "at": now}
-        for change, (s, c) in changes
-    ])
+    session.execute(
+        change_table.insert(),
+        [
+            {
+                "segment_id": s,
+                "segment_key": segment_keys[s],
+                "contact_id": c,
+                "contact_key": contact_keys[c],
+                "change": change,
+                "at": now,
+            }
+            for change, (s, c) in changes
+        ],
+    )
     return counts
 
 
-def _stored_pairs(session: Session, contact_ids: Collection[int], segment_ids: Collection[uuid.UUID],
-                  lo: int | None = None, hi: int | None = None) -> set[Pair]:
-    table = SegmentMembership.__table__  # type: ignore[attr-defined]
-    query = sa.select(table.c.segment_id, table.c.contact_id)
+def _stored_pairs(
+    session: Session,
+    contact_ids: Collection[int],
+    segment_ids: Collection[uuid.UUID],
+    lo: int | None = None,
+    hi: int | None = None,
+) -> set[Pair]:
+    query = sa.select(membership_table.c.segment_id, membership_table.c.contact_id)
     if lo is not None and hi is not None:
-        query = query.where(table.c.contact_id.between(lo, hi))
+        query = query.where(membership_table.c.contact_id.between(lo, hi))
         return {(s, c) for s, c in session.execute(query) if s in segment_ids}
     out: set[Pair] = set()
     ids = list(contact_ids)
     for start in range(0, len(ids), _CHUNK):
-        chunk = query.where(table.c.contact_id.in_(ids[start:start + _CHUNK]))
+        chunk = query.where(membership_table.c.contact_id.in_(ids[start : start + _CHUNK]))
         out.update((s, c) for s, c in session.execute(chunk) if s in segment_ids)
     return out
 
 
-def _evaluate_and_apply(session: Session, index: SegmentIndex, only: set[str] | None,
-                        rows: list[Any], stored: set[Pair], now: datetime) -> RecomputeCounts:
+def _evaluate_and_apply(
+    session: Session,
+    index: SegmentIndex,
+    only: set[str] | None,
+    rows: list[Any],
+    stored: set[Pair],
+    now: datetime,
+) -> RecomputeCounts:
     segments = {index.ids[k]: seg for k, seg in index.compiled.items() if only is None or k in only}
     desired = evaluate_rows(segments, ((r.id, r.context) for r in rows))
-    counts = apply_diff(session=session, diff=diff_memberships(desired, stored),
-                        segment_keys=index.keys_by_id, contact_keys={r.id: r.key for r in rows}, now=now)
+    counts = apply_diff(
+        session=session,
+        diff=diff_memberships(desired, stored),
+        segment_keys=index.keys_by_id,
+        contact_keys={r.id: r.key for r in rows},
+        now=now,
+    )
     if only is None and rows:
         _mark_computed(session, [r.id for r in rows], now)
     counts.contacts = len(rows)
@@ -136,26 +179,37 @@ def _evaluate_and_apply(session: Session, index: SegmentIndex, only: set[str] | 
 
 
 def _mark_computed(session: Session, ids: list[int], now: datetime) -> None:
-    contact = Contact.__table__  # type: ignore[attr-defined]
     for start in range(0, len(ids), _CHUNK):
-        session.execute(contact.update().where(contact.c.id.in_(ids[start:start + _CHUNK])).values(computed_at=now))
+        session.execute(
+            contact_table.update()
+            .where(contact_table.c.id.in_(ids[start : start + _CHUNK]))
+            .values(computed_at=now)
+        )
 
 
 def _contact_query() -> Any:
-    contact = Contact.__table__  # type: ignore[attr-defined]
-    return sa.select(contact.c.id, contact.c.key, contact.c.context).order_by(contact.c.id).with_for_update()
+    return (
+        sa.select(contact_table.c.id, contact_table.c.key, contact_table.c.context)
+        .order_by(contact_table.c.id)
+        .with_for_update()
+    )
 
 
 def recompute_page(
-    *, session: Session, index: SegmentIndex, after_id: int, limit: int, upto_id: int | None = None,
-    segment_keys: set[str] | None = None, now: datetime | None = None,
+    *,
+    session: Session,
+    index: SegmentIndex,
+    after_id: int,
+    limit: int,
+    upto_id: int | None = None,
+    segment_keys: set[str] | None = None,
+    now: datetime | None = None,
 ) -> tuple[RecomputeCounts, int | None]:
     """Recompute the next `limit` contacts with id > `after_id` (and <= `upto_id`), for every segment or
     just `segment_keys`. Returns the counts and the last contact id seen (None when there were none)."""
-    contact = Contact.__table__  # type: ignore[attr-defined]
-    query = _contact_query().where(contact.c.id > after_id).limit(limit)
+    query = _contact_query().where(contact_table.c.id > after_id).limit(limit)
     if upto_id is not None:
-        query = query.where(contact.c.id <= upto_id)
+        query = query.where(contact_table.c.id <= upto_id)
     rows = list(session.execute(query))
     if not rows:
         return RecomputeCounts(), None
@@ -166,33 +220,99 @@ def recompute_page(
 
 
 def recompute_contacts(
-    *, session: Session, contact_ids: Collection[int], index: SegmentIndex | None = None,
+    *,
+    session: Session,
+    contact_ids: Collection[int],
+    index: SegmentIndex | None = None,
     now: datetime | None = None,
 ) -> RecomputeCounts:
     """Incremental recompute of just these contacts against every segment."""
     if not contact_ids:
         return RecomputeCounts()
     index = index or load_index(session=session)
-    contact = Contact.__table__  # type: ignore[attr-defined]
     rows: list[Any] = []
     ids = sorted(set(contact_ids))
     for start in range(0, len(ids), _CHUNK):
-        rows.extend(session.execute(_contact_query().where(contact.c.id.in_(ids[start:start + _CHUNK]))))
+        rows.extend(
+            session.execute(_contact_query().where(contact_table.c.id.in_(ids[start : start + _CHUNK])))
+        )
     stored = _stored_pairs(session, ids, set(index.ids.values()))
     return _evaluate_and_apply(session, index, None, rows, stored, now or utcnow())
 
 
+class UnknownSegmentError(LookupError):
+    """No stored segment has that key or id."""
+
+
+class UnknownContactError(LookupError):
+    """No stored contact has that fully-qualified key."""
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipCheck:
+    segment_key: str
+    segment_id: uuid.UUID
+    contact_key: str
+    is_member: bool
+    computed_at: datetime
+
+
+def check_membership(*, session: Session, segment_ref: str, contact_key: str) -> MembershipCheck:
+    """Read one membership from the precomputed tables. A contact stored but never computed (imported with
+    `--no-recompute`) is computed and stored first, inside the caller's transaction."""
+    segment = session.execute(
+        sa.select(segment_table.c.id, segment_table.c.key).where(segment_table.c.key == segment_ref)
+    ).first()
+    if segment is None:
+        try:
+            segment_id = uuid.UUID(segment_ref)
+        except ValueError:
+            segment_id = None
+        if segment_id is not None:
+            segment = session.execute(
+                sa.select(segment_table.c.id, segment_table.c.key).where(segment_table.c.id == segment_id)
+            ).first()
+    if segment is None:
+        raise UnknownSegmentError(f'unknown segment "{segment_ref}"')
+    contact = session.execute(
+        sa.select(contact_table.c.id, contact_table.c.computed_at).where(contact_table.c.key == contact_key)
+    ).first()
+    if contact is None:
+        raise UnknownContactError(f'unknown contact "{contact_key}"')
+    computed_at = contact.computed_at
+    if computed_at is None:
+        computed_at = utcnow()
+        recompute_contacts(session=session, contact_ids=[contact.id], now=computed_at)
+    member = session.execute(
+        sa.select(membership_table.c.since).where(
+            membership_table.c.segment_id == segment.id, membership_table.c.contact_id == contact.id
+        )
+    ).first()
+    return MembershipCheck(segment.key, segment.id, contact_key, member is not None, computed_at)
+
+
+def member_counts(*, session: Session) -> dict[uuid.UUID, int]:
+    """Members per segment id (segments without members are absent)."""
+    query = sa.select(membership_table.c.segment_id, sa.func.count()).group_by(membership_table.c.segment_id)
+    return {sid: int(n) for sid, n in session.execute(query)}
+
+
 def list_contact_segments(*, session: Session, contact_id: int) -> list[str]:
     """Sorted keys of the segments a stored contact is in, from the precomputed table."""
-    query = (sa.select(SegmentRecord.key)  # type: ignore[call-overload]
-             .join(SegmentMembership, SegmentMembership.segment_id == SegmentRecord.id)  # type: ignore[arg-type]
-             .where(SegmentMembership.contact_id == contact_id)
-             .order_by(SegmentRecord.key))
-    return [k for (k,) in session.execute(query)]
+    query = (
+        sa.select(segment_table.c.key)
+        .join(membership_table, membership_table.c.segment_id == segment_table.c.id)
+        .where(membership_table.c.contact_id == contact_id)
+        .order_by(segment_table.c.key)
+    )
+    return list(session.scalars(query))
 
 
 def recompute_all(
-    engine: Engine, *, page_size: int = 2000, segment_keys: Collection[str] | None = None,
+    engine: Engine,
+    *,
+    page_size: int = 2000,
+    segment_keys: Collection[str] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> RecomputeCounts:
     """Full recompute, one transaction per page. With `segment_keys`, only those segments and the segments
@@ -206,8 +326,9 @@ def recompute_all(
     after = 0
     while True:
         with Session(engine) as session, session.begin():
-            counts, last = recompute_page(session=session, index=index, after_id=after, limit=page_size,
-                                          segment_keys=only)
+            counts, last = recompute_page(
+                session=session, index=index, after_id=after, limit=page_size, segment_keys=only
+            )
         if last is None:
             return total
         total.add(counts)

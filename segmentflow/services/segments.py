@@ -83,8 +83,15 @@ def upsert_segments(*, session: Session, segments: Sequence[Segment], now: datet
         version = seg.version if record is None else max(record.version + 1, seg.version)
         definition = parse_segment({**seg.to_json(), "version": version})
         if record is None:
-            record = SegmentRecord(key=key, name=seg.name or key, description=seg.description, version=version,
-                                   definition=definition.to_json(), created_at=now, updated_at=now)
+            record = SegmentRecord(
+                key=key,
+                name=seg.name or key,
+                description=seg.description,
+                version=version,
+                definition=definition.to_json(),
+                created_at=now,
+                updated_at=now,
+            )
         else:
             record.name = seg.name or key
             record.description = seg.description

@@ -41,7 +41,9 @@ def upgrade() -> None:
     op.create_table(
         "segment_membership",
         sa.Column("segment_id", sa.Uuid, sa.ForeignKey("segment.id", ondelete="CASCADE"), primary_key=True),
-        sa.Column("contact_id", sa.Integer, sa.ForeignKey("contact.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column(
+            "contact_id", sa.Integer, sa.ForeignKey("contact.id", ondelete="CASCADE"), primary_key=True
+        ),
         sa.Column("since", UTCDateTime, nullable=False),
     )
     op.create_index("ix_segment_membership_contact_id", "segment_membership", ["contact_id"])

@@ -1,0 +1,274 @@
+"""The `segmentflow` command end to end, in process, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from segmentflow.cli import main
+
+SEGMENTS = [
+    {"key": "vip", "rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["vip"]}]}]},
+    {
+        "key": "orgs",
+        "rules": [
+            {
+                "clauses": [
+                    {"contextKind": "organization", "attribute": "seats", "op": "greaterThan", "values": [10]}
+                ]
+            }
+        ],
+    },
+    {
+        "key": "vip-org",
+        "rules": [
+            {
+                "clauses": [
+                    {"op": "segmentMatch", "values": ["vip"]},
+                    {"op": "segmentMatch", "values": ["orgs"]},
+                ]
+            }
+        ],
+    },
+]
+CONTEXTS = [
+    {"key": "u1", "plan": "vip"},
+    {"kind": "organization", "key": "o:1", "seats": 50},
+    {"kind": "multi", "user": {"key": "u2", "plan": "vip"}, "organization": {"key": "o%2", "seats": 11}},
+    {"kind": "user", "key": "u3", "plan": "free"},
+]
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def write(tmp_path: Path, name: str, content: Any) -> Path:
+    path = tmp_path / name
+    if name.endswith(".jsonl"):
+        path.write_text("".join(json.dumps(c) + "\n" for c in content))
+    else:
+        path.write_text(json.dumps(content))
+    return path
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[Path, Path]:
+    return write(tmp_path, "segments.json", SEGMENTS), write(tmp_path, "contexts.jsonl", CONTEXTS)
+
+
+def test_evaluate_prints_one_line_per_context_with_fully_qualified_keys(
+    capsys: pytest.CaptureFixture[str], files: tuple[Path, Path]
+) -> None:
+    code, out, _ = run(capsys, "evaluate", "--segments", str(files[0]), "--contexts", str(files[1]))
+    assert code == 0
+    assert [json.loads(line) for line in out.splitlines()] == [
+        {"key": "u1", "segments": ["vip"]},
+        {"key": "organization:o%3A1", "segments": ["orgs"]},
+        {"key": "organization:o%252:user:u2", "segments": ["orgs", "vip", "vip-org"]},
+        {"key": "u3", "segments": []},
+    ]
+
+
+def test_evaluate_stops_at_a_bad_line_naming_file_and_line(
+    capsys: pytest.CaptureFixture[str], files: tuple[Path, Path]
+) -> None:
+    files[1].write_text('{"key": "u1"}\n{not json\n{"key": "u2"}\n')
+    code, _out, err = run(capsys, "evaluate", "--segments", str(files[0]), "--contexts", str(files[1]))
+    assert code == 2
+    assert f"{files[1]}:2: not valid JSON" in err
+    assert "Traceback" not in err
+    assert err.count("\n") == 1
+
+
+def test_evaluate_skip_invalid_reports_each_bad_line_and_goes_on(
+    capsys: pytest.CaptureFixture[str], files: tuple[Path, Path]
+) -> None:
+    files[1].write_text(
+        '{"key": "u1", "plan": "vip"}\n[1]\n{"kind": "user"}\n{"key": "u2", "name": 5}\n'
+        '{"kind": "kind", "key": "k"}\n{"key": "u3"}\n'
+    )
+    code, out, _ = run(
+        capsys, "evaluate", "--segments", str(files[0]), "--contexts", str(files[1]), "--skip-invalid"
+    )
+    assert code == 0
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines[0] == {"key": "u1", "segments": ["vip"]}
+    assert [line["line"] for line in lines[1:5]] == [2, 3, 4, 5]
+    assert "key" in lines[2]["error"] and "name" in lines[3]["error"] and "kind" in lines[4]["error"]
+    assert lines[5] == {"key": "u3", "segments": []}
+
+
+@pytest.mark.parametrize(
+    ("segment", "message"),
+    [
+        (
+            {"key": "s", "rules": [{"clauses": [{"attribute": "a", "op": "isIn", "values": [1]}]}]},
+            'segment "s" rule 0 clause 0: unknown operator "isIn"',
+        ),
+        (
+            {"key": "s", "rules": [{}, {"clauses": [{"attribute": "a", "op": "matches", "values": ["("]}]}]},
+            'segment "s" rule 1 clause 0: matches: bad regex',
+        ),
+        (
+            {"key": "s", "rules": [{"clauses": [{"attribute": "a", "op": "in", "values": "x"}]}]},
+            'segment "s" rule 0 clause 0 field "values"',
+        ),
+        (
+            {"key": "s", "rules": [{"clauses": [{"op": "segmentMatch", "values": ["nope"]}]}]},
+            'segment "s" rule 0 clause 0: segmentMatch refers to missing segment "nope"',
+        ),
+        ({"key": "s", "rules": [{"clauses": [{"op": "segmentMatch", "values": ["s"]}]}]}, "cycle: s -> s"),
+    ],
+)
+def test_evaluate_refuses_bad_segments_with_a_message_naming_the_place(
+    capsys: pytest.CaptureFixture[str], files: tuple[Path, Path], segment: dict[str, Any], message: str
+) -> None:
+    files[0].write_text(json.dumps([segment]))
+    code, out, err = run(capsys, "evaluate", "--segments", str(files[0]), "--contexts", str(files[1]))
+    assert code == 2
+    assert out == ""
+    assert message in err and str(files[0]) in err
+
+
+def test_malformed_segments_json_names_file_line_and_column(
+    capsys: pytest.CaptureFixture[str], files: tuple[Path, Path]
+) -> None:
+    files[0].write_text('[{"key": "a",}]')
+    code, _, err = run(capsys, "evaluate", "--segments", str(files[0]), "--contexts", str(files[1]))
+    assert code == 2
+    assert "not valid JSON" in err and "line 1 column" in err
+
+
+def test_import_then_memberships_export_equals_evaluate(
+    capsys: pytest.CaptureFixture[str], files: tuple[Path, Path], engine: Engine, database_url: str
+) -> None:
+    db = ("--database-url", database_url)
+    assert run(capsys, *db, "segments", "import", str(files[0]))[0] == 0
+    assert run(capsys, *db, "contacts", "import", str(files[1]))[0] == 0
+    _, exported, _ = run(capsys, *db, "memberships", "export")
+    _, evaluated, _ = run(capsys, "evaluate", "--segments", str(files[0]), "--contexts", str(files[1]))
+    assert exported == evaluated
+
+
+def test_refused_segment_import_leaves_the_store_exactly_as_it_was(
+    capsys: pytest.CaptureFixture[str],
+    files: tuple[Path, Path],
+    engine: Engine,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    db = ("--database-url", database_url)
+    run(capsys, *db, "segments", "import", str(files[0]))
+    _, before, _ = run(capsys, *db, "segments", "export")
+    bad = write(
+        tmp_path,
+        "bad.json",
+        [
+            {"key": "vip", "rules": []},
+            {"key": "new", "rules": [{"clauses": [{"attribute": "x", "op": "matches", "values": ["[a-"]}]}]},
+        ],
+    )
+    code, _, err = run(capsys, *db, "segments", "import", str(bad))
+    assert code == 2 and 'segment "new" rule 0 clause 0' in err
+    # Removing "orgs" would strand vip-org's reference: refused too.
+    dangling = write(
+        tmp_path,
+        "dangling.json",
+        [{"key": "orgs", "rules": [{"clauses": [{"op": "segmentMatch", "values": ["vip-org"]}]}]}],
+    )
+    code, _, err = run(capsys, *db, "segments", "import", str(dangling))
+    assert code == 2 and "cycle" in err
+    _, after, _ = run(capsys, *db, "segments", "export")
+    assert after == before
+
+
+def test_reimport_bumps_version_and_recomputes_dependents(
+    capsys: pytest.CaptureFixture[str],
+    files: tuple[Path, Path],
+    engine: Engine,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    db = ("--database-url", database_url)
+    run(capsys, *db, "segments", "import", str(files[0]))
+    run(capsys, *db, "contacts", "import", str(files[1]))
+    changed = write(
+        tmp_path,
+        "vip.json",
+        [{"key": "vip", "rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["free"]}]}]}],
+    )
+    code, out, _ = run(capsys, *db, "segments", "import", str(changed))
+    assert code == 0 and "vip (v2)" in out
+    _, exported, _ = run(capsys, *db, "memberships", "export")
+    rows = {json.loads(line)["key"]: json.loads(line)["segments"] for line in exported.splitlines()}
+    assert rows["u3"] == ["vip"]
+    assert rows["organization:o%252:user:u2"] == ["orgs"]  # left vip, so vip-org too
+
+
+def test_check_computes_a_never_computed_contact_on_first_read(
+    capsys: pytest.CaptureFixture[str], files: tuple[Path, Path], engine: Engine, database_url: str
+) -> None:
+    db = ("--database-url", database_url)
+    run(capsys, *db, "segments", "import", str(files[0]))
+    run(capsys, *db, "contacts", "import", str(files[1]), "--no-recompute")
+    code, out, _ = run(capsys, *db, "check", "vip", "u1")
+    assert code == 0
+    result = json.loads(out)
+    assert result["isMember"] is True and result["computedAt"] is not None
+    code, out, _ = run(capsys, *db, "check", "vip-org", "u1")
+    assert json.loads(out)["isMember"] is False
+
+
+def test_check_unknown_segment_or_contact_is_a_clear_error(
+    capsys: pytest.CaptureFixture[str], files: tuple[Path, Path], engine: Engine, database_url: str
+) -> None:
+    db = ("--database-url", database_url)
+    run(capsys, *db, "segments", "import", str(files[0]))
+    assert run(capsys, *db, "check", "nope", "u1")[2].strip() == 'segmentflow: error: unknown segment "nope"'
+    assert run(capsys, *db, "check", "vip", "u9")[2].strip() == 'segmentflow: error: unknown contact "u9"'
+
+
+def test_contacts_import_refuses_whole_file_on_a_bad_line(
+    capsys: pytest.CaptureFixture[str], files: tuple[Path, Path], engine: Engine, database_url: str
+) -> None:
+    db = ("--database-url", database_url)
+    files[1].write_text('{"key": "u1"}\n{"kind": "multi"}\n')
+    code, _, err = run(capsys, *db, "contacts", "import", str(files[1]))
+    assert code == 2 and f"{files[1]}:2: invalid context" in err
+    _, exported, _ = run(capsys, *db, "memberships", "export")
+    assert exported == ""
+
+
+def test_recompute_single_segment_and_unknown_segment(
+    capsys: pytest.CaptureFixture[str], files: tuple[Path, Path], engine: Engine, database_url: str
+) -> None:
+    db = ("--database-url", database_url)
+    run(capsys, *db, "segments", "import", str(files[0]), "--no-recompute")
+    run(capsys, *db, "contacts", "import", str(files[1]), "--no-recompute")
+    code, out, _ = run(capsys, *db, "recompute", "--segment", "orgs")
+    assert code == 0 and "entered=3" in out  # orgs: 2 contacts, vip-org (dependent): 1
+    assert run(capsys, *db, "recompute", "--segment", "nope")[0] == 2
+
+
+def test_db_reset_requires_yes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "--database-url", f"sqlite:///{tmp_path / 'x.db'}", "db", "reset")
+    assert code == 2 and "--yes" in err
+
+
+def test_demo_builds_a_fresh_database_and_prints_memberships(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, _ = run(capsys, "demo", "--database-url", f"sqlite:///{tmp_path / 'demo.db'}")
+    assert code == 0
+    assert "vip-eu" in out and "recomputed: contacts=188" in out
