@@ -1,7 +1,7 @@
 """Pure. LaunchDarkly-compatible segment rules: model, contexts, operators, compile and evaluate."""
 
 from segmentflow.rules.compile import CompiledSegment, Explanation, compile_segments, segment_order
-from segmentflow.rules.context import DEFAULT_KIND, Context, parse_context
+from segmentflow.rules.context import DEFAULT_KIND, Context, Individual, parse_context
 from segmentflow.rules.errors import ContextError, CycleError, RuleError
 from segmentflow.rules.evaluate import explain, matches, memberships
 from segmentflow.rules.model import Clause, Rule, Segment, Target, parse_segment, parse_segments
@@ -14,6 +14,7 @@ __all__ = [
     "ContextError",
     "CycleError",
     "Explanation",
+    "Individual",
     "Rule",
     "RuleError",
     "Segment",

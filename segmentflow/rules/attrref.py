@@ -30,9 +30,7 @@ def parse_path(path: str) -> tuple[str, ...]:
                 f'attribute reference "{path}" contains a double slash or a trailing slash'
             )
         if _BAD_ESCAPE.search(part):
-            raise AttributeRefError(
-                f'attribute reference "{path}" has a "~" not followed by 0 or 1'
-            )
+            raise AttributeRefError(f'attribute reference "{path}" has a "~" not followed by 0 or 1')
         components.append(part.replace("~1", "/").replace("~0", "~"))
     return tuple(components)
 

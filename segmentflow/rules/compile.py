@@ -14,10 +14,11 @@ Semantics are LaunchDarkly's (its Python server SDK where SDKs differ):
   Python SDK's behaviour).
 - `segmentMatch` is true when the context is in any listed segment.
 
-Refused at compile time with a `RuleError` naming segment, rule and clause: an unknown operator, an invalid
-attribute reference, a `segmentMatch` cycle, big (unbounded) segments, duplicate keys; and unless `lenient`,
+Refused at compile time with a `RuleError` naming segment, rule and clause: an invalid attribute reference,
+a `segmentMatch` cycle, big (unbounded) segments, duplicate keys; and unless `lenient`, an unknown operator,
 a `segmentMatch` to a missing segment and clause values that can never match (bad regex, date, version).
-`lenient=True` follows LaunchDarkly exactly for those last two: a missing segment is simply no match.
+`lenient=True` follows LaunchDarkly exactly for those last three: a missing segment is simply no match, and
+an unknown operator matches no value (so, negated, it matches any present attribute).
 LaunchDarkly reports a cycle only when evaluation walks into it; we refuse it whenever it exists.
 """
 
@@ -99,6 +100,10 @@ def _kind_clause(test: ValueTest, negate: bool) -> Predicate:
     return clause
 
 
+def _never(value: Any) -> bool:
+    return False
+
+
 def _segment_clause(targets: list[CompiledSegment], negate: bool) -> Predicate:
     def clause(ctx: Context) -> bool:
         return any(t.matches(ctx) for t in targets) is not negate
@@ -120,8 +125,15 @@ def _bucket(ctx: Context, kind: str, path: tuple[str, ...] | None, segment_key: 
 class CompiledRule:
     __slots__ = ("_bucket_by", "_kind", "clauses", "index", "rule", "salt", "segment_key", "threshold")
 
-    def __init__(self, rule: Rule, index: int, clauses: list[Predicate], segment_key: str, salt: str,
-                 bucket_by: tuple[str, ...] | None) -> None:
+    def __init__(
+        self,
+        rule: Rule,
+        index: int,
+        clauses: list[Predicate],
+        segment_key: str,
+        salt: str,
+        bucket_by: tuple[str, ...] | None,
+    ) -> None:
         self.rule = rule
         self.index = index
         self.clauses = tuple(clauses)
@@ -143,8 +155,15 @@ class CompiledRule:
 class CompiledSegment:
     """A segment ready to evaluate: `matches(context)` is pure and never raises on context data."""
 
-    __slots__ = ("definition", "excluded", "excluded_contexts", "included", "included_contexts", "key",
-                 "rules")
+    __slots__ = (
+        "definition",
+        "excluded",
+        "excluded_contexts",
+        "included",
+        "included_contexts",
+        "key",
+        "rules",
+    )
 
     def __init__(self, definition: Segment, rules: list[CompiledRule]) -> None:
         self.definition = definition
@@ -152,10 +171,14 @@ class CompiledSegment:
         self.included = frozenset(definition.included)
         self.excluded = frozenset(definition.excluded)
         self.included_contexts = tuple(
-            (t.context_kind or DEFAULT_KIND, frozenset(t.values)) for t in definition.included_contexts if t.values
+            (t.context_kind or DEFAULT_KIND, frozenset(t.values))
+            for t in definition.included_contexts
+            if t.values
         )
         self.excluded_contexts = tuple(
-            (t.context_kind or DEFAULT_KIND, frozenset(t.values)) for t in definition.excluded_contexts if t.values
+            (t.context_kind or DEFAULT_KIND, frozenset(t.values))
+            for t in definition.excluded_contexts
+            if t.values
         )
         self.rules = tuple(rules)
 
@@ -216,11 +239,15 @@ def segment_order(segments: Iterable[Segment], *, lenient: bool = False) -> list
                     if not isinstance(dep, str) or dep not in by_key:
                         if lenient:
                             continue
-                        detail = (f'segmentMatch value {dep!r} is not a segment key' if not isinstance(dep, str)
-                                  else f'segmentMatch refers to missing segment "{dep}"')
+                        detail = (
+                            f"segmentMatch value {dep!r} is not a segment key"
+                            if not isinstance(dep, str)
+                            else f'segmentMatch refers to missing segment "{dep}"'
+                        )
                         raise RuleError(detail, segment_key=key, rule_index=r_index, clause_index=c_index)
                     if state.get(dep) == 1:
-                        raise CycleError([*path, key][[*path, key].index(dep):] + [dep])
+                        trail = [*path, key]
+                        raise CycleError([*trail[trail.index(dep) :], dep])
                     if dep not in state:
                         visit(dep, [*path, key])
         state[key] = 2
@@ -232,25 +259,31 @@ def segment_order(segments: Iterable[Segment], *, lenient: bool = False) -> list
     return order
 
 
-def _compile_clause(seg: Segment, r_index: int, c_index: int, clause: Clause,
-                    compiled: Mapping[str, CompiledSegment], lenient: bool) -> Predicate:
+def _compile_clause(
+    seg: Segment,
+    r_index: int,
+    c_index: int,
+    clause: Clause,
+    compiled: Mapping[str, CompiledSegment],
+    lenient: bool,
+) -> Predicate:
     def fail(detail: str) -> RuleError:
         return RuleError(detail, segment_key=seg.key, rule_index=r_index, clause_index=c_index)
 
-    if clause.op not in OPERATORS:
+    if clause.op not in OPERATORS and not lenient:
         known = ", ".join(sorted(OPERATORS))
         raise fail(f'unknown operator "{clause.op}" (known: {known})')
     if clause.op == "segmentMatch":
-        return _segment_clause([compiled[v] for v in clause.values if isinstance(v, str) and v in compiled],
-                               clause.negate)
-    prepare = OPERATORS[clause.op]
-    assert prepare is not None
+        return _segment_clause(
+            [compiled[v] for v in clause.values if isinstance(v, str) and v in compiled], clause.negate
+        )
     try:
         path = parse_attribute(clause.attribute, clause.context_kind)
     except AttributeRefError as exc:
         raise fail(f"attribute: {exc}") from None
+    prepare = OPERATORS.get(clause.op)
     try:
-        test = prepare(clause.values, lenient)
+        test = _never if prepare is None else prepare(clause.values, lenient)
     except ValueError as exc:
         raise fail(f"{clause.op}: {exc}") from None
     if path == ("kind",):
@@ -260,12 +293,16 @@ def _compile_clause(seg: Segment, r_index: int, c_index: int, clause: Clause,
 
 def _compile_one(seg: Segment, compiled: Mapping[str, CompiledSegment], lenient: bool) -> CompiledSegment:
     if seg.unbounded:
-        raise RuleError("big (unbounded) segments are not supported: memberships here come from rules and "
-                        "targets", segment_key=seg.key)
+        raise RuleError(
+            "big (unbounded) segments are not supported: memberships here come from rules and targets",
+            segment_key=seg.key,
+        )
     rules = []
     for r_index, rule in enumerate(seg.rules):
-        clauses = [_compile_clause(seg, r_index, c_index, clause, compiled, lenient)
-                   for c_index, clause in enumerate(rule.clauses)]
+        clauses = [
+            _compile_clause(seg, r_index, c_index, clause, compiled, lenient)
+            for c_index, clause in enumerate(rule.clauses)
+        ]
         bucket_by = None
         if rule.bucket_by:
             try:

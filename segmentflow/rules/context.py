@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 from segmentflow.rules.errors import ContextError
@@ -114,8 +115,16 @@ def _private_attributes(meta: Any) -> tuple[str, ...]:
     return tuple(private)
 
 
-def _build(kind: str, key: str, name: Any, anonymous: bool, custom: dict[str, Any], private: tuple[str, ...],
-           *, allow_empty_key: bool) -> Individual:
+def _build(
+    kind: str,
+    key: str,
+    name: Any,
+    anonymous: bool,
+    custom: dict[str, Any],
+    private: tuple[str, ...],
+    *,
+    allow_empty_key: bool,
+) -> Individual:
     _validate_kind(kind)
     if key == "" and not allow_empty_key:
         raise ContextError("context key must not be empty")
@@ -164,8 +173,9 @@ def _parse_single(props: dict[str, Any], kind: str) -> Individual:
 
 def _parse_legacy_user(props: dict[str, Any]) -> Individual:
     if "key" not in props or not isinstance(props["key"], str):
-        raise ContextError('a user without "kind" needs a string "key"' if "key" in props
-                           else 'context has no "key"')
+        raise ContextError(
+            'a user without "kind" needs a string "key"' if "key" in props else 'context has no "key"'
+        )
     name: Any = None
     anonymous = False
     private: tuple[str, ...] = ()
@@ -209,7 +219,7 @@ def _parse_legacy_user(props: dict[str, Any]) -> Individual:
 
 def _assemble(individuals: list[Individual]) -> Context:
     individuals.sort(key=lambda i: i.kind)
-    for a, b in zip(individuals, individuals[1:], strict=False):
+    for a, b in pairwise(individuals):
         if a.kind == b.kind:
             raise ContextError(f'multi-kind context has kind "{a.kind}" more than once')
     if len(individuals) == 1:

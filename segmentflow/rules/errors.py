@@ -42,9 +42,7 @@ class CycleError(RuleError):
 
     def __init__(self, path: list[str]) -> None:
         self.path = path
-        super().__init__(
-            "segmentMatch references form a cycle: " + " -> ".join(path), segment_key=path[0]
-        )
+        super().__init__("segmentMatch references form a cycle: " + " -> ".join(path), segment_key=path[0])
 
 
 class ContextError(ValueError):

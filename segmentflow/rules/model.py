@@ -41,7 +41,8 @@ class Rule(_Wire):
 
 
 class Target(_Wire):
-    context_kind: str = Field(alias="contextKind")
+    # Optional as in LaunchDarkly's SDKs, where a target list without a kind is for users.
+    context_kind: str | None = Field(default=None, alias="contextKind")
     values: list[str]
 
 

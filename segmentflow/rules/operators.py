@@ -3,9 +3,12 @@
 Each entry takes a clause's `values` once, when the segment compiles, and returns a test of one context
 value. Settled edge cases, as in LaunchDarkly's Python SDK:
 - a bool is never a number (`true` does not equal `1`, `in [1]` does not match `true`);
+- `in` is equality of JSON values of one type; a null inside an array attribute equals a null clause value
+  (a null attribute itself is absent and never matches);
 - strings never compare as numbers (`"5"` is not greater than 4) and only strings match string operators;
-- dates are epoch milliseconds (a number) or RFC 3339 strings with date and time; anything else never
-  matches; `before`/`after` are strict;
+- dates are epoch milliseconds (a number) or strings with date, time and offset as `pyrfc3339` reads them
+  (it also takes ISO 8601 forms such as `20171206T000000Z`; a date alone or no offset is refused);
+  anything else never matches; `before`/`after` are strict;
 - semantic versions pad missing minor/patch (`2` -> `2.0.0`, `2.1` -> `2.1.0`) and refuse `v2` or `02.0.0`;
 - `matches` is Python's `re.search`.
 A clause value that can never match (a bad regex, an unparseable date or version) is dropped in
@@ -48,11 +51,12 @@ def _as_float(value: Any) -> float:
 
 @lru_cache(maxsize=65536)
 def _parse_time_string(text: str) -> float | None:
+    # pyrfc3339 delegates to `datetime.fromisoformat`, so it also returns naive datetimes (`2017-12-06`)
+    # whose subtraction raises; LaunchDarkly's SDK does both inside one `try` and calls them invalid.
     try:
-        parsed = pyrfc3339.parse(text)
+        return float((pyrfc3339.parse(text) - _EPOCH).total_seconds() * 1000.0)
     except Exception:  # pyrfc3339 raises several types for malformed input
         return None
-    return float((parsed - _EPOCH).total_seconds() * 1000.0)
 
 
 def parse_time(value: Any) -> float | None:
@@ -98,11 +102,15 @@ def _in(values: list[Any], lenient: bool) -> ValueTest:
     numbers = frozenset(v for v in values if _is_number(v) and v == v)
     bools = frozenset(v for v in values if isinstance(v, bool))
     others = [v for v in values if isinstance(v, (list, dict))]
+    # A null attribute is absent, but a null inside an array attribute is a value: `[null]` is in `[null]`.
+    has_null = any(v is None for v in values)
 
     def test(value: Any) -> bool:
         kind = type(value)
         if kind is str:
             return value in strings
+        if value is None:
+            return has_null
         if kind is bool:
             return value in bools
         if kind is int or kind is float:
@@ -145,7 +153,7 @@ def _compile_regex(value: Any) -> re.Pattern[str] | None:
         return None
     try:
         return re.compile(value)
-    except re.error:
+    except Exception:  # re.error, and OverflowError for a repeat count like `a{4294967296}`
         return None
 
 
@@ -156,7 +164,7 @@ def _matches(values: list[Any], lenient: bool) -> ValueTest:
                 raise ValueError(f"regex {value!r} is not a string")
             try:
                 re.compile(value)
-            except re.error as exc:
+            except (re.error, OverflowError) as exc:
                 raise ValueError(f"bad regex {value!r}: {exc}") from None
     patterns = [p for p in map(_compile_regex, values) if p is not None]
     return lambda value: isinstance(value, str) and any(p.search(value) for p in patterns)
