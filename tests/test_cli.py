@@ -266,9 +266,22 @@ def test_db_reset_requires_yes(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert code == 2 and "--yes" in err
 
 
-def test_demo_builds_a_fresh_database_and_prints_memberships(
+def test_demo_without_temporal_builds_a_fresh_database_and_prints_memberships(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, _ = run(capsys, "demo", "--database-url", f"sqlite:///{tmp_path / 'demo.db'}", "--no-temporal")
+    assert code == 0
+    assert "vip-eu" in out and "recomputed: contacts=188" in out
+    assert "workflow branch" not in out
+
+
+def test_demo_runs_the_recompute_workflow_and_a_workflow_branching_on_is_member(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     code, out, _ = run(capsys, "demo", "--database-url", f"sqlite:///{tmp_path / 'demo.db'}")
-    assert code == 0
-    assert "vip-eu" in out and "recomputed: contacts=188" in out
+    assert code == 0, out
+    assert "recomputed: contacts=188" in out and "workflow branch" in out
+    # u-0005 is a VIP in the sample, u-0001 is not (see the membership table the demo prints).
+    lines = {line.split()[1]: line for line in out.splitlines() if line.startswith("│ u-000")}
+    assert "vip-welcome" in lines["u-0005"] and "vip," in lines["u-0005"]
+    assert "vip-welcome" not in lines["u-0001"]

@@ -16,12 +16,14 @@ from segmentflow.rules import Segment, parse_segment
 __all__ = [
     "Contact",
     "MembershipChange",
+    "RecomputeProgress",
     "SQLModel",
     "SegmentMembership",
     "SegmentRecord",
     "change_table",
     "contact_table",
     "membership_table",
+    "progress_table",
     "segment_table",
     "utcnow",
 ]
@@ -95,6 +97,21 @@ class MembershipChange(SQLModel, table=True):
     at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
 
 
+class RecomputeProgress(SQLModel, table=True):
+    """Durable cursor of one contact range of a recompute run, written in the same transaction as each page,
+    so a run resumed after a crash continues exactly where the database says and counts nothing twice."""
+
+    __tablename__ = "recompute_progress"
+
+    run_token: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    range_index: int = Field(sa_column=sa.Column(sa.Integer, primary_key=True, autoincrement=False))
+    cursor: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    contacts: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False))
+    entered: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False))
+    exited: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False))
+
+
 def _table(model: type[SQLModel]) -> sa.Table:
     table = model.__table__  # type: ignore[attr-defined]
     assert isinstance(table, sa.Table)
@@ -106,3 +123,4 @@ contact_table = _table(Contact)
 segment_table = _table(SegmentRecord)
 membership_table = _table(SegmentMembership)
 change_table = _table(MembershipChange)
+progress_table = _table(RecomputeProgress)

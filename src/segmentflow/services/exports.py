@@ -14,7 +14,8 @@ __all__ = ["iter_memberships"]
 
 def iter_memberships(*, session: Session, page_size: int = 5000) -> Iterator[tuple[str, list[str]]]:
     """(contact key, sorted segment keys) for every stored contact, in contact id order."""
-    segment_keys = {sid: key for sid, key in session.execute(sa.select(segment_table.c.id, segment_table.c.key))}
+    query = sa.select(segment_table.c.id, segment_table.c.key)
+    segment_keys = {sid: key for sid, key in session.execute(query)}
     after = 0
     while True:
         rows = list(

@@ -11,9 +11,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
 from segmentflow.db.tables import Contact, contact_table
-from segmentflow.rules import Context
+from segmentflow.rules import DEFAULT_KIND, Context, Individual
 
-__all__ = ["get_contact", "upsert_contacts"]
+__all__ = ["contact_key", "get_contact", "upsert_contacts"]
 
 _CHUNK = 1000
 
@@ -64,3 +64,11 @@ def upsert_contacts(*, session: Session, contexts: Sequence[Context], now: datet
 def get_contact(*, session: Session, key: str) -> Contact | None:
     """A contact by fully-qualified key."""
     return session.exec(select(Contact).where(Contact.key == key)).first()
+
+
+def contact_key(key: str, kind: str | None = None) -> str:
+    """The fully-qualified key of a contact given by its key within `kind` (default: already fully
+    qualified, which is also how user and multi-kind contacts are addressed)."""
+    if kind is None or kind == DEFAULT_KIND:
+        return key
+    return Individual(kind=kind, key=key, attributes={}).fully_qualified_key

@@ -274,8 +274,12 @@ def demo(
     database_url: Annotated[str, typer.Option("--database-url", help="Where to build the demo.")] = (
         "sqlite:///segmentflow-demo.db"
     ),
+    temporal: Annotated[
+        bool, typer.Option("--temporal/--no-temporal", help="Run through an embedded Temporal dev server.")
+    ] = True,
 ) -> None:
-    """Load the bundled sample into a fresh database, recompute, and print the memberships."""
+    """Load the bundled sample into a fresh database, recompute (through Temporal by default: an embedded dev
+    server, the recompute workflow, then a workflow branching on `isMember`), and print the memberships."""
     from segmentflow.sample import sample_path
 
     engine = _make_engine(database_url)
@@ -285,10 +289,18 @@ def demo(
     with Session(engine) as session, session.begin():
         upsert_segments(session=session, segments=segments, now=_now())
         upsert_contacts(session=session, contexts=contexts, now=_now())
-    counts = recompute_all(engine)
     out.print(
         f"[bold]segmentflow demo[/bold] ({database_url}): {len(segments)} segments, {len(contexts)} contacts"
     )
+    keys = [c.fully_qualified_key for c in contexts[:8]]
+    if temporal:
+        import asyncio
+
+        from segmentflow.demo import run_on_temporal
+
+        counts, branches = asyncio.run(run_on_temporal(engine, keys))
+    else:
+        counts, branches = recompute_all(engine), {}
     _print_counts("recomputed", counts)
     with Session(engine) as session:
         table = Table("segment", "members", "sample members", title="Segments")
@@ -302,13 +314,13 @@ def demo(
                 r.key, str(len(members)), ", ".join(members[:4]) + (" ..." if len(members) > 4 else "")
             )
         out.print(table)
-        per_contact = Table("contact", "segments", title="First contacts")
-        for contact in contexts[:8]:
-            row = get_contact(session=session, key=contact.fully_qualified_key)
+        title = "First contacts" + (" (workflow branching on isMember)" if branches else "")
+        per_contact = Table("contact", "segments", *(["workflow branch"] if branches else []), title=title)
+        for key in keys:
+            row = get_contact(session=session, key=key)
             assert row is not None and row.id is not None
-            per_contact.add_row(
-                row.key, ", ".join(list_contact_segments(session=session, contact_id=row.id)) or "-"
-            )
+            cells = [row.key, ", ".join(list_contact_segments(session=session, contact_id=row.id)) or "-"]
+            per_contact.add_row(*cells, *([branches[key]] if branches else []))
         out.print(per_contact)
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "UnknownSegmentError",
     "apply_diff",
     "check_membership",
+    "contact_segments",
     "diff_memberships",
     "evaluate_rows",
     "list_contact_segments",
@@ -274,6 +275,17 @@ def check_membership(*, session: Session, segment_ref: str, contact_key: str) ->
             ).first()
     if segment is None:
         raise UnknownSegmentError(f'unknown segment "{segment_ref}"')
+    contact_id, computed_at = _computed_contact(session, contact_key)
+    member = session.execute(
+        sa.select(membership_table.c.since).where(
+            membership_table.c.segment_id == segment.id, membership_table.c.contact_id == contact_id
+        )
+    ).first()
+    return MembershipCheck(segment.key, segment.id, contact_key, member is not None, computed_at)
+
+
+def _computed_contact(session: Session, contact_key: str) -> tuple[int, datetime]:
+    """The contact's id and when its memberships were computed, computing them now if they never were."""
     contact = session.execute(
         sa.select(contact_table.c.id, contact_table.c.computed_at).where(contact_table.c.key == contact_key)
     ).first()
@@ -283,12 +295,14 @@ def check_membership(*, session: Session, segment_ref: str, contact_key: str) ->
     if computed_at is None:
         computed_at = utcnow()
         recompute_contacts(session=session, contact_ids=[contact.id], now=computed_at)
-    member = session.execute(
-        sa.select(membership_table.c.since).where(
-            membership_table.c.segment_id == segment.id, membership_table.c.contact_id == contact.id
-        )
-    ).first()
-    return MembershipCheck(segment.key, segment.id, contact_key, member is not None, computed_at)
+    return contact.id, computed_at
+
+
+def contact_segments(*, session: Session, contact_key: str) -> tuple[list[str], datetime]:
+    """Sorted keys of the segments a stored contact is in, and when that was computed (computing it now
+    for a contact never computed)."""
+    contact_id, computed_at = _computed_contact(session, contact_key)
+    return list_contact_segments(session=session, contact_id=contact_id), computed_at
 
 
 def member_counts(*, session: Session) -> dict[uuid.UUID, int]:

@@ -1,0 +1,52 @@
+"""Determinism guard: recorded histories of our workflows replay against the current code."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from segmentflow.plugins import SegmentsPlugin
+from segmentflow.workflows import RecomputeMemberships, RecomputeMembershipsInput
+from sqlalchemy.engine import Engine
+from temporalio.client import WorkflowHistory
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer, Worker
+
+from tests.temporal.conftest import plugin_client
+from tests.temporal.helpers import contexts, load
+from tests.temporal.user_workflows import ChooseTemplateWithHelper
+
+HISTORIES = Path(__file__).with_name("histories")
+
+
+def _recorded() -> list[Path]:
+    return sorted(HISTORIES.glob("*.json"))
+
+
+@pytest.mark.parametrize("path", _recorded(), ids=lambda p: p.stem)
+async def test_recorded_history_replays_on_current_code(path: Path, engine: Engine) -> None:
+    history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
+    replayer = Replayer(workflows=[ChooseTemplateWithHelper], plugins=[SegmentsPlugin(engine=engine)])
+    await replayer.replay_workflow(history)
+
+
+async def test_fresh_histories_replay(dev_env: WorkflowEnvironment, engine: Engine, task_queue: str) -> None:
+    load(engine, contexts(20))
+    client = await plugin_client(dev_env, engine)
+    async with Worker(client, task_queue=task_queue, workflows=[ChooseTemplateWithHelper]):
+        recompute = await client.start_workflow(
+            RecomputeMemberships.run,
+            RecomputeMembershipsInput(range_size=6, ranges_per_run=2),
+            id=f"rc-{uuid.uuid4()}",
+            task_queue=task_queue,
+        )
+        await recompute.result()
+        branch = await client.start_workflow(
+            ChooseTemplateWithHelper.run, ["vip", "u0"], id=f"wf-{uuid.uuid4()}", task_queue=task_queue
+        )
+        await branch.result()
+    replayer = Replayer(workflows=[ChooseTemplateWithHelper], plugins=[SegmentsPlugin(engine=engine)])
+    for handle in (recompute, branch):
+        await replayer.replay_workflow(await handle.fetch_history())
