@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
 __all__ = ["make_engine", "migrate", "normalize_url", "reset"]
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
+# Alembic keeps its running context in module globals, so two migrations in one process (two workers
+# starting together) must not overlap; across processes PostgreSQL serialises them on an advisory lock.
+_MIGRATE_LOCK = threading.Lock()
+_PG_MIGRATE_KEY = 0x5E6F11
 
 
 def normalize_url(url: str) -> str:
@@ -49,14 +56,24 @@ def _alembic_config(connection: sa.Connection) -> Config:
     return cfg
 
 
+def _lock(connection: sa.Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATE_KEY})
+
+
 def migrate(engine: Engine) -> None:
-    """Apply every pending migration (creates the schema on an empty database)."""
-    with engine.begin() as connection:
-        command.upgrade(_alembic_config(connection), "head")
+    """Apply every pending migration (creates the schema on an empty database); cheap when up to date."""
+    with _MIGRATE_LOCK, engine.begin() as connection:
+        _lock(connection)
+        cfg = _alembic_config(connection)
+        head = ScriptDirectory.from_config(cfg).get_current_head()
+        if MigrationContext.configure(connection).get_current_revision() != head:
+            command.upgrade(cfg, "head")
 
 
 def reset(engine: Engine) -> None:
     """Drop every segmentflow table and rebuild the schema from the migrations."""
-    with engine.begin() as connection:
+    with _MIGRATE_LOCK, engine.begin() as connection:
+        _lock(connection)
         command.downgrade(_alembic_config(connection), "base")
     migrate(engine)
