@@ -92,7 +92,7 @@ async def test_worker_dev_mode_embeds_a_server_creates_the_schedule_and_stops_on
                 description = await client.get_schedule_handle(RECOMPUTE_SCHEDULE_ID).describe()
                 break
             except Exception:  # not up yet
-                assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
+                assert process.poll() is None, "the worker exited before serving"
                 await asyncio.sleep(0.2)
         else:
             raise AssertionError("the worker never created its schedule")
@@ -101,9 +101,9 @@ async def test_worker_dev_mode_embeds_a_server_creates_the_schedule_and_stops_on
         assert (tmp_path / "worker.db").exists()  # the plugin migrated the database on start
     finally:
         process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=60)
-    output = process.stdout.read().decode() if process.stdout else ""
-    assert code == 0, output
+        raw, _ = process.communicate(timeout=60)
+    output = raw.decode()
+    assert process.returncode == 0, output
     assert "worker stopped" in output
     with socket.socket() as sock, pytest.raises(OSError):
         sock.connect(("127.0.0.1", port))  # the embedded server went down with it

@@ -3,7 +3,7 @@
 from segmentflow.rules.compile import CompiledSegment, Explanation, compile_segments, segment_order
 from segmentflow.rules.context import DEFAULT_KIND, Context, Individual, parse_context
 from segmentflow.rules.errors import ContextError, CycleError, RuleError
-from segmentflow.rules.evaluate import explain, matches, memberships
+from segmentflow.rules.evaluate import explain, matches, matching, memberships
 from segmentflow.rules.model import Clause, Rule, Segment, Target, parse_segment, parse_segments
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "compile_segments",
     "explain",
     "matches",
+    "matching",
     "memberships",
     "parse_context",
     "parse_segment",

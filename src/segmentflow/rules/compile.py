@@ -25,6 +25,7 @@ LaunchDarkly reports a cycle only when evaluation walks into it; we refuse it wh
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -33,12 +34,18 @@ from segmentflow.rules.attrref import AttributeRefError, parse_attribute
 from segmentflow.rules.context import DEFAULT_KIND, Context
 from segmentflow.rules.errors import CycleError, RuleError
 from segmentflow.rules.model import Clause, Rule, Segment
-from segmentflow.rules.operators import OPERATORS, ValueTest
+from segmentflow.rules.operators import OPERATORS
 
 __all__ = ["CompiledSegment", "Explanation", "compile_segments", "segment_order"]
 
-Predicate = Callable[[Context], bool]
+ByKind = Mapping[str, Mapping[str, Any]]
+Memo = dict[str, bool]
+#: A generated predicate over a context's `by_kind` attributes; `memo` shares `segmentMatch` results.
+Evaluator = Callable[[ByKind, Memo], bool]
 _LONG_SCALE = float(0xFFFFFFFFFFFFFFF)
+#: Integers in this range convert to float exactly, so comparing them directly equals LaunchDarkly's
+#: float comparison; outside it the operator's own test (which converts) decides.
+_EXACT = 2**53
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +60,9 @@ class Explanation:
     rule_id: str | None = None
 
 
-def _lookup(path: tuple[str, ...], attrs: Mapping[str, Any]) -> Any:
+def _lookup(path: tuple[str, ...], attrs: Mapping[str, Any] | None) -> Any:
+    if attrs is None:
+        return None
     value = attrs.get(path[0])
     for part in path[1:]:
         if not isinstance(value, dict):
@@ -62,57 +71,12 @@ def _lookup(path: tuple[str, ...], attrs: Mapping[str, Any]) -> Any:
     return value
 
 
-def _attribute_clause(kind: str, path: tuple[str, ...], test: ValueTest, negate: bool) -> Predicate:
-    if len(path) == 1:
-        name = path[0]
-
-        def clause(ctx: Context) -> bool:
-            attrs = ctx.by_kind.get(kind)
-            if attrs is None:
-                return False
-            value = attrs.get(name)
-            if value is None:
-                return False
-            if type(value) is list:
-                return any(test(v) for v in value) is not negate
-            return test(value) is not negate
-
-        return clause
-
-    def nested_clause(ctx: Context) -> bool:
-        attrs = ctx.by_kind.get(kind)
-        if attrs is None:
-            return False
-        value = _lookup(path, attrs)
-        if value is None:
-            return False
-        if isinstance(value, list):
-            return any(test(v) for v in value) is not negate
-        return test(value) is not negate
-
-    return nested_clause
-
-
-def _kind_clause(test: ValueTest, negate: bool) -> Predicate:
-    def clause(ctx: Context) -> bool:
-        return any(test(kind) for kind in ctx.by_kind) is not negate
-
-    return clause
-
-
 def _never(value: Any) -> bool:
     return False
 
 
-def _segment_clause(targets: list[CompiledSegment], negate: bool) -> Predicate:
-    def clause(ctx: Context) -> bool:
-        return any(t.matches(ctx) for t in targets) is not negate
-
-    return clause
-
-
-def _bucket(ctx: Context, kind: str, path: tuple[str, ...] | None, segment_key: str, salt: str) -> float:
-    attrs = ctx.by_kind.get(kind)
+def _bucket(by_kind: ByKind, kind: str, path: tuple[str, ...] | None, segment_key: str, salt: str) -> float:
+    attrs = by_kind.get(kind)
     if attrs is None:
         return -1.0
     value = attrs["key"] if path is None else _lookup(path, attrs)
@@ -122,41 +86,206 @@ def _bucket(ctx: Context, kind: str, path: tuple[str, ...] | None, segment_key: 
     return int(digest[:15], 16) / _LONG_SCALE
 
 
-class CompiledRule:
-    __slots__ = ("_bucket_by", "_kind", "clauses", "index", "rule", "salt", "segment_key", "threshold")
+def _reference(key: str, target: CompiledSegment) -> Callable[[ByKind, Memo], bool]:
+    """A `segmentMatch` target, evaluated at most once per context through the shared memo."""
 
-    def __init__(
-        self,
-        rule: Rule,
-        index: int,
-        clauses: list[Predicate],
-        segment_key: str,
-        salt: str,
-        bucket_by: tuple[str, ...] | None,
-    ) -> None:
+    def ref(by_kind: ByKind, memo: Memo) -> bool:
+        result = memo.get(key)
+        if result is None:
+            result = memo[key] = target.evaluate(by_kind, memo)
+        return result
+
+    return ref
+
+
+class _Source:
+    """Builds the Python source of one segment's predicate. Every value (keys, attribute names, value
+    sets, tests) is bound by name in the namespace, never written into the source, so no segment data
+    can change the generated code."""
+
+    def __init__(self) -> None:
+        self.namespace: dict[str, Any] = {"_lookup": _lookup, "_bucket": _bucket, "_any": any, "_map": map}
+        self.kinds: dict[str, str] = {}
+
+    def bind(self, value: Any) -> str:
+        name = f"_c{len(self.namespace)}"
+        self.namespace[name] = value
+        return name
+
+    def kind_var(self, kind: str) -> str:
+        if kind not in self.kinds:
+            self.kinds[kind] = f"_a{len(self.kinds)}"
+        return self.kinds[kind]
+
+    def prologue(self) -> list[str]:
+        return [f"    {var} = by_kind.get({self.bind(kind)})" for kind, var in self.kinds.items()]
+
+    def function(self, name: str, body: list[str]) -> Evaluator:
+        source = "\n".join([f"def {name}(by_kind, memo):", *self.prologue(), *body])
+        # Only names bound by `bind` appear in the source, never segment data.
+        exec(compile(source, f"<segment {name}>", "exec"), self.namespace)
+        fn: Evaluator = self.namespace[name]
+        return fn
+
+
+def _exact_numbers(values: list[Any]) -> list[float] | None:
+    """The values as floats when every one is a finite JSON number that converts exactly, else None."""
+    out = []
+    for v in values:
+        if (type(v) is float and math.isfinite(v)) or (type(v) is int and -_EXACT <= v <= _EXACT):
+            out.append(float(v))
+        else:
+            return None
+    return out or None
+
+
+def _scalar_expression(src: _Source, op: str, values: list[Any], test: str) -> str:
+    """A fast inline test of `_v` for the common operators, falling back to the operator's own test for
+    any other type (so every answer is the operator table's)."""
+    if op == "in" and values and all(type(v) is str for v in values):
+        return f"(_v in {src.bind(frozenset(values))} if type(_v) is str else {test}(_v))"
+    # Numeric and date operators against plain numbers: any-of over the values is one comparison with
+    # the loosest bound, and a number in the context compares directly.
+    bounds = {
+        "lessThan": ("<", max),
+        "lessThanOrEqual": ("<=", max),
+        "greaterThan": (">", min),
+        "greaterThanOrEqual": (">=", min),
+        "before": ("<", max),
+        "after": (">", min),
+    }
+    numbers = _exact_numbers(values)
+    if op in bounds and numbers:
+        symbol, pick = bounds[op]
+        bound = src.bind(pick(numbers))
+        return (
+            f"(_v {symbol} {bound} if type(_v) is float or (type(_v) is int and -{_EXACT} <= _v <= {_EXACT})"
+            f" else {test}(_v))"
+        )
+    if op in ("startsWith", "endsWith") and values and all(type(v) is str for v in values):
+        method = "startswith" if op == "startsWith" else "endswith"
+        return f"(_v.{method}({src.bind(tuple(values))}) if type(_v) is str else {test}(_v))"
+    return f"{test}(_v)"
+
+
+def _clause_expression(
+    src: _Source,
+    seg: Segment,
+    r_index: int,
+    c_index: int,
+    clause: Clause,
+    compiled: Mapping[str, CompiledSegment],
+    lenient: bool,
+) -> str:
+    def fail(detail: str) -> RuleError:
+        return RuleError(detail, segment_key=seg.key, rule_index=r_index, clause_index=c_index)
+
+    if clause.op not in OPERATORS and not lenient:
+        known = ", ".join(sorted(OPERATORS))
+        raise fail(f'unknown operator "{clause.op}" (known: {known})')
+    negation = "not " if clause.negate else ""
+    if clause.op == "segmentMatch":
+        refs = [
+            src.bind(_reference(v, compiled[v]))
+            for v in dict.fromkeys(clause.values)
+            if isinstance(v, str) and v in compiled
+        ]
+        calls = " or ".join(f"{r}(by_kind, memo)" for r in refs) or "False"
+        return f"({negation}({calls}))"
+    try:
+        path = parse_attribute(clause.attribute, clause.context_kind)
+    except AttributeRefError as exc:
+        raise fail(f"attribute: {exc}") from None
+    prepare = OPERATORS.get(clause.op)
+    try:
+        test_fn = _never if prepare is None else prepare(clause.values, lenient)
+    except ValueError as exc:
+        raise fail(f"{clause.op}: {exc}") from None
+    test = src.bind(test_fn)
+    if path == ("kind",):
+        return f"({negation}_any(_map({test}, by_kind)))"
+    attrs = src.kind_var(clause.context_kind or DEFAULT_KIND)
+    if len(path) == 1:
+        lookup = f"({attrs}.get({src.bind(path[0])}) if {attrs} is not None else None)"
+    else:
+        lookup = f"_lookup({src.bind(path)}, {attrs})"
+    scalar = _scalar_expression(src, clause.op, clause.values, test)
+    return (
+        f"((_v := {lookup}) is not None and "
+        f"{negation}(_any(_map({test}, _v)) if type(_v) is list else {scalar}))"
+    )
+
+
+def _rule_expression(
+    src: _Source,
+    seg: Segment,
+    r_index: int,
+    rule: Rule,
+    compiled: Mapping[str, CompiledSegment],
+    lenient: bool,
+) -> str:
+    parts = [
+        _clause_expression(src, seg, r_index, c_index, clause, compiled, lenient)
+        for c_index, clause in enumerate(rule.clauses)
+    ]
+    if rule.weight is not None:
+        bucket_by = None
+        if rule.bucket_by:
+            try:
+                bucket_by = parse_attribute(rule.bucket_by, rule.rollout_context_kind)
+            except AttributeRefError as exc:
+                raise RuleError(f"bucketBy: {exc}", segment_key=seg.key, rule_index=r_index) from None
+        args = ", ".join(
+            src.bind(v)
+            for v in (rule.rollout_context_kind or DEFAULT_KIND, bucket_by, seg.key, seg.salt or "")
+        )
+        parts.append(f"_bucket(by_kind, {args}) < {src.bind(rule.weight / 100000.0)}")
+    return "(" + " and ".join(parts) + ")" if parts else "True"
+
+
+def _target_lines(src: _Source, seg: Segment) -> list[str]:
+    lines: list[str] = []
+
+    def check(kind: str, keys: Iterable[str], result: bool) -> None:
+        key_set = frozenset(keys)
+        if key_set:
+            attrs = src.kind_var(kind)
+            lines.append(
+                f"    if {attrs} is not None and {attrs}['key'] in {src.bind(key_set)}: return {result}"
+            )
+
+    check(DEFAULT_KIND, seg.included, True)
+    for target in seg.included_contexts:
+        check(target.context_kind or DEFAULT_KIND, target.values, True)
+    check(DEFAULT_KIND, seg.excluded, False)
+    for target in seg.excluded_contexts:
+        check(target.context_kind or DEFAULT_KIND, target.values, False)
+    return lines
+
+
+class CompiledRule:
+    """One rule of a compiled segment (used by `explain`; `matches` runs the segment's fused code)."""
+
+    __slots__ = ("_fn", "index", "rule")
+
+    def __init__(self, rule: Rule, index: int, fn: Evaluator) -> None:
         self.rule = rule
         self.index = index
-        self.clauses = tuple(clauses)
-        self.segment_key = segment_key
-        self.salt = salt
-        self.threshold = None if rule.weight is None else rule.weight / 100000.0
-        self._kind = rule.rollout_context_kind or DEFAULT_KIND
-        self._bucket_by = bucket_by
+        self._fn = fn
 
     def matches(self, ctx: Context) -> bool:
-        for clause in self.clauses:
-            if not clause(ctx):
-                return False
-        if self.threshold is None:
-            return True
-        return _bucket(ctx, self._kind, self._bucket_by, self.segment_key, self.salt) < self.threshold
+        return self._fn(ctx.by_kind, {})
 
 
 class CompiledSegment:
-    """A segment ready to evaluate: `matches(context)` is pure and never raises on context data."""
+    """A segment ready to evaluate: `matches(context)` is pure and never raises on context data.
+
+    Its predicate is one generated Python function (targets, then every rule inlined), so evaluating a
+    clause costs a few bytecodes rather than several nested calls."""
 
     __slots__ = (
         "definition",
+        "evaluate",
         "excluded",
         "excluded_contexts",
         "included",
@@ -165,7 +294,11 @@ class CompiledSegment:
         "rules",
     )
 
-    def __init__(self, definition: Segment, rules: list[CompiledRule]) -> None:
+    #: The raw predicate over `context.by_kind`; `memo` caches `segmentMatch` targets across the segments
+    #: of one context (a fresh dict per context).
+    evaluate: Evaluator
+
+    def __init__(self, definition: Segment, rules: list[CompiledRule], fn: Evaluator) -> None:
         self.definition = definition
         self.key = definition.key
         self.included = frozenset(definition.included)
@@ -181,6 +314,10 @@ class CompiledSegment:
             if t.values
         )
         self.rules = tuple(rules)
+        self.evaluate = fn
+
+    def matches(self, ctx: Context) -> bool:
+        return self.evaluate(ctx.by_kind, {})
 
     def _target_decision(self, ctx: Context) -> tuple[bool, str] | None:
         user = ctx.by_kind.get(DEFAULT_KIND)
@@ -197,12 +334,6 @@ class CompiledSegment:
             if attrs is not None and attrs["key"] in keys:
                 return False, kind
         return None
-
-    def matches(self, ctx: Context) -> bool:
-        decided = self._target_decision(ctx)
-        if decided is not None:
-            return decided[0]
-        return any(rule.matches(ctx) for rule in self.rules)
 
     def explain(self, ctx: Context) -> Explanation:
         decided = self._target_decision(ctx)
@@ -259,58 +390,21 @@ def segment_order(segments: Iterable[Segment], *, lenient: bool = False) -> list
     return order
 
 
-def _compile_clause(
-    seg: Segment,
-    r_index: int,
-    c_index: int,
-    clause: Clause,
-    compiled: Mapping[str, CompiledSegment],
-    lenient: bool,
-) -> Predicate:
-    def fail(detail: str) -> RuleError:
-        return RuleError(detail, segment_key=seg.key, rule_index=r_index, clause_index=c_index)
-
-    if clause.op not in OPERATORS and not lenient:
-        known = ", ".join(sorted(OPERATORS))
-        raise fail(f'unknown operator "{clause.op}" (known: {known})')
-    if clause.op == "segmentMatch":
-        return _segment_clause(
-            [compiled[v] for v in clause.values if isinstance(v, str) and v in compiled], clause.negate
-        )
-    try:
-        path = parse_attribute(clause.attribute, clause.context_kind)
-    except AttributeRefError as exc:
-        raise fail(f"attribute: {exc}") from None
-    prepare = OPERATORS.get(clause.op)
-    try:
-        test = _never if prepare is None else prepare(clause.values, lenient)
-    except ValueError as exc:
-        raise fail(f"{clause.op}: {exc}") from None
-    if path == ("kind",):
-        return _kind_clause(test, clause.negate)
-    return _attribute_clause(clause.context_kind or DEFAULT_KIND, path, test, clause.negate)
-
-
 def _compile_one(seg: Segment, compiled: Mapping[str, CompiledSegment], lenient: bool) -> CompiledSegment:
     if seg.unbounded:
         raise RuleError(
             "big (unbounded) segments are not supported: memberships here come from rules and targets",
             segment_key=seg.key,
         )
-    rules = []
-    for r_index, rule in enumerate(seg.rules):
-        clauses = [
-            _compile_clause(seg, r_index, c_index, clause, compiled, lenient)
-            for c_index, clause in enumerate(rule.clauses)
-        ]
-        bucket_by = None
-        if rule.bucket_by:
-            try:
-                bucket_by = parse_attribute(rule.bucket_by, rule.rollout_context_kind)
-            except AttributeRefError as exc:
-                raise RuleError(f"bucketBy: {exc}", segment_key=seg.key, rule_index=r_index) from None
-        rules.append(CompiledRule(rule, r_index, clauses, seg.key, seg.salt or "", bucket_by))
-    return CompiledSegment(seg, rules)
+    src = _Source()
+    expressions = [_rule_expression(src, seg, i, rule, compiled, lenient) for i, rule in enumerate(seg.rules)]
+    targets = _target_lines(src, seg)
+    rules = [
+        CompiledRule(rule, i, src.function(f"_rule{i}", [f"    return {expr}"]))
+        for i, (rule, expr) in enumerate(zip(seg.rules, expressions, strict=True))
+    ]
+    fused = " or ".join(expressions) or "False"
+    return CompiledSegment(seg, rules, src.function("_segment", [*targets, f"    return {fused}"]))
 
 
 def compile_segments(segments: Iterable[Segment], *, lenient: bool = False) -> dict[str, CompiledSegment]:

@@ -137,38 +137,42 @@ def _build(
     return Individual(kind=kind, key=key, attributes=attrs, private_attributes=private)
 
 
+_SPECIAL = frozenset({"_meta", "key", "kind", "name", "anonymous", ""})
+_VALID_KINDS: set[str] = {DEFAULT_KIND}
+
+
 def _parse_single(props: dict[str, Any], kind: str) -> Individual:
-    key: Any = ""
-    name: Any = None
-    anonymous = False
-    private: tuple[str, ...] = ()
-    custom: dict[str, Any] = {}
-    for attr, value in props.items():
-        if attr == "_meta":
-            private = _private_attributes(value)
-        elif attr == "key":
-            if not isinstance(value, str):
-                raise _type_error("key")
-            key = value
-        elif attr == "kind":
-            if not isinstance(value, str):
-                raise _type_error("kind")
-            kind = value
-        elif attr == "name":
-            if value is not None and not isinstance(value, str):
-                raise _type_error("name")
-            name = value
-        elif attr == "anonymous":
-            if not isinstance(value, bool):
-                raise _type_error("anonymous")
-            anonymous = value
-        elif attr == "":
-            raise _type_error("")
-        elif value is None:
-            custom.pop(attr, None)
-        else:
-            custom[attr] = value
-    return _build(kind, key, name, anonymous, custom, private, allow_empty_key=False)
+    # One pass builds the attributes; the few special names are then checked by lookup. (A null value
+    # means "absent", as in LaunchDarkly, so it is simply left out.)
+    attrs = {k: v for k, v in props.items() if v is not None and k not in _SPECIAL}
+    if "" in props:
+        raise _type_error("")
+    key = props.get("key", "")
+    if not isinstance(key, str):
+        raise _type_error("key")
+    if "kind" in props:
+        kind = props["kind"]
+        if not isinstance(kind, str):
+            raise _type_error("kind")
+    name = props.get("name")
+    if name is not None and not isinstance(name, str):
+        raise _type_error("name")
+    anonymous = props.get("anonymous", False)
+    if not isinstance(anonymous, bool):
+        raise _type_error("anonymous")
+    private = _private_attributes(props["_meta"]) if "_meta" in props else ()
+    if kind not in _VALID_KINDS:
+        _validate_kind(kind)
+        if len(_VALID_KINDS) < 1024:
+            _VALID_KINDS.add(kind)
+    if key == "":
+        raise ContextError("context key must not be empty")
+    attrs["key"] = key
+    attrs["kind"] = kind
+    attrs["anonymous"] = anonymous
+    if name is not None:
+        attrs["name"] = name
+    return Individual(kind=kind, key=key, attributes=attrs, private_attributes=private)
 
 
 def _parse_legacy_user(props: dict[str, Any]) -> Individual:
@@ -218,6 +222,13 @@ def _parse_legacy_user(props: dict[str, Any]) -> Individual:
 
 
 def _assemble(individuals: list[Individual]) -> Context:
+    if len(individuals) == 1:
+        one = individuals[0]
+        return Context(
+            individuals=(one,),
+            fully_qualified_key=one.fully_qualified_key,
+            by_kind={one.kind: one.attributes},
+        )
     individuals.sort(key=lambda i: i.kind)
     for a, b in pairwise(individuals):
         if a.kind == b.kind:

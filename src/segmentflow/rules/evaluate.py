@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from segmentflow.rules.compile import CompiledSegment, Explanation
 from segmentflow.rules.context import Context
 
-__all__ = ["explain", "matches", "memberships"]
+__all__ = ["explain", "matches", "matching", "memberships"]
 
 
 def matches(segment: CompiledSegment, context: Context) -> bool:
@@ -20,6 +20,21 @@ def explain(segment: CompiledSegment, context: Context) -> Explanation:
     return segment.explain(context)
 
 
+def matching(segments: Mapping[str, CompiledSegment], context: Context) -> list[str]:
+    """Keys of the segments in `segments` that `context` belongs to, in the mapping's order. Each segment
+    is evaluated at most once, also when others reach it through `segmentMatch`."""
+    by_kind = context.by_kind
+    memo: dict[str, bool] = {}
+    out = []
+    for key, seg in segments.items():
+        result = memo.get(key)
+        if result is None:
+            result = memo[key] = seg.evaluate(by_kind, memo)
+        if result:
+            out.append(key)
+    return out
+
+
 def memberships(segments: Mapping[str, CompiledSegment], context: Context) -> list[str]:
     """Sorted keys of every segment in `segments` that `context` belongs to."""
-    return sorted(key for key, seg in segments.items() if seg.matches(context))
+    return sorted(matching(segments, context))

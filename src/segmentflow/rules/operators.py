@@ -39,6 +39,9 @@ _LEADING_NUMERIC = re.compile(r"^([0-9.]*)(.*)")
 
 
 def _is_number(value: Any) -> bool:
+    kind = type(value)
+    if kind is int or kind is float:  # the JSON cases, without the slow ABC check
+        return True
     return isinstance(value, Number) and not isinstance(value, bool)
 
 
@@ -204,13 +207,36 @@ def _time(compare: Callable[[float, float], bool], pick: Callable[[list[float]],
     return prepare
 
 
-def _semver(accept: Callable[[int], bool]) -> Prepare:
+SemverKey = tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]
+
+
+def _precedence_key(version: Version) -> SemverKey:
+    """A tuple ordering exactly as semver precedence (`Version.compare`): build metadata ignored, a
+    pre-release below its release, numeric identifiers below alphanumeric ones and compared as numbers."""
+    if not version.prerelease:
+        return (version.major, version.minor, version.patch, 1, ())
+    parts = tuple((0, int(p)) if p.isdigit() else (1, p) for p in version.prerelease.split("."))
+    return (version.major, version.minor, version.patch, 0, parts)
+
+
+@lru_cache(maxsize=65536)
+def _semver_key_string(text: str) -> SemverKey | None:
+    version = _parse_semver_string(text)
+    return None if version is None else _precedence_key(version)
+
+
+def _semver(accept: Callable[[SemverKey, list[SemverKey]], bool]) -> Prepare:
     def prepare(values: list[Any], lenient: bool) -> ValueTest:
-        operands: list[Version] = _parsed(values, parse_semver, "semantic version", lenient)
+        versions: list[Version] = _parsed(values, parse_semver, "semantic version", lenient)
+        operands = [_precedence_key(v) for v in versions]
+        if not operands:
+            return lambda value: False
 
         def test(value: Any) -> bool:
-            version = parse_semver(value)
-            return version is not None and any(accept(version.compare(o)) for o in operands)
+            if not isinstance(value, str):
+                return False
+            key = _semver_key_string(value)
+            return key is not None and accept(key, operands)
 
         return test
 
@@ -247,8 +273,8 @@ OPERATORS: dict[str, Prepare | None] = {
     "greaterThanOrEqual": _numeric(_ge, min),
     "before": _time(_lt, max),
     "after": _time(_gt, min),
-    "semVerEqual": _semver(lambda c: c == 0),
-    "semVerLessThan": _semver(lambda c: c < 0),
-    "semVerGreaterThan": _semver(lambda c: c > 0),
+    "semVerEqual": _semver(lambda key, operands: key in operands),
+    "semVerLessThan": _semver(lambda key, operands: any(key < o for o in operands)),
+    "semVerGreaterThan": _semver(lambda key, operands: any(key > o for o in operands)),
     "segmentMatch": None,
 }
