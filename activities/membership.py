@@ -42,7 +42,7 @@ from segmentflow.services.membership import (
     contact_segments,
 )
 from segmentflow.services.runs import expand_segment_keys, finish_run, plan_ranges, recompute_range_step
-from segmentflow.services.segments import load_index
+from segmentflow.services.segments import SegmentIndexCache
 
 __all__ = ["MembershipActivities"]
 
@@ -59,6 +59,7 @@ class MembershipActivities:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._indexes = SegmentIndexCache()
 
     def _in_transaction(self, work: Callable[[Session], T]) -> T:
         with Session(self._engine) as session, session.begin():
@@ -95,7 +96,7 @@ class MembershipActivities:
     async def plan_recompute(self, params: PlanRecomputeInput) -> PlanRecomputeResult:
         def plan(session: Session) -> PlanRecomputeResult:
             try:
-                keys = expand_segment_keys(load_index(session=session), params.segment_keys)
+                keys = expand_segment_keys(self._indexes.get(session=session), params.segment_keys)
             except KeyError as exc:
                 raise UnknownSegmentError(f'unknown segment "{exc.args[0]}"') from None
             ranges = plan_ranges(session=session, range_size=params.range_size)
@@ -110,7 +111,7 @@ class MembershipActivities:
     async def recompute_range(self, params: RecomputeRangeInput) -> RecomputeRangeResult:
         """Pages through one contact range; the cursor is durable (committed with each page) and also
         heartbeated, so a retry on any worker resumes where the last commit left off."""
-        index = await self._run(lambda s: load_index(session=s))
+        index = await self._run(lambda s: self._indexes.get(session=s))
         keys = None if params.segment_keys is None else set(params.segment_keys)
         rng = params.range
         while True:

@@ -34,6 +34,7 @@ from segmentflow.inputs import (
 from segmentflow.rules import ContextError, RuleError, memberships
 from segmentflow.services.contacts import get_contact, upsert_contacts
 from segmentflow.services.exports import iter_memberships
+from segmentflow.services.keys import SCOPES, UnknownKeyError, create_key, list_keys, revoke_key
 from segmentflow.services.membership import (
     RecomputeCounts,
     UnknownContactError,
@@ -42,9 +43,9 @@ from segmentflow.services.membership import (
     list_contact_segments,
     member_counts,
     recompute_all,
-    recompute_contacts,
+    upsert_and_recompute,
 )
-from segmentflow.services.segments import dependents_of, list_segments, upsert_segments
+from segmentflow.services.segments import dependents_of, list_segments, load_index, upsert_segments
 from segmentflow.settings import Settings
 
 __all__ = ["app", "main"]
@@ -242,10 +243,14 @@ def contacts_import(
     contexts = read_contexts(file)
     engine = _engine()
     with Session(engine) as session, session.begin():
-        ids = upsert_contacts(session=session, contexts=contexts, now=_now())
-        out.print(f"imported {len(ids)} contact(s)")
-        if not no_recompute:
-            _print_counts("recomputed", recompute_contacts(session=session, contact_ids=ids))
+        if no_recompute:
+            ids = upsert_contacts(session=session, contexts=contexts, now=_now())
+            out.print(f"imported {len(ids)} contact(s)")
+        else:
+            index = load_index(session=session)
+            ids, counts = upsert_and_recompute(session=session, contexts=contexts, index=index, now=_now())
+            out.print(f"imported {len(ids)} contact(s)")
+            _print_counts("recomputed", counts)
 
 
 @memberships_app.command("export")
@@ -322,6 +327,66 @@ def demo(
             cells = [row.key, ", ".join(list_contact_segments(session=session, contact_id=row.id)) or "-"]
             per_contact.add_row(*cells, *([branches[key]] if branches else []))
         out.print(per_contact)
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="HTTP API keys (only a hash of each token is stored).")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    scope: Annotated[list[str], typer.Option("--scope", help=f"Repeatable: {', '.join(SCOPES)}.")],
+    name: Annotated[str, typer.Option("--name", help="A label shown by `keys list`.")] = "",
+) -> None:
+    """Create an API key with these scopes; the token is printed once, as the last line."""
+    engine = _engine()
+    with Session(engine) as session, session.begin():
+        try:
+            key, token = create_key(session=session, scopes=scope, name=name, now=_now())
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        out.print(f"created API key {key.id} with scopes {key.scopes}; the token is shown only now:")
+    sys.stdout.write(token + "\n")
+    sys.stdout.flush()
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """API keys: id, name, scopes, when created and revoked (never the tokens)."""
+    engine = _engine()
+    table = Table("id", "name", "scopes", "created", "revoked")
+    with Session(engine) as session:
+        for key in list_keys(session=session):
+            revoked = key.revoked_at.isoformat() if key.revoked_at else "-"
+            table.add_row(key.id, key.name or "-", key.scopes, key.created_at.isoformat(), revoked)
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Revoke an API key by id: its token is refused (401) from the next request on."""
+    engine = _engine()
+    with Session(engine) as session, session.begin():
+        try:
+            key = revoke_key(session=session, key_id=key_id, now=_now())
+        except UnknownKeyError as exc:
+            raise InputError(str(exc)) from None
+        assert key.revoked_at is not None
+        out.print(f"revoked API key {key.id} at {key.revoked_at.isoformat()}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+) -> None:
+    """Run the HTTP API with uvicorn (the database migrates at start-up)."""
+    import uvicorn
+
+    from segmentflow.api import create_app
+
+    url = _state.database_url or Settings().database_url
+    uvicorn.run(create_app(Settings(database_url=url)), host=host, port=port)
 
 
 def _fail(message: str) -> None:

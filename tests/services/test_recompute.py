@@ -14,8 +14,13 @@ from segmentflow.db.tables import Contact, MembershipChange, SegmentMembership, 
 from segmentflow.rules import compile_segments, memberships, parse_context, parse_segments
 from segmentflow.services.contacts import upsert_contacts
 from segmentflow.services.exports import iter_memberships
-from segmentflow.services.membership import recompute_all, recompute_contacts, recompute_page
-from segmentflow.services.segments import load_index, upsert_segments
+from segmentflow.services.membership import (
+    recompute_all,
+    recompute_contacts,
+    recompute_page,
+    upsert_and_recompute,
+)
+from segmentflow.services.segments import SegmentIndexCache, load_index, upsert_segments
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -219,3 +224,40 @@ def test_deleting_a_contact_cascades_its_memberships(engine: Engine) -> None:
         session.execute(sa.delete(Contact).where(Contact.key == "u1"))  # type: ignore[arg-type]
     with Session(engine) as session:
         assert session.exec(select(SegmentMembership)).all() == []
+
+
+def test_upsert_and_recompute_equals_full_recompute_in_one_transaction(engine: Engine) -> None:
+    rng = random.Random(6)
+    contexts = [_context(rng, i) for i in range(30)]
+    _load(engine, contexts)
+    recompute_all(engine)
+    cache = SegmentIndexCache()
+    for _round in range(4):
+        changed = [_context(rng, rng.randrange(40)) for _ in range(5)]
+        with Session(engine) as session, session.begin():
+            index = cache.get(session=session)
+            ids, counts = upsert_and_recompute(
+                session=session, contexts=[parse_context(c) for c in changed], index=index, now=NOW
+            )
+        assert len(ids) == len({parse_context(c).fully_qualified_key for c in changed}) == counts.contacts
+        by_key = {parse_context(c).fully_qualified_key: c for c in contexts + changed}
+        contexts = list(by_key.values())
+    assert _stored(engine) == _expected(contexts)
+    with Session(engine) as session:
+        assert all(c.computed_at is not None for c in session.exec(select(Contact)).all())
+    again = recompute_all(engine)
+    assert (again.entered, again.exited) == (0, 0)
+
+
+def test_index_cache_recompiles_only_when_segments_change(engine: Engine) -> None:
+    _load(engine, [])
+    cache = SegmentIndexCache()
+    with Session(engine) as session:
+        first = cache.get(session=session)
+        assert cache.get(session=session) is first
+    with Session(engine) as session, session.begin():
+        upsert_segments(session=session, segments=parse_segments(SEGMENTS[:1]), now=NOW)
+    with Session(engine) as session:
+        second = cache.get(session=session)
+    assert second is not first
+    assert second.compiled["vip"].definition.version == 2

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
@@ -19,7 +18,7 @@ _CHUNK = 1000
 
 
 def _upsert_statement(dialect: str) -> Any:
-    """The one dialect branch for contact upserts: both SQLite and PostgreSQL speak ON CONFLICT."""
+    """The one dialect branch for contact upserts (both databases speak ON CONFLICT ... RETURNING)."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(contact_table)
     return stmt.on_conflict_do_update(
@@ -28,14 +27,17 @@ def _upsert_statement(dialect: str) -> Any:
             "kinds": stmt.excluded.kinds,
             "context": stmt.excluded.context,
             "updated_at": stmt.excluded.updated_at,
-            "computed_at": None,
+            "computed_at": stmt.excluded.computed_at,
         },
-    )
+    ).returning(contact_table.c.id, contact_table.c.key)
 
 
-def upsert_contacts(*, session: Session, contexts: Sequence[Context], now: datetime) -> list[int]:
+def upsert_contacts(
+    *, session: Session, contexts: Sequence[Context], now: datetime, computed: bool = False
+) -> list[int]:
     """Insert or replace contacts (a later duplicate key wins); returns their ids in input order of first
-    appearance. Replaced contacts are marked not computed until their memberships are recomputed."""
+    appearance. Replaced contacts are marked not computed, unless `computed` says the caller recomputes
+    them in this same transaction."""
     rows: dict[str, dict[str, Any]] = {}
     for ctx in contexts:
         rows[ctx.fully_qualified_key] = {
@@ -43,22 +45,17 @@ def upsert_contacts(*, session: Session, contexts: Sequence[Context], now: datet
             "kinds": ",".join(ctx.kinds),
             "context": ctx.to_dict(),
             "updated_at": now,
-            "computed_at": None,
+            "computed_at": now if computed else None,
         }
     if not rows:
         return []
     stmt = _upsert_statement(session.get_bind().dialect.name)
     values = list(rows.values())
-    for start in range(0, len(values), _CHUNK):
-        session.execute(stmt, values[start : start + _CHUNK])
     ids: dict[str, int] = {}
-    keys = list(rows)
-    for start in range(0, len(keys), _CHUNK):
-        chunk = keys[start : start + _CHUNK]
-        query = sa.select(contact_table.c.id, contact_table.c.key).where(contact_table.c.key.in_(chunk))
-        for cid, key in session.execute(query):
+    for start in range(0, len(values), _CHUNK):
+        for cid, key in session.execute(stmt, values[start : start + _CHUNK]):
             ids[key] = cid
-    return [ids[k] for k in keys]
+    return [ids[k] for k in rows]
 
 
 def get_contact(*, session: Session, key: str) -> Contact | None:

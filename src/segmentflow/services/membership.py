@@ -6,7 +6,7 @@ owner of transactions here, committing page by page."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -15,8 +15,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from segmentflow.db.bulk import bulk_insert
 from segmentflow.db.tables import change_table, contact_table, membership_table, segment_table, utcnow
-from segmentflow.rules import CompiledSegment, parse_context
+from segmentflow.rules import CompiledSegment, Context, matching, parse_context
+from segmentflow.services.contacts import upsert_contacts
 from segmentflow.services.segments import SegmentIndex, dependents_of, load_index
 
 __all__ = [
@@ -29,12 +31,14 @@ __all__ = [
     "check_membership",
     "contact_segments",
     "diff_memberships",
+    "evaluate_contexts",
     "evaluate_rows",
     "list_contact_segments",
     "member_counts",
     "recompute_all",
     "recompute_contacts",
     "recompute_page",
+    "upsert_and_recompute",
 ]
 
 Pair = tuple[uuid.UUID, int]  # (segment id, contact id)
@@ -60,18 +64,27 @@ class MembershipDiff:
     exited: set[Pair] = field(default_factory=set)
 
 
-def evaluate_rows(
-    segments: dict[uuid.UUID, CompiledSegment], rows: Iterable[tuple[int, dict[str, Any]]]
+def evaluate_contexts(
+    segments: Mapping[str, CompiledSegment],
+    ids: Mapping[str, uuid.UUID],
+    contacts: Iterable[tuple[int, Context]],
 ) -> set[Pair]:
-    """Pure: the (segment id, contact id) pairs that should exist for these stored contexts."""
+    """Pure: the (segment id, contact id) pairs that should exist for these contacts."""
     desired: set[Pair] = set()
-    items = list(segments.items())
-    for contact_id, raw in rows:
-        ctx = parse_context(raw)
-        for segment_id, seg in items:
-            if seg.matches(ctx):
-                desired.add((segment_id, contact_id))
+    add = desired.add
+    for contact_id, context in contacts:
+        for key in matching(segments, context):
+            add((ids[key], contact_id))
     return desired
+
+
+def evaluate_rows(
+    segments: Mapping[str, CompiledSegment],
+    ids: Mapping[str, uuid.UUID],
+    rows: Iterable[tuple[int, dict[str, Any]]],
+) -> set[Pair]:
+    """Pure: as `evaluate_contexts`, for stored context JSON."""
+    return evaluate_contexts(segments, ids, ((contact_id, parse_context(raw)) for contact_id, raw in rows))
 
 
 def diff_memberships(desired: set[Pair], stored: set[Pair]) -> MembershipDiff:
@@ -112,27 +125,18 @@ def apply_diff(
         return segment_keys[pair[0]], pair[1]
 
     entered = sorted(diff.entered, key=order)
-    if entered:
-        session.execute(
-            membership_table.insert(), [{"segment_id": s, "contact_id": c, "since": now} for s, c in entered]
-        )
+    bulk_insert(
+        session, membership_table, ("segment_id", "contact_id", "since"), [(s, c, now) for s, c in entered]
+    )
     changes = [("entered", pair) for pair in entered] + [
         ("exited", pair) for pair in sorted(diff.exited, key=order)
     ]
     _take_feed_lock(session)
-    session.execute(
-        change_table.insert(),
-        [
-            {
-                "segment_id": s,
-                "segment_key": segment_keys[s],
-                "contact_id": c,
-                "contact_key": contact_keys[c],
-                "change": change,
-                "at": now,
-            }
-            for change, (s, c) in changes
-        ],
+    bulk_insert(
+        session,
+        change_table,
+        ("segment_id", "segment_key", "contact_id", "contact_key", "change", "at"),
+        [(s, segment_keys[s], c, contact_keys[c], change, now) for change, (s, c) in changes],
     )
     return counts
 
@@ -164,8 +168,8 @@ def _evaluate_and_apply(
     stored: set[Pair],
     now: datetime,
 ) -> RecomputeCounts:
-    segments = {index.ids[k]: seg for k, seg in index.compiled.items() if only is None or k in only}
-    desired = evaluate_rows(segments, ((r.id, r.context) for r in rows))
+    segments = index.compiled if only is None else {k: v for k, v in index.compiled.items() if k in only}
+    desired = evaluate_rows(segments, index.ids, ((r.id, r.context) for r in rows))
     counts = apply_diff(
         session=session,
         diff=diff_memberships(desired, stored),
@@ -305,10 +309,37 @@ def contact_segments(*, session: Session, contact_key: str) -> tuple[list[str], 
     return list_contact_segments(session=session, contact_id=contact_id), computed_at
 
 
-def member_counts(*, session: Session) -> dict[uuid.UUID, int]:
-    """Members per segment id (segments without members are absent)."""
+def member_counts(
+    *, session: Session, segment_ids: Collection[uuid.UUID] | None = None
+) -> dict[uuid.UUID, int]:
+    """Members per segment id, of every segment or just `segment_ids` (segments without members are
+    absent)."""
     query = sa.select(membership_table.c.segment_id, sa.func.count()).group_by(membership_table.c.segment_id)
+    if segment_ids is not None:
+        query = query.where(membership_table.c.segment_id.in_(list(segment_ids)))
     return {sid: int(n) for sid, n in session.execute(query)}
+
+
+def upsert_and_recompute(
+    *, session: Session, contexts: Sequence[Context], index: SegmentIndex, now: datetime | None = None
+) -> tuple[list[int], RecomputeCounts]:
+    """Store contacts and bring their memberships up to date in the caller's transaction: the fast path
+    for a changed contact (no re-read of what was just written; a few statements in all)."""
+    now = now or utcnow()
+    ids = upsert_contacts(session=session, contexts=contexts, now=now, computed=True)
+    by_key = {ctx.fully_qualified_key: ctx for ctx in contexts}
+    contacts = [(cid, by_key[key]) for cid, key in zip(ids, by_key, strict=True)]
+    stored = _stored_pairs(session, ids, set(index.ids.values()))
+    desired = evaluate_contexts(index.compiled, index.ids, contacts)
+    counts = apply_diff(
+        session=session,
+        diff=diff_memberships(desired, stored),
+        segment_keys=index.keys_by_id,
+        contact_keys={cid: ctx.fully_qualified_key for cid, ctx in contacts},
+        now=now,
+    )
+    counts.contacts = len(contacts)
+    return ids, counts
 
 
 def list_contact_segments(*, session: Session, contact_id: int) -> list[str]:

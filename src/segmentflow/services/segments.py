@@ -3,33 +3,82 @@ Functions take the session as a keyword argument and never commit: the caller ow
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
+from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from segmentflow.db.tables import SegmentRecord
+from segmentflow.db.tables import SegmentRecord, segment_table
 from segmentflow.rules import CompiledSegment, Segment, compile_segments, parse_segment
 
-__all__ = ["SegmentIndex", "dependents_of", "get_segment", "list_segments", "load_index", "upsert_segments"]
+__all__ = [
+    "SegmentIndex",
+    "SegmentIndexCache",
+    "dependents_of",
+    "get_segment",
+    "list_segments",
+    "load_index",
+    "page_segments",
+    "upsert_segments",
+]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SegmentIndex:
     """Every stored segment compiled (strictly), with the database id of each key."""
 
     compiled: dict[str, CompiledSegment]
     ids: dict[str, uuid.UUID]
 
-    @property
+    @cached_property
     def keys_by_id(self) -> dict[uuid.UUID, str]:
         return {v: k for k, v in self.ids.items()}
 
 
+class SegmentIndexCache:
+    """Keeps one compiled `SegmentIndex` until the stored segments change, which one cheap aggregate query
+    detects (count, newest update, sum of versions), so hot paths do not re-parse and recompile every
+    segment per call. Safe to share between threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stamp: tuple[Any, ...] | None = None
+        self._index: SegmentIndex | None = None
+
+    def get(self, *, session: Session) -> SegmentIndex:
+        stamp = tuple(
+            session.execute(
+                sa.select(
+                    sa.func.count(),
+                    sa.func.max(segment_table.c.updated_at),
+                    sa.func.sum(segment_table.c.version),
+                )
+            ).one()
+        )
+        with self._lock:
+            if self._index is not None and stamp == self._stamp:
+                return self._index
+        index = load_index(session=session)
+        with self._lock:
+            self._stamp, self._index = stamp, index
+        return index
+
+
 def list_segments(*, session: Session) -> list[SegmentRecord]:
     return list(session.exec(select(SegmentRecord).order_by(SegmentRecord.key)))
+
+
+def page_segments(*, session: Session, offset: int, limit: int) -> tuple[list[SegmentRecord], int]:
+    """One page of segments in key order, and how many there are in all."""
+    total = session.scalar(sa.select(sa.func.count()).select_from(segment_table)) or 0
+    page = session.exec(select(SegmentRecord).order_by(SegmentRecord.key).offset(offset).limit(limit))
+    return list(page), int(total)
 
 
 def get_segment(*, session: Session, ref: str) -> SegmentRecord | None:

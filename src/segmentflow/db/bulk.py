@@ -1,0 +1,65 @@
+"""Bulk inserts for the recompute's hot path: the one place that speaks each database's fast path.
+
+PostgreSQL gets COPY (psycopg adapts UUIDs and aware datetimes itself). SQLite gets one `executemany` on
+the driver with values already in the form SQLAlchemy stores there (32-hex-digit UUIDs, naive UTC
+timestamps as text), so rows read back through the ORM types exactly as if the ORM had written them.
+Anything else goes through SQLAlchemy Core.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+__all__ = ["bulk_insert"]
+
+
+def _sqlite_value(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return value.hex
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+    return value
+
+
+def bulk_insert(
+    session: Session, table: sa.Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """Insert `rows` (tuples in `columns` order) into `table` within the session's transaction."""
+    if not rows:
+        return
+    connection = session.connection()
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        names = ", ".join(f'"{c}"' for c in columns)
+        with cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
+            for row in rows:
+                copy.write_row(row)
+        cursor.close()
+        return
+    if dialect == "sqlite":
+        # Rows share one instant (the recompute's `now`) and a few segment ids: convert each value once.
+        converted: dict[Any, Any] = {}
+
+        def convert(value: Any) -> Any:
+            if isinstance(value, (uuid.UUID, datetime)):
+                found = converted.get(value)
+                if found is None:
+                    found = converted[value] = _sqlite_value(value)
+                return found
+            return value
+
+        marks = ", ".join("?" for _ in columns)
+        names = ", ".join(f'"{c}"' for c in columns)
+        connection.exec_driver_sql(
+            f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})',
+            [tuple(convert(v) for v in row) for row in rows],
+        )
+        return
+    connection.execute(table.insert(), [dict(zip(columns, row, strict=True)) for row in rows])
