@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -285,3 +287,20 @@ def test_demo_runs_the_recompute_workflow_and_a_workflow_branching_on_is_member(
     lines = {line.split()[1]: line for line in out.splitlines() if line.startswith("│ u-000")}
     assert "vip-welcome" in lines["u-0005"] and "vip," in lines["u-0005"]
     assert "vip-welcome" not in lines["u-0001"]
+
+
+def test_unreachable_database_is_one_line_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(
+        capsys, "--database-url", "postgresql://postgres@127.0.0.1:1/nowhere", "segments", "list"
+    )
+    assert code == 2
+    assert err.startswith("segmentflow: error: database error:") and "Traceback" not in err
+
+
+def test_the_command_loads_no_database_code_until_a_command_needs_it() -> None:
+    probe = (
+        "import sys, segmentflow.cli; "
+        "print(sorted(m for m in ('sqlalchemy', 'sqlmodel', 'alembic') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -12,18 +12,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
-from segmentflow.db.engine import make_engine, migrate, reset
-from segmentflow.db.tables import contact_table
 from segmentflow.inputs import (
     InputError,
     iter_context_lines,
@@ -32,21 +27,12 @@ from segmentflow.inputs import (
     read_segments,
 )
 from segmentflow.rules import ContextError, RuleError, memberships
-from segmentflow.services.contacts import get_contact, upsert_contacts
-from segmentflow.services.exports import iter_memberships
-from segmentflow.services.keys import SCOPES, UnknownKeyError, create_key, list_keys, revoke_key
-from segmentflow.services.membership import (
-    RecomputeCounts,
-    UnknownContactError,
-    UnknownSegmentError,
-    check_membership,
-    list_contact_segments,
-    member_counts,
-    recompute_all,
-    upsert_and_recompute,
-)
-from segmentflow.services.segments import dependents_of, list_segments, load_index, upsert_segments
 from segmentflow.settings import Settings
+
+if TYPE_CHECKING:  # the database layer is imported by the commands that use it, so `evaluate` starts fast
+    from sqlalchemy.engine import Engine
+
+    from segmentflow.services.membership import RecomputeCounts
 
 __all__ = ["app", "main"]
 
@@ -87,12 +73,16 @@ def _root(database_url: DatabaseUrl = None) -> None:
 
 
 def _engine() -> Engine:
+    from segmentflow.db.engine import migrate
+
     engine = _make_engine(_state.database_url or Settings().database_url)
     migrate(engine)
     return engine
 
 
 def _make_engine(url: str) -> Engine:
+    from segmentflow.db.engine import make_engine
+
     engine = make_engine(url)
     _state.engines.append(engine)
     return engine
@@ -120,6 +110,12 @@ def _print_counts(prefix: str, counts: RecomputeCounts) -> None:
 
 
 def _recompute(engine: Engine, segment_keys: set[str] | None = None) -> RecomputeCounts:
+    import sqlalchemy as sa
+    from sqlmodel import Session
+
+    from segmentflow.db.tables import contact_table
+    from segmentflow.services.membership import recompute_all
+
     with Session(engine) as session:
         total = session.scalar(sa.select(sa.func.count()).select_from(contact_table))
     with _progress(total, "recompute") as advance:
@@ -153,6 +149,10 @@ def evaluate(
 @app.command()
 def check(segment: str, contact: str) -> None:
     """Is CONTACT (a fully-qualified key) in SEGMENT (key or id)? Reads the precomputed tables."""
+    from sqlmodel import Session
+
+    from segmentflow.services.membership import UnknownContactError, UnknownSegmentError, check_membership
+
     engine = _engine()
     with Session(engine) as session, session.begin():
         try:
@@ -177,6 +177,10 @@ def recompute(
     ] = None,
 ) -> None:
     """Recompute stored memberships (all segments, or --segment KEY and what depends on it)."""
+    from sqlmodel import Session
+
+    from segmentflow.services.segments import list_segments
+
     engine = _engine()
     keys = None
     if segment:
@@ -197,6 +201,10 @@ def segments_import(
     ] = False,
 ) -> None:
     """Upsert segments by key from a JSON list; the whole file is validated first, then applied at once."""
+    from sqlmodel import Session
+
+    from segmentflow.services.segments import dependents_of, list_segments, upsert_segments
+
     segments = read_segments(file)
     engine = _engine()
     with Session(engine) as session, session.begin():
@@ -214,6 +222,11 @@ def segments_import(
 @segments_app.command("list")
 def segments_list() -> None:
     """Segments with their version and member count."""
+    from sqlmodel import Session
+
+    from segmentflow.services.membership import member_counts
+    from segmentflow.services.segments import list_segments
+
     engine = _engine()
     with Session(engine) as session:
         counts = member_counts(session=session)
@@ -226,6 +239,10 @@ def segments_list() -> None:
 @segments_app.command("export")
 def segments_export() -> None:
     """Print every stored segment as a JSON list (LaunchDarkly's format)."""
+    from sqlmodel import Session
+
+    from segmentflow.services.segments import list_segments
+
     engine = _engine()
     with Session(engine) as session:
         data = [r.definition_model().to_json() for r in list_segments(session=session)]
@@ -240,6 +257,12 @@ def contacts_import(
     ] = False,
 ) -> None:
     """Upsert contacts from JSON lines (one LaunchDarkly context per line), then recompute just them."""
+    from sqlmodel import Session
+
+    from segmentflow.services.contacts import upsert_contacts
+    from segmentflow.services.membership import upsert_and_recompute
+    from segmentflow.services.segments import load_index
+
     contexts = read_contexts(file)
     engine = _engine()
     with Session(engine) as session, session.begin():
@@ -256,6 +279,10 @@ def contacts_import(
 @memberships_app.command("export")
 def memberships_export() -> None:
     """One JSON line per stored contact: {"key", "segments"}, as `evaluate` prints."""
+    from sqlmodel import Session
+
+    from segmentflow.services.exports import iter_memberships
+
     engine = _engine()
     write = sys.stdout.write
     with Session(engine) as session:
@@ -267,6 +294,8 @@ def memberships_export() -> None:
 @db_app.command("reset")
 def db_reset(yes: Annotated[bool, typer.Option("--yes", help="Confirm deleting every row.")] = False) -> None:
     """Drop and recreate every segmentflow table."""
+    from segmentflow.db.engine import reset
+
     if not yes:
         raise InputError("db reset deletes every contact, segment and membership: pass --yes to confirm")
     engine = _make_engine(_state.database_url or Settings().database_url)
@@ -285,7 +314,14 @@ def demo(
 ) -> None:
     """Load the bundled sample into a fresh database, recompute (through Temporal by default: an embedded dev
     server, the recompute workflow, then a workflow branching on `isMember`), and print the memberships."""
+    from sqlmodel import Session
+
+    from segmentflow.db.engine import reset
     from segmentflow.sample import sample_path
+    from segmentflow.services.contacts import get_contact, upsert_contacts
+    from segmentflow.services.exports import iter_memberships
+    from segmentflow.services.membership import list_contact_segments, recompute_all
+    from segmentflow.services.segments import list_segments, upsert_segments
 
     engine = _make_engine(database_url)
     reset(engine)
@@ -335,10 +371,16 @@ app.add_typer(keys_app, name="keys")
 
 @keys_app.command("create")
 def keys_create(
-    scope: Annotated[list[str], typer.Option("--scope", help=f"Repeatable: {', '.join(SCOPES)}.")],
+    scope: Annotated[
+        list[str], typer.Option("--scope", help="Repeatable: segments:read, segments:write, contacts:write.")
+    ],
     name: Annotated[str, typer.Option("--name", help="A label shown by `keys list`.")] = "",
 ) -> None:
     """Create an API key with these scopes; the token is printed once, as the last line."""
+    from sqlmodel import Session
+
+    from segmentflow.services.keys import create_key
+
     engine = _engine()
     with Session(engine) as session, session.begin():
         try:
@@ -353,6 +395,10 @@ def keys_create(
 @keys_app.command("list")
 def keys_list() -> None:
     """API keys: id, name, scopes, when created and revoked (never the tokens)."""
+    from sqlmodel import Session
+
+    from segmentflow.services.keys import list_keys
+
     engine = _engine()
     table = Table("id", "name", "scopes", "created", "revoked")
     with Session(engine) as session:
@@ -365,6 +411,10 @@ def keys_list() -> None:
 @keys_app.command("revoke")
 def keys_revoke(key_id: str) -> None:
     """Revoke an API key by id: its token is refused (401) from the next request on."""
+    from sqlmodel import Session
+
+    from segmentflow.services.keys import UnknownKeyError, revoke_key
+
     engine = _engine()
     with Session(engine) as session, session.begin():
         try:
@@ -402,8 +452,12 @@ def main(argv: list[str] | None = None) -> Any:
         _fail(str(exc))
     except (RuleError, ContextError) as exc:
         _fail(str(exc))
-    except sa.exc.OperationalError as exc:
-        _fail(f"database error: {str(exc.orig).strip().splitlines()[0] if exc.orig else exc}")
+    except Exception as exc:
+        database_errors = sys.modules.get("sqlalchemy.exc")  # only loaded by the database commands
+        if database_errors is not None and isinstance(exc, database_errors.OperationalError):
+            orig = exc.orig
+            _fail(f"database error: {str(orig).strip().splitlines()[0] if orig else exc}")
+        raise
     except BrokenPipeError:
         sys.stderr.close()
         raise SystemExit(1) from None
