@@ -32,7 +32,6 @@ __all__ = [
     "contact_segments",
     "diff_memberships",
     "evaluate_contexts",
-    "evaluate_rows",
     "list_contact_segments",
     "member_counts",
     "recompute_all",
@@ -76,15 +75,6 @@ def evaluate_contexts(
         for key in matching(segments, context):
             add((ids[key], contact_id))
     return desired
-
-
-def evaluate_rows(
-    segments: Mapping[str, CompiledSegment],
-    ids: Mapping[str, uuid.UUID],
-    rows: Iterable[tuple[int, dict[str, Any]]],
-) -> set[Pair]:
-    """Pure: as `evaluate_contexts`, for stored context JSON."""
-    return evaluate_contexts(segments, ids, ((contact_id, parse_context(raw)) for contact_id, raw in rows))
 
 
 def diff_memberships(desired: set[Pair], stored: set[Pair]) -> MembershipDiff:
@@ -164,23 +154,30 @@ def _evaluate_and_apply(
     session: Session,
     index: SegmentIndex,
     only: set[str] | None,
-    rows: list[Any],
+    contacts: list[tuple[int, Context]],
     stored: set[Pair],
     now: datetime,
+    *,
+    mark_computed: bool,
 ) -> RecomputeCounts:
+    """The middle of every recompute: evaluate, diff against what is stored, apply."""
     segments = index.compiled if only is None else {k: v for k, v in index.compiled.items() if k in only}
-    desired = evaluate_rows(segments, index.ids, ((r.id, r.context) for r in rows))
+    desired = evaluate_contexts(segments, index.ids, contacts)
     counts = apply_diff(
         session=session,
         diff=diff_memberships(desired, stored),
         segment_keys=index.keys_by_id,
-        contact_keys={r.id: r.key for r in rows},
+        contact_keys={cid: ctx.fully_qualified_key for cid, ctx in contacts},
         now=now,
     )
-    if only is None and rows:
-        _mark_computed(session, [r.id for r in rows], now)
-    counts.contacts = len(rows)
+    if mark_computed and contacts:
+        _mark_computed(session, [cid for cid, _ in contacts], now)
+    counts.contacts = len(contacts)
     return counts
+
+
+def _parsed(rows: list[Any]) -> list[tuple[int, Context]]:
+    return [(row.id, parse_context(row.context)) for row in rows]
 
 
 def _mark_computed(session: Session, ids: list[int], now: datetime) -> None:
@@ -220,7 +217,15 @@ def recompute_page(
         return RecomputeCounts(), None
     segment_ids = {index.ids[k] for k in index.compiled if segment_keys is None or k in segment_keys}
     stored = _stored_pairs(session, (), segment_ids, rows[0].id, rows[-1].id)
-    counts = _evaluate_and_apply(session, index, segment_keys, rows, stored, now or utcnow())
+    counts = _evaluate_and_apply(
+        session,
+        index,
+        segment_keys,
+        _parsed(rows),
+        stored,
+        now or utcnow(),
+        mark_computed=segment_keys is None,
+    )
     return counts, rows[-1].id
 
 
@@ -242,7 +247,9 @@ def recompute_contacts(
             session.execute(_contact_query().where(contact_table.c.id.in_(ids[start : start + _CHUNK])))
         )
     stored = _stored_pairs(session, ids, set(index.ids.values()))
-    return _evaluate_and_apply(session, index, None, rows, stored, now or utcnow())
+    return _evaluate_and_apply(
+        session, index, None, _parsed(rows), stored, now or utcnow(), mark_computed=True
+    )
 
 
 class UnknownSegmentError(LookupError):
@@ -330,16 +337,7 @@ def upsert_and_recompute(
     by_key = {ctx.fully_qualified_key: ctx for ctx in contexts}
     contacts = [(cid, by_key[key]) for cid, key in zip(ids, by_key, strict=True)]
     stored = _stored_pairs(session, ids, set(index.ids.values()))
-    desired = evaluate_contexts(index.compiled, index.ids, contacts)
-    counts = apply_diff(
-        session=session,
-        diff=diff_memberships(desired, stored),
-        segment_keys=index.keys_by_id,
-        contact_keys={cid: ctx.fully_qualified_key for cid, ctx in contacts},
-        now=now,
-    )
-    counts.contacts = len(contacts)
-    return ids, counts
+    return ids, _evaluate_and_apply(session, index, None, contacts, stored, now, mark_computed=False)
 
 
 def list_contact_segments(*, session: Session, contact_id: int) -> list[str]:
