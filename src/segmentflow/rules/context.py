@@ -115,6 +115,10 @@ def _private_attributes(meta: Any) -> tuple[str, ...]:
     return tuple(private)
 
 
+_SPECIAL = frozenset({"_meta", "key", "kind", "name", "anonymous", ""})
+_VALID_KINDS: set[str] = {DEFAULT_KIND}
+
+
 def _build(
     kind: str,
     key: str,
@@ -125,20 +129,20 @@ def _build(
     *,
     allow_empty_key: bool,
 ) -> Individual:
-    _validate_kind(kind)
+    """The individual context; `custom` (a fresh dict the caller hands over) becomes its attributes."""
+    if kind not in _VALID_KINDS:
+        _validate_kind(kind)
+        if len(_VALID_KINDS) < 1024:  # remember the few kinds a deployment uses
+            _VALID_KINDS.add(kind)
     if key == "" and not allow_empty_key:
         raise ContextError("context key must not be empty")
-    attrs: dict[str, Any] = dict(custom)
+    attrs = custom
     attrs["key"] = key
     attrs["kind"] = kind
     attrs["anonymous"] = anonymous
     if name is not None:
         attrs["name"] = name
     return Individual(kind=kind, key=key, attributes=attrs, private_attributes=private)
-
-
-_SPECIAL = frozenset({"_meta", "key", "kind", "name", "anonymous", ""})
-_VALID_KINDS: set[str] = {DEFAULT_KIND}
 
 
 def _parse_single(props: dict[str, Any], kind: str) -> Individual:
@@ -161,18 +165,7 @@ def _parse_single(props: dict[str, Any], kind: str) -> Individual:
     if not isinstance(anonymous, bool):
         raise _type_error("anonymous")
     private = _private_attributes(props["_meta"]) if "_meta" in props else ()
-    if kind not in _VALID_KINDS:
-        _validate_kind(kind)
-        if len(_VALID_KINDS) < 1024:
-            _VALID_KINDS.add(kind)
-    if key == "":
-        raise ContextError("context key must not be empty")
-    attrs["key"] = key
-    attrs["kind"] = kind
-    attrs["anonymous"] = anonymous
-    if name is not None:
-        attrs["name"] = name
-    return Individual(kind=kind, key=key, attributes=attrs, private_attributes=private)
+    return _build(kind, key, name, anonymous, attrs, private, allow_empty_key=False)
 
 
 def _parse_legacy_user(props: dict[str, Any]) -> Individual:
