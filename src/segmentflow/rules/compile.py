@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -34,7 +35,14 @@ from segmentflow.rules.attrref import AttributeRefError, parse_attribute
 from segmentflow.rules.context import DEFAULT_KIND, Context
 from segmentflow.rules.errors import CycleError, RuleError
 from segmentflow.rules.model import Clause, Rule, Segment
-from segmentflow.rules.operators import OPERATORS
+from segmentflow.rules.operators import (
+    OPERATORS,
+    parse_semver,
+    parse_time,
+    parse_time_text,
+    precedence_key,
+    semver_key,
+)
 
 __all__ = ["CompiledSegment", "Explanation", "compile_segments", "segment_order"]
 
@@ -103,7 +111,8 @@ class _Source:
     sets, tests) is bound by name in the namespace, never written into the source, so no segment data
     can change the generated code."""
 
-    def __init__(self) -> None:
+    def __init__(self, key: str) -> None:
+        self.key = key
         self.namespace: dict[str, Any] = {"_lookup": _lookup, "_bucket": _bucket, "_any": any, "_map": map}
         self.kinds: dict[str, str] = {}
 
@@ -123,7 +132,7 @@ class _Source:
     def function(self, name: str, body: list[str]) -> Evaluator:
         source = "\n".join([f"def {name}(by_kind, memo):", *self.prologue(), *body])
         # Only names bound by `bind` appear in the source, never segment data.
-        exec(compile(source, f"<segment {name}>", "exec"), self.namespace)
+        exec(compile(source, f"<segment {self.key!r} {name}>", "exec"), self.namespace)
         fn: Evaluator = self.namespace[name]
         return fn
 
@@ -162,6 +171,35 @@ def _scalar_expression(src: _Source, op: str, values: list[Any], test: str) -> s
             f"(_v {symbol} {bound} if type(_v) is float or (type(_v) is int and -{_EXACT} <= _v <= {_EXACT})"
             f" else {test}(_v))"
         )
+    if op in ("before", "after"):
+        parsed = [parse_time(v) for v in values]
+        times = [t for t in parsed if t is not None and math.isfinite(t)]
+        if times and len(times) == len(values):
+            symbol, when = ("<", max(times)) if op == "before" else (">", min(times))
+            return (
+                f"((_t := {src.bind(parse_time_text)}(_v)) is not None and _t {symbol} {src.bind(when)}"
+                f" if type(_v) is str else {test}(_v))"
+            )
+    if op in ("semVerEqual", "semVerLessThan", "semVerGreaterThan"):
+        versions = [parse_semver(v) for v in values]
+        if versions and all(v is not None for v in versions):
+            keys = [precedence_key(v) for v in versions if v is not None]
+            check = {
+                "semVerEqual": f"_k in {src.bind(frozenset(keys))}",
+                "semVerLessThan": f"_k < {src.bind(max(keys))}",
+                "semVerGreaterThan": f"_k > {src.bind(min(keys))}",
+            }[op]
+            key_of = src.bind(semver_key)
+            return f"((_k := {key_of}(_v)) is not None and {check} if type(_v) is str else {test}(_v))"
+    if op == "matches" and len(values) == 1 and type(values[0]) is str:
+        try:
+            pattern = re.compile(values[0])
+        except (re.error, OverflowError, RecursionError):
+            pattern = None
+        if pattern is not None:
+            return f"({src.bind(pattern)}.search(_v) is not None if type(_v) is str else {test}(_v))"
+    if op == "contains" and len(values) == 1 and type(values[0]) is str:
+        return f"({src.bind(values[0])} in _v if type(_v) is str else {test}(_v))"
     if op in ("startsWith", "endsWith") and values and all(type(v) is str for v in values):
         method = "startswith" if op == "startsWith" else "endswith"
         return f"(_v.{method}({src.bind(tuple(values))}) if type(_v) is str else {test}(_v))"
@@ -396,7 +434,7 @@ def _compile_one(seg: Segment, compiled: Mapping[str, CompiledSegment], lenient:
             "big (unbounded) segments are not supported: memberships here come from rules and targets",
             segment_key=seg.key,
         )
-    src = _Source()
+    src = _Source(seg.key)
     expressions = [_rule_expression(src, seg, i, rule, compiled, lenient) for i, rule in enumerate(seg.rules)]
     targets = _target_lines(src, seg)
     rules = [

@@ -29,7 +29,16 @@ from typing import Any
 import pyrfc3339
 from semver import Version
 
-__all__ = ["OPERATORS", "ValueTest", "parse_semver", "parse_time"]
+__all__ = [
+    "OPERATORS",
+    "SemverKey",
+    "ValueTest",
+    "parse_semver",
+    "parse_time",
+    "parse_time_text",
+    "precedence_key",
+    "semver_key",
+]
 
 ValueTest = Callable[[Any], bool]
 Prepare = Callable[[list[Any], bool], ValueTest]
@@ -53,7 +62,8 @@ def _as_float(value: Any) -> float:
 
 
 @lru_cache(maxsize=65536)
-def _parse_time_string(text: str) -> float | None:
+def parse_time_text(text: str) -> float | None:
+    """Epoch milliseconds of an RFC 3339 string (cached); None when it is not one."""
     # pyrfc3339 delegates to `datetime.fromisoformat`, so it also returns naive datetimes (`2017-12-06`)
     # whose subtraction raises; LaunchDarkly's SDK does both inside one `try` and calls them invalid.
     try:
@@ -67,7 +77,7 @@ def parse_time(value: Any) -> float | None:
     if _is_number(value):
         return _as_float(value)
     if isinstance(value, str):
-        return _parse_time_string(value)
+        return parse_time_text(value)
     return None
 
 
@@ -210,7 +220,7 @@ def _time(compare: Callable[[float, float], bool], pick: Callable[[list[float]],
 SemverKey = tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]
 
 
-def _precedence_key(version: Version) -> SemverKey:
+def precedence_key(version: Version) -> SemverKey:
     """A tuple ordering exactly as semver precedence (`Version.compare`): build metadata ignored, a
     pre-release below its release, numeric identifiers below alphanumeric ones and compared as numbers."""
     if not version.prerelease:
@@ -220,22 +230,23 @@ def _precedence_key(version: Version) -> SemverKey:
 
 
 @lru_cache(maxsize=65536)
-def _semver_key_string(text: str) -> SemverKey | None:
+def semver_key(text: str) -> SemverKey | None:
+    """The precedence key of a semantic version string (cached); None when it is not one."""
     version = _parse_semver_string(text)
-    return None if version is None else _precedence_key(version)
+    return None if version is None else precedence_key(version)
 
 
 def _semver(accept: Callable[[SemverKey, list[SemverKey]], bool]) -> Prepare:
     def prepare(values: list[Any], lenient: bool) -> ValueTest:
         versions: list[Version] = _parsed(values, parse_semver, "semantic version", lenient)
-        operands = [_precedence_key(v) for v in versions]
+        operands = [precedence_key(v) for v in versions]
         if not operands:
             return lambda value: False
 
         def test(value: Any) -> bool:
             if not isinstance(value, str):
                 return False
-            key = _semver_key_string(value)
+            key = semver_key(value)
             return key is not None and accept(key, operands)
 
         return test
