@@ -133,20 +133,31 @@ def apply_diff(
 
 def _stored_pairs(
     session: Session,
-    contact_ids: Collection[int],
+    index: SegmentIndex,
     segment_ids: Collection[uuid.UUID],
+    contact_ids: Collection[int] = (),
     lo: int | None = None,
     hi: int | None = None,
 ) -> set[Pair]:
-    query = sa.select(membership_table.c.segment_id, membership_table.c.contact_id)
-    if lo is not None and hi is not None:
-        query = query.where(membership_table.c.contact_id.between(lo, hi))
-        return {(s, c) for s, c in session.execute(query) if s in segment_ids}
+    """Stored (segment, contact) pairs of these contacts (an id list, or the range lo..hi), for the given
+    segments. Segment ids are read as text and mapped to the index's own UUID objects: no UUID is built
+    per row, and pairs compare by identity with the ones evaluation produces."""
+    by_text = index.uuid_by_text
+    query = sa.select(sa.cast(membership_table.c.segment_id, sa.String), membership_table.c.contact_id)
+    chunks = (
+        [query.where(membership_table.c.contact_id.between(lo, hi))]
+        if lo is not None and hi is not None
+        else [
+            query.where(membership_table.c.contact_id.in_(list(contact_ids)[start : start + _CHUNK]))
+            for start in range(0, len(contact_ids), _CHUNK)
+        ]
+    )
     out: set[Pair] = set()
-    ids = list(contact_ids)
-    for start in range(0, len(ids), _CHUNK):
-        chunk = query.where(membership_table.c.contact_id.in_(ids[start : start + _CHUNK]))
-        out.update((s, c) for s, c in session.execute(chunk) if s in segment_ids)
+    for chunk in chunks:
+        for text, contact_id in session.execute(chunk):
+            segment_id = by_text.get(text)
+            if segment_id is not None and segment_id in segment_ids:
+                out.add((segment_id, contact_id))
     return out
 
 
@@ -216,7 +227,7 @@ def recompute_page(
     if not rows:
         return RecomputeCounts(), None
     segment_ids = {index.ids[k] for k in index.compiled if segment_keys is None or k in segment_keys}
-    stored = _stored_pairs(session, (), segment_ids, rows[0].id, rows[-1].id)
+    stored = _stored_pairs(session, index, segment_ids, lo=rows[0].id, hi=rows[-1].id)
     counts = _evaluate_and_apply(
         session,
         index,
@@ -246,7 +257,7 @@ def recompute_contacts(
         rows.extend(
             session.execute(_contact_query().where(contact_table.c.id.in_(ids[start : start + _CHUNK])))
         )
-    stored = _stored_pairs(session, ids, set(index.ids.values()))
+    stored = _stored_pairs(session, index, set(index.ids.values()), ids)
     return _evaluate_and_apply(
         session, index, None, _parsed(rows), stored, now or utcnow(), mark_computed=True
     )
@@ -336,7 +347,7 @@ def upsert_and_recompute(
     ids = upsert_contacts(session=session, contexts=contexts, now=now, computed=True)
     by_key = {ctx.fully_qualified_key: ctx for ctx in contexts}
     contacts = [(cid, by_key[key]) for cid, key in zip(ids, by_key, strict=True)]
-    stored = _stored_pairs(session, ids, set(index.ids.values()))
+    stored = _stored_pairs(session, index, set(index.ids.values()), ids)
     return ids, _evaluate_and_apply(session, index, None, contacts, stored, now, mark_computed=False)
 
 

@@ -40,6 +40,11 @@ class SegmentIndex:
     def keys_by_id(self) -> dict[uuid.UUID, str]:
         return {v: k for k, v in self.ids.items()}
 
+    @cached_property
+    def uuid_by_text(self) -> dict[str, uuid.UUID]:
+        """Each id as the databases render it as text (PostgreSQL `uuid`, SQLite's 32 hex digits)."""
+        return {text: v for v in self.ids.values() for text in (str(v), v.hex)}
+
 
 class SegmentIndexCache:
     """Keeps one compiled `SegmentIndex` until the stored segments change, which one cheap aggregate query

@@ -1,0 +1,92 @@
+"""HTTP API keys: create (the token is shown once, only its SHA-256 is stored), verify, list, revoke.
+Never commits.
+
+A token reads `sf_<id>_<secret>`: `id` (12 hex digits) is public and finds the row, `secret` is 32 random
+bytes; the SHA-256 of the whole token is compared with `hmac.compare_digest`, in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Final, Literal, get_args
+
+from sqlmodel import Session, col, select
+
+from segmentflow.db.tables import ApiKey
+
+__all__ = [
+    "SCOPES",
+    "Scope",
+    "UnknownKeyError",
+    "create_key",
+    "get_key",
+    "list_keys",
+    "revoke_key",
+    "verify_token",
+]
+
+Scope = Literal["segments:read", "segments:write", "contacts:write"]
+SCOPES: Final[tuple[str, ...]] = get_args(Scope)
+_TOKEN = re.compile(r"sf_([0-9a-f]{12})_[A-Za-z0-9_-]{43}")
+
+
+class UnknownKeyError(LookupError):
+    """No API key has that id."""
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_key(*, session: Session, scopes: Iterable[str], name: str, now: datetime) -> tuple[ApiKey, str]:
+    """A new key with these scopes, and its token (shown once: only its hash is stored)."""
+    wanted = sorted(set(scopes))
+    unknown = [s for s in wanted if s not in SCOPES]
+    if unknown or not wanted:
+        raise ValueError(
+            f'unknown scope "{unknown[0]}" (known: {", ".join(SCOPES)})'
+            if unknown
+            else f"a key needs at least one scope ({', '.join(SCOPES)})"
+        )
+    key_id = secrets.token_hex(6)
+    token = f"sf_{key_id}_{secrets.token_urlsafe(32)}"
+    key = ApiKey(id=key_id, name=name, token_hash=_digest(token), scopes=" ".join(wanted), created_at=now)
+    session.add(key)
+    session.flush()
+    return key, token
+
+
+def verify_token(*, session: Session, token: str) -> ApiKey | None:
+    """The live key a presented token belongs to, or None (malformed, unknown, wrong secret, revoked)."""
+    match = _TOKEN.fullmatch(token)
+    if match is None:
+        return None
+    key = session.get(ApiKey, match.group(1))
+    if key is None or key.revoked_at is not None:
+        return None
+    return key if hmac.compare_digest(key.token_hash, _digest(token)) else None
+
+
+def get_key(*, session: Session, key_id: str) -> ApiKey | None:
+    return session.get(ApiKey, key_id)
+
+
+def list_keys(*, session: Session) -> list[ApiKey]:
+    return list(session.exec(select(ApiKey).order_by(col(ApiKey.created_at), col(ApiKey.id))))
+
+
+def revoke_key(*, session: Session, key_id: str, now: datetime) -> ApiKey:
+    """Revoke a key by id (revoking twice keeps the first time)."""
+    key = session.get(ApiKey, key_id)
+    if key is None:
+        raise UnknownKeyError(f'unknown API key "{key_id}"')
+    if key.revoked_at is None:
+        key.revoked_at = now
+        session.add(key)
+        session.flush()
+    return key
