@@ -387,7 +387,10 @@ def keys_create(
             key, token = create_key(session=session, scopes=scope, name=name, now=_now())
         except ValueError as exc:
             raise InputError(str(exc)) from None
-        out.print(f"created API key {key.id} with scopes {key.scopes}; the token is shown only now:")
+        out.print(
+            f"created API key {key.id} ({key.scopes.replace(' ', ', ')}); its token, shown only now:",
+            soft_wrap=True,
+        )
     sys.stdout.write(token + "\n")
     sys.stdout.flush()
 

@@ -14,12 +14,14 @@ from segmentflow.db.types import UTCDateTime
 from segmentflow.rules import Segment, parse_segment
 
 __all__ = [
+    "ApiKey",
     "Contact",
     "MembershipChange",
     "RecomputeProgress",
     "SQLModel",
     "SegmentMembership",
     "SegmentRecord",
+    "api_key_table",
     "change_table",
     "contact_table",
     "membership_table",
@@ -124,3 +126,26 @@ segment_table = _table(SegmentRecord)
 membership_table = _table(SegmentMembership)
 change_table = _table(MembershipChange)
 progress_table = _table(RecomputeProgress)
+
+
+class ApiKey(SQLModel, table=True):
+    """An HTTP API key: only the SHA-256 of the token is kept. `id` is the public part of the token
+    (`sf_<id>_<secret>`), so a presented token is looked up by id and its hash compared in constant time."""
+
+    __tablename__ = "api_key"
+
+    id: str = Field(sa_column=sa.Column(sa.String(32), primary_key=True))
+    name: str = Field(sa_column=sa.Column(sa.String(256), nullable=False))
+    token_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    #: Space-separated, as OAuth writes scopes.
+    scopes: str = Field(sa_column=sa.Column(sa.String(512), nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False))
+    revoked_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime, nullable=True))
+
+    def scope_set(self) -> frozenset[str]:
+        return frozenset(self.scopes.split())
+
+
+api_key_table = _table(ApiKey)
+# The report endpoint counts entries and exits over a time window.
+sa.Index("ix_membership_change_at", change_table.c.at)

@@ -1,0 +1,77 @@
+"""The composition root of the HTTP API: `create_app(settings)` builds the engine, routers, error handlers
+and metrics. Nothing is created at import time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import sqlalchemy as sa
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+from sqlalchemy.engine import Engine
+
+from segmentflow.api import contacts, health, memberships, segments
+from segmentflow.api.errors import install_error_handlers
+from segmentflow.api.metrics import HttpMetrics
+from segmentflow.db.engine import make_engine, migrate, normalize_url
+from segmentflow.services.segments import SegmentIndexCache
+from segmentflow.settings import Settings
+
+__all__ = ["create_app"]
+
+_DESCRIPTION = """Contact segments in LaunchDarkly's rule model, with memberships precomputed into SQL.
+
+Every endpoint but `/healthz` needs `Authorization: Bearer <token>` (from `segmentflow keys create`) with
+the scope it names: 401 for a missing or unknown token, 403 for a token without the scope."""
+
+
+#: Requests using the database at once, readers and writers apart (segment writers queue on their lock
+#: anyway, and must not take every connection from the readers). Each admitted request holds one
+#: connection, and the pool has one for each, so none ever waits for a connection while it holds the event
+#: loop or a worker thread (which could otherwise deadlock: the waiter blocking those who would release).
+READ_SLOTS = 8
+WRITE_SLOTS = 4
+
+
+def _engine(url: str) -> Engine:
+    parsed = sa.engine.make_url(normalize_url(url))
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        return make_engine(url)  # one shared connection: no pool to size
+    # A connection for each admitted request; the overflow is a margin, not relied on.
+    return make_engine(url, pool_size=READ_SLOTS + WRITE_SLOTS, max_overflow=4)
+
+
+def _admission(app: FastAPI) -> None:
+    """Fresh semaphores, bound to the loop that serves the app."""
+    app.state.read_slots = asyncio.Semaphore(READ_SLOTS)
+    app.state.write_slots = asyncio.Semaphore(WRITE_SLOTS)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The API over `settings.database_url`; the schema is migrated when the app starts."""
+    engine = _engine(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        migrate(engine)
+        _admission(app)
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(title="segmentflow", version="0.1.0", description=_DESCRIPTION, lifespan=lifespan)
+    registry = CollectorRegistry()
+    app.state.engine = engine
+    app.state.metrics_registry = registry
+    app.state.segment_index = SegmentIndexCache()
+    _admission(app)
+    app.add_middleware(HttpMetrics, registry=registry)
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(memberships.router)  # before segments: its fixed paths win over /{segment_id}
+    app.include_router(segments.router)
+    app.include_router(contacts.router)
+    return app

@@ -1,0 +1,147 @@
+"""Request dependencies as `Annotated` aliases: the request's session (one transaction, committed when the
+endpoint returns, rolled back when it raises) and the Bearer API key holding a scope.
+
+Two kinds of session, because SQLAlchemy here is synchronous, and each request holds one connection.
+`ReadSession` is opened on the event loop: the `async` endpoints of the hot path (a membership check, a
+segment, a page of rows) run their indexed reads right there, where one costs less than the hops to and
+from a worker thread (bench/api.py measures it); a plain `def` endpoint given one (the report's aggregate)
+still runs in the threadpool. `WriteSession` is opened in FastAPI's threadpool, and the write endpoints
+(`def`, so also in the threadpool) use it for everything, the API key included, so the event loop never
+waits on a write or a recompute. A key is checked in the request's own session: `ReadKey` and `AnyKey` in
+its `ReadSession`, `WriteKey` and `ContactsKey` in its `WriteSession`. Either session first takes one of
+the app's read or write slots (see `segmentflow.api.app`), so a request holds one connection at most and
+never waits for one."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Path, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from segmentflow.db.tables import ApiKey
+from segmentflow.services.keys import Scope, verify_token
+from segmentflow.services.segments import SegmentIndexCache
+
+__all__ = [
+    "AnyKey",
+    "ContactId",
+    "ContactsKey",
+    "IndexCache",
+    "ReadKey",
+    "ReadSession",
+    "ReadSlot",
+    "SegmentRef",
+    "WriteKey",
+    "WriteSession",
+    "now",
+]
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="An API key from `segmentflow keys create`; each endpoint names the scope it needs.",
+)
+_UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+# A segment reference is one path segment: no slash; and no NUL, which PostgreSQL text cannot hold.
+_SEGMENT = r"^[^/\x00]+$"
+
+
+async def _write_slot(request: Request) -> AsyncIterator[None]:
+    async with request.app.state.write_slots:
+        yield
+
+
+async def _read_slot(request: Request) -> AsyncIterator[None]:
+    async with request.app.state.read_slots:
+        yield
+
+
+#: One of the app's read slots, for an endpoint using a connection of its own (`/healthz`).
+ReadSlot = Annotated[None, Depends(_read_slot, scope="function")]
+
+
+def _write_session(
+    request: Request, _slot: Annotated[None, Depends(_write_slot, scope="function")]
+) -> Iterator[Session]:
+    engine: Engine = request.app.state.engine
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        yield session
+
+
+async def _read_session(request: Request, _slot: ReadSlot) -> AsyncIterator[Session]:
+    engine: Engine = request.app.state.engine
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        yield session
+
+
+# scope="function": the transaction commits when the endpoint returns, before the response is sent, so a
+# client's next request sees the write.
+WriteSession = Annotated[Session, Depends(_write_session, scope="function")]
+ReadSession = Annotated[Session, Depends(_read_session, scope="function")]
+
+
+def _index_cache(request: Request) -> SegmentIndexCache:
+    cache: SegmentIndexCache = request.app.state.segment_index
+    return cache
+
+
+#: The app's compiled segments, reloaded only when the stored segments change.
+IndexCache = Annotated[SegmentIndexCache, Depends(_index_cache)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _authenticate(session: Session, credentials: HTTPAuthorizationCredentials | None) -> ApiKey:
+    if credentials is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing Bearer token", headers=_UNAUTHORIZED)
+    key = verify_token(session=session, token=credentials.credentials)
+    if key is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown or revoked API key", headers=_UNAUTHORIZED)
+    return key
+
+
+def _require(key: ApiKey, scope: Scope) -> ApiKey:
+    if scope not in key.scope_set():
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f'this API key lacks the "{scope}" scope')
+    return key
+
+
+async def _read_key(session: ReadSession, credentials: Credentials) -> ApiKey:
+    return _authenticate(session, credentials)
+
+
+async def _segments_reader(session: ReadSession, credentials: Credentials) -> ApiKey:
+    return _require(_authenticate(session, credentials), "segments:read")
+
+
+def _writer(scope: Scope) -> Callable[[Session, HTTPAuthorizationCredentials | None], ApiKey]:
+    def require(session: WriteSession, credentials: Credentials) -> ApiKey:
+        return _require(_authenticate(session, credentials), scope)
+
+    return require
+
+
+AnyKey = Annotated[ApiKey, Depends(_read_key)]
+ReadKey = Annotated[ApiKey, Depends(_segments_reader)]
+WriteKey = Annotated[ApiKey, Depends(_writer("segments:write"))]
+ContactsKey = Annotated[ApiKey, Depends(_writer("contacts:write"))]
+
+SegmentRef = Annotated[
+    str, Path(pattern=_SEGMENT, max_length=256, description="The segment's UUID `id` or its `key`.")
+]
+ContactId = Annotated[
+    str,
+    Path(
+        pattern=r"^[^\x00]+$",
+        max_length=512,
+        description="The contact's fully-qualified key (a plain key for `user` contacts), percent-encoded; "
+        "it may hold `/`.",
+    ),
+]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
