@@ -280,30 +280,47 @@ class MembershipCheck:
     computed_at: datetime
 
 
+def _segment_ref(ref: str) -> Any:
+    """Match a segment by key, or by its UUID id."""
+    try:
+        return sa.or_(segment_table.c.key == ref, segment_table.c.id == uuid.UUID(ref))
+    except ValueError:
+        return segment_table.c.key == ref
+
+
 def check_membership(*, session: Session, segment_ref: str, contact_key: str) -> MembershipCheck:
-    """Read one membership from the precomputed tables. A contact stored but never computed (imported with
-    `--no-recompute`) is computed and stored first, inside the caller's transaction."""
-    segment = session.execute(
-        sa.select(segment_table.c.id, segment_table.c.key).where(segment_table.c.key == segment_ref)
-    ).first()
-    if segment is None:
-        try:
-            segment_id = uuid.UUID(segment_ref)
-        except ValueError:
-            segment_id = None
-        if segment_id is not None:
-            segment = session.execute(
-                sa.select(segment_table.c.id, segment_table.c.key).where(segment_table.c.id == segment_id)
-            ).first()
-    if segment is None:
-        raise UnknownSegmentError(f'unknown segment "{segment_ref}"')
-    contact_id, computed_at = _computed_contact(session, contact_key)
-    member = session.execute(
-        sa.select(membership_table.c.since).where(
-            membership_table.c.segment_id == segment.id, membership_table.c.contact_id == contact_id
+    """Read one membership from the precomputed tables: one query on the hot path. A contact stored but
+    never computed (imported with `--no-recompute`) is computed and stored first, inside the caller's
+    transaction; an unknown segment or contact raises `UnknownSegmentError` / `UnknownContactError`."""
+    query = (
+        sa.select(
+            segment_table.c.id,
+            segment_table.c.key,
+            contact_table.c.computed_at,
+            membership_table.c.since,
         )
-    ).first()
-    return MembershipCheck(segment.key, segment.id, contact_key, member is not None, computed_at)
+        .select_from(segment_table)
+        .join(contact_table, contact_table.c.key == contact_key)
+        .outerjoin(
+            membership_table,
+            sa.and_(
+                membership_table.c.segment_id == segment_table.c.id,
+                membership_table.c.contact_id == contact_table.c.id,
+            ),
+        )
+        .where(_segment_ref(segment_ref))
+        .order_by(sa.case((segment_table.c.key == segment_ref, 0), else_=1))  # a key beats an id
+        .limit(1)
+    )
+    row = session.execute(query).first()
+    if row is None:  # which one is missing decides the error
+        if session.execute(sa.select(segment_table.c.id).where(_segment_ref(segment_ref))).first() is None:
+            raise UnknownSegmentError(f'unknown segment "{segment_ref}"')
+        raise UnknownContactError(f'unknown contact "{contact_key}"')
+    if row.computed_at is None:
+        _computed_contact(session, contact_key)
+        row = session.execute(query).one()
+    return MembershipCheck(row.key, row.id, contact_key, row.since is not None, row.computed_at)
 
 
 def _computed_contact(session: Session, contact_key: str) -> tuple[int, datetime]:
