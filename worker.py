@@ -19,7 +19,13 @@ import logging
 import signal
 from collections.abc import Sequence
 
-from segmentflow.plugins import SegmentsPlugin, ensure_recompute_schedule, start_recompute, temporal_cli_path
+from segmentflow.plugins import (
+    DEV_SERVER_ARGS,
+    SegmentsPlugin,
+    ensure_recompute_schedule,
+    start_recompute,
+    temporal_cli_path,
+)
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -49,6 +55,7 @@ async def serve(
             ui=True,
             ui_port=port + 1000,
             dev_server_existing_path=temporal_cli_path(),
+            dev_server_extra_args=DEV_SERVER_ARGS,
             plugins=[plugin],
         )
         client = env.client

@@ -1,6 +1,11 @@
 """segmentflow.plugins: `SegmentsPlugin` for your Temporal Client, and client-side helpers."""
 
-from segmentflow.plugins._devserver import BinaryNotFoundError, temporal_cli_path, temporal_test_server_path
+from segmentflow.plugins._devserver import (
+    DEV_SERVER_ARGS,
+    BinaryNotFoundError,
+    temporal_cli_path,
+    temporal_test_server_path,
+)
 from segmentflow.plugins._plugin import PASSTHROUGH_MODULES, SegmentsPlugin
 from segmentflow.plugins._schedule import (
     RECOMPUTE_SCHEDULE_ID,
@@ -10,6 +15,7 @@ from segmentflow.plugins._schedule import (
 )
 
 __all__ = [
+    "DEV_SERVER_ARGS",
     "PASSTHROUGH_MODULES",
     "RECOMPUTE_SCHEDULE_ID",
     "BinaryNotFoundError",

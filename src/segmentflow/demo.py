@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from segmentflow.plugins import SegmentsPlugin, start_recompute, temporal_cli_path
+from segmentflow.plugins import DEV_SERVER_ARGS, SegmentsPlugin, start_recompute, temporal_cli_path
 from segmentflow.services.membership import RecomputeCounts
 from segmentflow.workflows.examples import ChooseGreeting
 
@@ -22,7 +22,9 @@ async def run_on_temporal(
 ) -> tuple[RecomputeCounts, dict[str, str]]:
     """Recompute through `segmentflow.RecomputeMemberships`, then run `ChooseGreeting` for each contact."""
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_cli_path(), plugins=[SegmentsPlugin(engine=engine)]
+        dev_server_existing_path=temporal_cli_path(),
+        dev_server_extra_args=DEV_SERVER_ARGS,
+        plugins=[SegmentsPlugin(engine=engine)],
     )
     try:
         queue = f"segmentflow-demo-{uuid.uuid4()}"

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from segmentflow.plugins import SegmentsPlugin, temporal_cli_path, temporal_test_server_path
+from segmentflow.plugins import DEV_SERVER_ARGS, SegmentsPlugin, temporal_cli_path, temporal_test_server_path
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
@@ -15,7 +15,9 @@ from temporalio.testing import WorkflowEnvironment
 
 @pytest.fixture(scope="session")
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_local(dev_server_existing_path=temporal_cli_path())
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli_path(), dev_server_extra_args=DEV_SERVER_ARGS
+    )
     try:
         yield env
     finally:
