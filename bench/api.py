@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,8 +38,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import httpx
-import psycopg
 from common import make_contexts, make_segments
+from recompute import percentile, scratch_postgres
 from sqlmodel import Session
 
 from segmentflow.db.engine import make_engine, migrate
@@ -53,11 +52,6 @@ from segmentflow.services.segments import upsert_segments
 Pair = tuple[str, str]  # (segment key, contact key)
 
 
-def percentile(samples: list[float], share: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
-
-
 def report(label: str, latencies: list[float], elapsed: float) -> float:
     rate = len(latencies) / elapsed
     print(
@@ -65,18 +59,6 @@ def report(label: str, latencies: list[float], elapsed: float) -> float:
         f"p50 {percentile(latencies, 0.5) * 1000:6.2f} ms  p99 {percentile(latencies, 0.99) * 1000:6.2f} ms"
     )
     return rate
-
-
-@contextmanager
-def scratch_postgres(admin_url: str) -> Iterator[str]:
-    name = f"bench_api_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{admin_url.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def seed(url: str, args: argparse.Namespace) -> tuple[str, list[Pair], dict[Pair, bool]]:

@@ -13,10 +13,10 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
-from segmentflow.cli import main
 from segmentflow.db.tables import api_key_table
 from segmentflow.services.keys import SCOPES
 from tests.api.conftest import bearer
+from tests.test_cli import run
 
 
 @dataclass(frozen=True)
@@ -135,16 +135,6 @@ def test_only_a_hash_of_the_token_is_stored(engine: Engine, tokens: dict[str, st
         rows = [dict(r._mapping) for r in conn.execute(sa.select(api_key_table))]
     assert all(token not in str(row) for row in rows)
     assert hashlib.sha256(token.encode()).hexdigest() in {r["token_hash"] for r in rows}
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_keys_create_list_revoke_through_the_command(
