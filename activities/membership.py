@@ -78,13 +78,7 @@ class MembershipActivities:
         ref = params.segment_key if params.segment_key is not None else str(params.segment_id)
         key = contact_key(params.contact_key, params.context_kind)
         found = await self._run(lambda s: check_membership(session=s, segment_ref=ref, contact_key=key))
-        return CheckContactInSegmentResult(
-            is_member=found.is_member,
-            segment_key=found.segment_key,
-            segment_id=found.segment_id,
-            contact_key=found.contact_key,
-            computed_at=found.computed_at,
-        )
+        return CheckContactInSegmentResult.model_validate(found, from_attributes=True)
 
     @activity.defn(name=LIST_CONTACT_SEGMENTS)
     async def list_contact_segments(self, params: ListContactSegmentsInput) -> ListContactSegmentsResult:

@@ -124,13 +124,7 @@ async def check_contact(
 ) -> MembershipPublic:
     """Is the contact in the segment, and when that was computed. Scope `segments:read`."""
     result = check_membership(session=session, segment_ref=segment_id, contact_key=contact_id)
-    return MembershipPublic(
-        is_member=result.is_member,
-        segment_id=result.segment_id,
-        segment_key=result.segment_key,
-        contact_key=result.contact_key,
-        computed_at=result.computed_at,
-    )
+    return MembershipPublic.model_validate(result, from_attributes=True)
 
 
 @router.get("/{segment_id}/members", responses=responses(401, 403, 404))
