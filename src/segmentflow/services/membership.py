@@ -19,7 +19,7 @@ from segmentflow.db.bulk import bulk_insert
 from segmentflow.db.tables import change_table, contact_table, membership_table, segment_table, utcnow
 from segmentflow.rules import CompiledSegment, Context, matching, parse_context
 from segmentflow.services.contacts import upsert_contacts
-from segmentflow.services.segments import SegmentIndex, dependents_of, load_index
+from segmentflow.services.segments import SegmentIndex, dependents_of, load_index, where_segment_ref
 
 __all__ = [
     "MembershipCheck",
@@ -280,14 +280,6 @@ class MembershipCheck:
     computed_at: datetime
 
 
-def _segment_ref(ref: str) -> Any:
-    """Match a segment by key, or by its UUID id."""
-    try:
-        return sa.or_(segment_table.c.key == ref, segment_table.c.id == uuid.UUID(ref))
-    except ValueError:
-        return segment_table.c.key == ref
-
-
 def check_membership(*, session: Session, segment_ref: str, contact_key: str) -> MembershipCheck:
     """Read one membership from the precomputed tables: one query on the hot path. A contact stored but
     never computed (imported with `--no-recompute`) is computed and stored first, inside the caller's
@@ -308,13 +300,11 @@ def check_membership(*, session: Session, segment_ref: str, contact_key: str) ->
                 membership_table.c.contact_id == contact_table.c.id,
             ),
         )
-        .where(_segment_ref(segment_ref))
-        .order_by(sa.case((segment_table.c.key == segment_ref, 0), else_=1))  # a key beats an id
-        .limit(1)
     )
+    query = where_segment_ref(query, segment_ref)
     row = session.execute(query).first()
     if row is None:  # which one is missing decides the error
-        if session.execute(sa.select(segment_table.c.id).where(_segment_ref(segment_ref))).first() is None:
+        if session.execute(where_segment_ref(sa.select(segment_table.c.id), segment_ref)).first() is None:
             raise UnknownSegmentError(f'unknown segment "{segment_ref}"')
         raise UnknownContactError(f'unknown contact "{contact_key}"')
     if row.computed_at is None:

@@ -26,6 +26,7 @@ __all__ = [
     "load_index",
     "page_segments",
     "upsert_segments",
+    "where_segment_ref",
 ]
 
 
@@ -86,15 +87,19 @@ def page_segments(*, session: Session, offset: int, limit: int) -> tuple[list[Se
     return list(page), int(total)
 
 
+def where_segment_ref(query: Any, ref: str) -> Any:
+    """Narrow a select to the one segment `ref` names: its key, or else its UUID `id` (a key wins)."""
+    try:
+        condition = sa.or_(segment_table.c.key == ref, segment_table.c.id == uuid.UUID(ref))
+    except ValueError:
+        return query.where(segment_table.c.key == ref).limit(1)
+    return query.where(condition).order_by(sa.case((segment_table.c.key == ref, 0), else_=1)).limit(1)
+
+
 def get_segment(*, session: Session, ref: str) -> SegmentRecord | None:
     """A segment by key, or by its UUID `id`."""
-    record = session.exec(select(SegmentRecord).where(SegmentRecord.key == ref)).first()
-    if record is not None:
-        return record
-    try:
-        return session.get(SegmentRecord, uuid.UUID(ref))
-    except ValueError:
-        return None
+    found: SegmentRecord | None = session.exec(where_segment_ref(select(SegmentRecord), ref)).first()
+    return found
 
 
 def load_index(*, session: Session) -> SegmentIndex:
