@@ -29,6 +29,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from segmentflow.rules.attrref import AttributeRefError, parse_attribute
@@ -302,16 +303,20 @@ def _target_lines(src: _Source, seg: Segment) -> list[str]:
 
 
 class CompiledRule:
-    """One rule of a compiled segment (used by `explain`; `matches` runs the segment's fused code)."""
+    """One rule of a compiled segment, for `explain` only (`matches` runs the segment's fused code), so
+    its own function is generated the first time it is asked for."""
 
-    __slots__ = ("_fn", "index", "rule")
+    __slots__ = ("_build", "_fn", "index", "rule")
 
-    def __init__(self, rule: Rule, index: int, fn: Evaluator) -> None:
+    def __init__(self, rule: Rule, index: int, build: Callable[[], Evaluator]) -> None:
         self.rule = rule
         self.index = index
-        self._fn = fn
+        self._build = build
+        self._fn: Evaluator | None = None
 
     def matches(self, ctx: Context) -> bool:
+        if self._fn is None:
+            self._fn = self._build()
         return self._fn(ctx.by_kind, {})
 
 
@@ -438,7 +443,7 @@ def _compile_one(seg: Segment, compiled: Mapping[str, CompiledSegment], lenient:
     expressions = [_rule_expression(src, seg, i, rule, compiled, lenient) for i, rule in enumerate(seg.rules)]
     targets = _target_lines(src, seg)
     rules = [
-        CompiledRule(rule, i, src.function(f"_rule{i}", [f"    return {expr}"]))
+        CompiledRule(rule, i, partial(src.function, f"_rule{i}", [f"    return {expr}"]))
         for i, (rule, expr) in enumerate(zip(seg.rules, expressions, strict=True))
     ]
     fused = " or ".join(expressions) or "False"
