@@ -69,10 +69,12 @@ class SegmentsPlugin(SimplePlugin):
             engine = make_engine(database_url or (settings or Settings()).database_url)
         self.engine = engine
         self.membership_activities = MembershipActivities(engine)
+        # Each feature's activity class holds the engine; `all()` lists its bound activity methods.
+        activities = [*self.membership_activities.all()]
         super().__init__(
             "segmentflow.SegmentsPlugin",
             data_converter=_data_converter,
-            activities=self.membership_activities.all(),
+            activities=activities,
             workflows=list(WORKFLOWS),
             workflow_runner=_workflow_runner,
             run_context=self._run_context,

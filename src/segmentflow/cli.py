@@ -442,6 +442,17 @@ def serve(
     uvicorn.run(create_app(Settings(database_url=url)), host=host, port=port)
 
 
+# Subcommand groups kept in their own modules (message handling, sequences, SLA).
+from segmentflow.cli_messages import actions_app, instructions_app  # noqa: E402
+from segmentflow.cli_sequences import sequences_app  # noqa: E402
+from segmentflow.cli_sla import sla_app  # noqa: E402
+
+app.add_typer(actions_app, name="actions")
+app.add_typer(instructions_app, name="instructions")
+app.add_typer(sequences_app, name="sequences")
+app.add_typer(sla_app, name="sla")
+
+
 def _fail(message: str) -> None:
     err.print(f"segmentflow: error: {message}", markup=False, highlight=False, soft_wrap=True)
     raise SystemExit(2)
