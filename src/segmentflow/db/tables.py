@@ -149,3 +149,12 @@ class ApiKey(SQLModel, table=True):
 api_key_table = _table(ApiKey)
 # The report endpoint counts entries and exits over a time window.
 sa.Index("ix_membership_change_at", change_table.c.at)
+
+
+# --- Message handling: actions, AI instructions, refusal audit (migration 0004) ---
+
+
+# --- Outbound sequences: definitions, enrollments, sends (migration 0005) ---
+
+
+# --- SLA: policies, tickets, SLA events (migration 0006) ---
