@@ -1,0 +1,222 @@
+"""Pure. Business-hours calendars and the arithmetic of business time over them (no I/O, deterministic for a
+given tz database).
+
+Decisions, settled once:
+- Business time is real elapsed time during which the calendar's local wall clock reads inside the opening
+  hours of a local date that is not a holiday. So across a DST change, 09:00-17:00 is still 8 hours, while a
+  `00:00-24:00` day is 23 or 25 hours long; an opening that begins inside a skipped hour begins when the
+  clock jumps; a repeated hour counts twice if it is open.
+- A holiday is a date in the calendar's local time: that whole local day is closed.
+- Opening hours are `HH:MM-HH:MM` within one local day (`24:00` may end one); a night shift is written as
+  two intervals (`22:00-24:00` and the next day's `00:00-06:00`). Overlapping intervals on a day are refused.
+- A calendar without any opening hour is refused when loaded (nothing could ever become due); `"24/7"` is the
+  always-open calendar (plain elapsed time, no holidays).
+- `add_business_time(calendar, start, d)` is the earliest instant by which `d` of business time has elapsed
+  since `start`. A start outside business hours therefore counts from the next opening; a zero duration
+  returns `start` itself; a due time lands at the close of an opening rather than at the next one
+  (Friday 16:00 plus one hour of 09:00-17:00 is Friday 17:00, not Monday 09:00).
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, time, timedelta
+from functools import cache, cached_property
+from typing import Any, Literal, TypeAlias
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "ALWAYS_OPEN",
+    "WEEKDAYS",
+    "BusinessHours",
+    "Calendar",
+    "add_business_time",
+    "business_time_between",
+    "parse_calendar",
+]
+
+#: Weekday keys in the policy file, Monday first (index = `date.weekday()`).
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+ALWAYS_OPEN: Literal["24/7"] = "24/7"
+_INTERVAL = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+_DAY = timedelta(days=1)
+_ZERO = timedelta(0)
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+Span = tuple[timedelta, timedelta]  # offsets from local midnight, start < end
+
+
+def _parse_interval(text: str) -> Span:
+    match = _INTERVAL.match(text)
+    if match is None:
+        raise ValueError(f'"{text}" is not an interval "HH:MM-HH:MM"')
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    for hour, minute in ((h1, m1), (h2, m2)):
+        if minute > 59 or hour > 24 or (hour == 24 and minute != 0):
+            raise ValueError(f'"{text}": {hour:02d}:{minute:02d} is not a time of day')
+    start, end = timedelta(hours=h1, minutes=m1), timedelta(hours=h2, minutes=m2)
+    if start >= end:
+        raise ValueError(f'"{text}" ends before it starts (split a night shift at 24:00)')
+    return start, end
+
+
+class BusinessHours(BaseModel):
+    """An IANA time zone, weekly opening hours and holiday dates (local dates)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    timezone: str
+    hours: dict[Weekday, list[str]]
+    holidays: list[date] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f'unknown time zone "{name}"') from None
+        return name
+
+    @model_validator(mode="after")
+    def _valid_hours(self) -> BusinessHours:
+        for day, intervals in self.hours.items():
+            spans = sorted(_parse_interval(text) for text in intervals)
+            for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+                if start < end:
+                    raise ValueError(f"hours.{day}: intervals overlap")
+        if not any(self.hours.values()):
+            raise ValueError('a calendar needs opening hours (use "24/7" for always open)')
+        return self
+
+    @cached_property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @cached_property
+    def week(self) -> tuple[tuple[Span, ...], ...]:
+        """Opening spans per weekday, Monday first, sorted."""
+        return tuple(tuple(sorted(_parse_interval(t) for t in self.hours.get(day, []))) for day in WEEKDAYS)
+
+    @cached_property
+    def holiday_set(self) -> frozenset[date]:
+        return frozenset(self.holidays)
+
+
+Calendar: TypeAlias = BusinessHours | Literal["24/7"]
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError("business-time arithmetic needs timezone-aware datetimes")
+    return moment.astimezone(UTC)
+
+
+def _offset(zone: ZoneInfo, moment: datetime) -> timedelta:
+    offset = moment.astimezone(zone).utcoffset()
+    assert offset is not None
+    return offset
+
+
+@cache
+def _transitions(zone_name: str, year: int) -> tuple[datetime, ...]:
+    """UTC instants in `year` at which the zone's UTC offset changes (found by sampling each UTC midnight and
+    bisecting to the second; real zones never change offset twice within a day)."""
+    zone = ZoneInfo(zone_name)
+    found: list[datetime] = []
+    day = datetime(year, 1, 1, tzinfo=UTC)
+    previous = _offset(zone, day)
+    while day.year == year:
+        following = day + _DAY
+        offset = _offset(zone, following)
+        if offset != previous:
+            low, high = day, following  # offset(low) == previous, offset(high) != previous
+            while high - low > timedelta(seconds=1):
+                middle = low + (high - low) / 2
+                middle = middle.replace(microsecond=0)
+                if _offset(zone, middle) == previous:
+                    low = middle
+                else:
+                    high = middle
+            found.append(high)
+            previous = offset
+        day = following
+    return tuple(found)
+
+
+def _piece_end(zone: ZoneInfo, moment: datetime) -> datetime:
+    """The next offset change after `moment`, or the start of the year after next (a harmless cut)."""
+    for year in (moment.year, moment.year + 1):
+        instants = _transitions(zone.key, year)
+        index = bisect.bisect_right(instants, moment)
+        if index < len(instants):
+            return instants[index]
+    return datetime(moment.year + 2, 1, 1, tzinfo=UTC)
+
+
+def _open_spans(hours: BusinessHours, start: datetime) -> Iterator[tuple[datetime, datetime]]:
+    """Business spans as UTC `(from, to)` pairs, in order, from `start` (UTC) on: endless."""
+    zone, week, holidays = hours.zone, hours.week, hours.holiday_set
+    cursor = start
+    while True:
+        offset = _offset(zone, cursor)
+        end = _piece_end(zone, cursor)
+        # Within [cursor, end) the offset is constant, so local time is plain naive arithmetic.
+        local_cursor = (cursor + offset).replace(tzinfo=None)
+        local_end = (end + offset).replace(tzinfo=None)
+        day = local_cursor.date()
+        while True:
+            midnight = datetime.combine(day, time())
+            if midnight >= local_end:
+                break
+            if day not in holidays:
+                for span_start, span_end in week[day.weekday()]:
+                    a = max(midnight + span_start, local_cursor)
+                    b = min(midnight + span_end, local_end)
+                    if a < b:
+                        yield (a - offset).replace(tzinfo=UTC), (b - offset).replace(tzinfo=UTC)
+            day += _DAY
+        cursor = end
+
+
+def add_business_time(calendar: Calendar, start: datetime, duration: timedelta) -> datetime:
+    """The earliest instant (UTC) by which `duration` of business time has elapsed since `start`."""
+    if duration < _ZERO:
+        raise ValueError("a business duration cannot be negative")
+    begin = _utc(start)
+    if calendar == ALWAYS_OPEN or duration == _ZERO:
+        return begin + duration
+    assert isinstance(calendar, BusinessHours)
+    remaining = duration
+    for a, b in _open_spans(calendar, begin):
+        if b - a >= remaining:
+            return a + remaining
+        remaining -= b - a
+    raise AssertionError("unreachable: the spans never end")  # pragma: no cover
+
+
+def business_time_between(calendar: Calendar, start: datetime, end: datetime) -> timedelta:
+    """Business time elapsed in `[start, end)`; zero when `end` is not after `start`."""
+    begin, finish = _utc(start), _utc(end)
+    if finish <= begin:
+        return _ZERO
+    if calendar == ALWAYS_OPEN:
+        return finish - begin
+    assert isinstance(calendar, BusinessHours)
+    total = _ZERO
+    for a, b in _open_spans(calendar, begin):
+        if a >= finish:
+            break
+        total += min(b, finish) - a
+    return total
+
+
+def parse_calendar(data: Any) -> Calendar:
+    """`"24/7"` or a business-hours object, validated (raises pydantic's `ValidationError`)."""
+    if data == ALWAYS_OPEN:
+        return ALWAYS_OPEN
+    return BusinessHours.model_validate(data)

@@ -1,0 +1,241 @@
+"""Pure. SLA policies: the model of the policy file, its validation, first-match selection and due times.
+
+A policy file is a JSON list; its order is precedence and the first policy whose conditions all hold wins.
+No match means no SLA (`Selection.policy is None`), never a default chosen silently. Decisions:
+- Conditions: `segments_any` (the contact is in at least one), `segments_all` (in every one),
+  `segments_none` (in none), `priority`, `channel` and `tags` (the ticket has at least one of the listed
+  tags). An absent or empty condition always holds. A ticket without a contact is in no segment.
+- Targets are per priority and metric (`first_reply`, `next_reply`, `resolution`), ISO 8601 durations of
+  whole minutes counted in business time of the policy's calendar (`P1D` is 24 business hours). A policy
+  that matches but has no target for the ticket's priority still wins: the ticket has that policy and no
+  targets (as Zendesk does); order the policies to say otherwise.
+- `warning_threshold` (default 0.8) is the share of a target's business time after which a warning fires.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence, Set
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from segmentflow.policies.calendar import Calendar, add_business_time, parse_calendar
+
+__all__ = [
+    "METRICS",
+    "PRIORITIES",
+    "Conditions",
+    "Due",
+    "Metric",
+    "Policy",
+    "Priority",
+    "Selection",
+    "SlaPolicyError",
+    "Targets",
+    "TicketFacts",
+    "due_times",
+    "parse_policies",
+    "select",
+    "select_policy",
+]
+
+Priority = Literal["low", "normal", "high", "urgent"]
+Metric = Literal["first_reply", "next_reply", "resolution"]
+PRIORITIES: tuple[Priority, ...] = get_args(Priority)
+METRICS: tuple[Metric, ...] = get_args(Metric)
+_MINUTE = timedelta(minutes=1)
+
+
+class SlaPolicyError(ValueError):
+    """A refused policy file; names the policy's position, its key and the field."""
+
+    def __init__(self, message: str, *, index: int | None = None, key: str | None = None) -> None:
+        where = "" if index is None else f"policy {index}" + (f' ("{key}")' if key else "") + ": "
+        super().__init__(where + message)
+        self.index = index
+        self.key = key
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Conditions(_Frozen):
+    segments_any: frozenset[str] = frozenset()
+    segments_all: frozenset[str] = frozenset()
+    segments_none: frozenset[str] = frozenset()
+    priority: frozenset[Priority] = frozenset()
+    channel: frozenset[str] = frozenset()
+    tags: frozenset[str] = frozenset()
+
+    def holds(
+        self, segments: Set[str], priority: str, channel: str | None, tags: Set[str] | frozenset[str]
+    ) -> bool:
+        """Every condition holds (cheapest first; each is a set operation on prepared sets)."""
+        if self.priority and priority not in self.priority:
+            return False
+        if self.channel and channel not in self.channel:
+            return False
+        if self.tags and self.tags.isdisjoint(tags):
+            return False
+        if self.segments_any and self.segments_any.isdisjoint(segments):
+            return False
+        if self.segments_all and not self.segments_all <= segments:
+            return False
+        return not (self.segments_none and not self.segments_none.isdisjoint(segments))
+
+
+class Targets(_Frozen):
+    first_reply: timedelta | None = None
+    next_reply: timedelta | None = None
+    resolution: timedelta | None = None
+
+    @field_validator("first_reply", "next_reply", "resolution")
+    @classmethod
+    def _whole_minutes(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and (value <= timedelta(0) or value % _MINUTE):
+            raise ValueError("a target is a positive whole number of minutes, e.g. PT30M")
+        return value
+
+    def of(self, metric: Metric) -> timedelta | None:
+        target: timedelta | None = getattr(self, metric)
+        return target
+
+
+class Policy(_Frozen):
+    key: str = Field(min_length=1, max_length=256)
+    conditions: Conditions = Conditions()
+    targets: dict[Priority, Targets]
+    calendar: Any
+    warning_threshold: float = Field(default=0.8, gt=0, lt=1)
+
+    @field_validator("calendar")
+    @classmethod
+    def _calendar(cls, value: Any) -> Calendar:
+        return parse_calendar(value)
+
+    @property
+    def business_calendar(self) -> Calendar:
+        calendar: Calendar = self.calendar
+        return calendar
+
+    def to_json(self) -> dict[str, Any]:
+        """The policy as the file holds it (durations as ISO 8601, empty conditions left out)."""
+        data: dict[str, Any] = self.model_dump(mode="json", exclude_defaults=True)
+        data["conditions"] = {k: sorted(v) for k, v in data.get("conditions", {}).items()}
+        data["warning_threshold"] = self.warning_threshold
+        return data
+
+
+class TicketFacts(_Frozen):
+    """What selection reads from a ticket."""
+
+    priority: Priority
+    channel: str | None = None
+    tags: frozenset[str] = frozenset()
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    due_at: datetime
+    warn_at: datetime
+    business_minutes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The winning policy (None: no SLA) and the due time of each metric its targets set for the ticket."""
+
+    policy: Policy | None
+    targets: Mapping[Metric, Due]
+
+
+_POLICY_LIST = TypeAdapter(list[Any])
+
+
+def _location(error: Mapping[str, Any]) -> str:
+    return ".".join(str(part) for part in error["loc"][1:])
+
+
+def parse_policies(data: Any) -> list[Policy]:
+    """Validate a policy file's JSON (a list, order = precedence) into policies; refuses duplicate keys."""
+    try:
+        items = _POLICY_LIST.validate_python(data)
+    except ValidationError:
+        raise SlaPolicyError("a policy file is a JSON list of policies") from None
+    policies: list[Policy] = []
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        key = item.get("key") if isinstance(item, dict) else None
+        key = key if isinstance(key, str) else None
+        try:
+            policy = Policy.model_validate(item)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"])
+            message = first["msg"].removeprefix("Value error, ")
+            raise SlaPolicyError(f"{loc}: {message}" if loc else message, index=index, key=key) from None
+        if policy.key in seen:
+            raise SlaPolicyError("duplicate key", index=index, key=policy.key)
+        seen.add(policy.key)
+        policies.append(policy)
+    return policies
+
+
+def select_policy(
+    policies: Sequence[Policy],
+    *,
+    segments: Set[str],
+    priority: str,
+    channel: str | None = None,
+    tags: Iterable[str] = (),
+) -> Policy | None:
+    """The first policy whose conditions hold for this ticket and its contact's segments, or None."""
+    tag_set = tags if isinstance(tags, frozenset) else frozenset(tags)
+    for policy in policies:
+        if policy.conditions.holds(segments, priority, channel, tag_set):
+            return policy
+    return None
+
+
+def due_times(
+    policy: Policy,
+    priority: Priority,
+    starts: Mapping[Metric, datetime],
+    paused: Mapping[Metric, timedelta] | None = None,
+) -> dict[Metric, Due]:
+    """Due and warning times of each metric in `starts` that the policy targets for `priority`: `target`
+    (plus the business time the clock spent paused, `paused[metric]`) of business time after its start."""
+    targets = policy.targets.get(priority)
+    if targets is None:
+        return {}
+    calendar = policy.business_calendar
+    out: dict[Metric, Due] = {}
+    for metric, start in starts.items():
+        target = targets.of(metric)
+        if target is None:
+            continue
+        extra = (paused or {}).get(metric, timedelta(0))
+        warn_after = timedelta(minutes=round(target / _MINUTE * policy.warning_threshold))
+        out[metric] = Due(
+            due_at=add_business_time(calendar, start, target + extra),
+            warn_at=add_business_time(calendar, start, warn_after + extra),
+            business_minutes=target // _MINUTE,
+        )
+    return out
+
+
+def select(policies: Sequence[Policy], ticket: TicketFacts, segments: Set[str]) -> Selection:
+    """Select the policy for a ticket and the due times of every metric it targets for the ticket's
+    priority, each counted from the ticket's creation (the `TicketSla` workflow starts `next_reply` later,
+    when a customer writes after an agent's reply)."""
+    policy = select_policy(
+        policies, segments=segments, priority=ticket.priority, channel=ticket.channel, tags=ticket.tags
+    )
+    if policy is None:
+        return Selection(None, {})
+    starts = dict.fromkeys(METRICS, ticket.created_at)
+    return Selection(policy, due_times(policy, ticket.priority, starts))
