@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from segmentflow.db.types import UTCDateTime
+from segmentflow.policies.sequences import SequenceDefinition
+from segmentflow.policies.sla import Policy as SlaPolicyDefinition
 from segmentflow.rules import Segment, parse_segment
 
 __all__ = [
@@ -154,7 +156,219 @@ sa.Index("ix_membership_change_at", change_table.c.at)
 # --- Message handling: actions, AI instructions, refusal audit (migration 0004) ---
 
 
+class Action(SQLModel, table=True):
+    """Something the AI agent can do (look up an order, issue a refund), performed by POSTing to its webhook;
+    `restricted_to_segments` empty means every contact may use it."""
+
+    __tablename__ = "action"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(sa_column=sa.Column(sa.String(256), nullable=False, unique=True))
+    name: str = Field(sa_column=sa.Column(sa.String(512), nullable=False))
+    description: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False))
+    restricted_to_segments: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    trigger_phrases: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    #: JSON schema of the arguments.
+    parameters: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(sa.JSON, nullable=False))
+    #: `{"url", "headers"}`, or None for an action that calls nothing.
+    webhook: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False))
+
+
+class Instruction(SQLModel, table=True):
+    """A piece of guidance in the AI agent's prompt, restricted to segments like an action."""
+
+    __tablename__ = "instruction"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(sa_column=sa.Column(sa.String(256), nullable=False, unique=True))
+    text: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    restricted_to_segments: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False))
+
+
+class ActionRefusal(SQLModel, table=True):
+    """The audit of refused actions: when, which contact (None: anonymous), which action, why, and which
+    check refused it (`workflow`: the outbound interceptor, `worker`: the inbound one, `activity`:
+    `segmentflow.RunAction` itself)."""
+
+    __tablename__ = "action_refusal"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False, index=True))
+    contact_key: str | None = Field(default=None, sa_column=sa.Column(sa.String(512), nullable=True))
+    action_key: str = Field(sa_column=sa.Column(sa.String(256), nullable=False))
+    reason: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    side: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    workflow_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(512), nullable=True))
+
+
+action_table = _table(Action)
+instruction_table = _table(Instruction)
+refusal_table = _table(ActionRefusal)
+__all__ += ["Action", "ActionRefusal", "Instruction", "action_table", "instruction_table", "refusal_table"]
+
+
+
 # --- Outbound sequences: definitions, enrollments, sends (migration 0005) ---
 
 
+class Sequence(SQLModel, table=True):
+    """An outbound sequence: its JSON definition, whether it runs, and how far it has read the change feed
+    of its segment (`feed_cursor`, a `membership_change.seq`)."""
+
+    __tablename__ = "sequence"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    key: str = Field(sa_column=sa.Column(sa.String(128), nullable=False, unique=True))
+    name: str = Field(sa_column=sa.Column(sa.String(512), nullable=False))
+    segment_key: str = Field(sa_column=sa.Column(sa.String(256), nullable=False))
+    definition: dict[str, Any] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    version: int = Field(default=1, sa_column=sa.Column(sa.Integer, nullable=False))
+    #: "draft" (imported, never launched), "active" or "paused".
+    status: str = Field(default="draft", sa_column=sa.Column(sa.String(16), nullable=False))
+    feed_cursor: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False))
+    launched_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False))
+
+    def definition_model(self) -> SequenceDefinition:
+        return SequenceDefinition.model_validate(self.definition)
+
+
+class Enrollment(SQLModel, table=True):
+    """One contact's pass through a sequence. `position` is the next step to run, due at `next_due_at`
+    (indexed: the runner claims due enrollments by it). At most one active enrollment per contact and
+    sequence (a partial unique index); a re-entry is a new row."""
+
+    __tablename__ = "enrollment"
+
+    id: int | None = Field(default=None, primary_key=True)
+    sequence_id: uuid.UUID = Field(
+        sa_column=sa.Column(sa.Uuid, sa.ForeignKey("sequence.id", ondelete="CASCADE"), nullable=False)
+    )
+    contact_id: int = Field(
+        sa_column=sa.Column(sa.Integer, sa.ForeignKey("contact.id", ondelete="CASCADE"), nullable=False)
+    )
+    contact_key: str = Field(sa_column=sa.Column(sa.String(512), nullable=False))
+    #: "active", "completed", "exited" or "failed".
+    status: str = Field(default="active", sa_column=sa.Column(sa.String(16), nullable=False))
+    position: int | None = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=True))
+    next_due_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime, nullable=True))
+    enrolled_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
+    finished_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime, nullable=True))
+    #: Why it ended early: "left_segment", "exit_step", or the error that failed it.
+    reason: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+
+
+class Send(SQLModel, table=True):
+    """One message of one enrollment's step, written (pending) and committed before the provider is
+    called: unique per (enrollment, step), and its `idempotency_key` goes to the provider, so a retry after
+    a crash re-sends the same key (which the provider deduplicates) and a sent row is never sent again."""
+
+    __tablename__ = "send"
+
+    id: int | None = Field(default=None, primary_key=True)
+    enrollment_id: int = Field(
+        sa_column=sa.Column(sa.Integer, sa.ForeignKey("enrollment.id", ondelete="CASCADE"), nullable=False)
+    )
+    step: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    sequence_id: uuid.UUID = Field(sa_column=sa.Column(sa.Uuid, nullable=False))
+    contact_id: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    channel: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+    idempotency_key: str = Field(sa_column=sa.Column(sa.String(128), nullable=False, unique=True))
+    body: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    #: "pending" (written, maybe sent), "sent" or "failed".
+    status: str = Field(default="pending", sa_column=sa.Column(sa.String(16), nullable=False))
+    attempts: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False))
+    response_status: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
+    response_body: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    created_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
+    sent_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime, nullable=True))
+
+
+sequence_table = _table(Sequence)
+enrollment_table = _table(Enrollment)
+send_table = _table(Send)
+sa.Index("ix_enrollment_due", enrollment_table.c.sequence_id, enrollment_table.c.next_due_at)
+sa.Index(
+    "uq_enrollment_active",
+    enrollment_table.c.sequence_id,
+    enrollment_table.c.contact_id,
+    unique=True,
+    sqlite_where=enrollment_table.c.status == "active",
+    postgresql_where=enrollment_table.c.status == "active",
+)
+sa.Index("ix_enrollment_contact", enrollment_table.c.contact_id, enrollment_table.c.sequence_id)
+sa.UniqueConstraint(send_table.c.enrollment_id, send_table.c.step, name="uq_send_enrollment_step")
+sa.Index("ix_send_contact_created", send_table.c.contact_id, send_table.c.created_at)
+sa.Index("ix_send_sequence_step", send_table.c.sequence_id, send_table.c.step)
+
+__all__ += ["Enrollment", "Send", "Sequence", "enrollment_table", "send_table", "sequence_table"]
+
+
 # --- SLA: policies, tickets, SLA events (migration 0006) ---
+
+
+class SlaPolicy(SQLModel, table=True):
+    """An SLA policy as the policy file holds it; `position` is its precedence (first match wins). The JSON
+    is turned into the policy model in exactly one place: `definition_model()`."""
+
+    __tablename__ = "sla_policy"
+
+    key: str = Field(sa_column=sa.Column(sa.String(256), primary_key=True))
+    position: int = Field(sa_column=sa.Column(sa.Integer, nullable=False, unique=True))
+    definition: dict[str, Any] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False))
+
+    def definition_model(self) -> SlaPolicyDefinition:
+        return SlaPolicyDefinition.model_validate(self.definition)
+
+
+class Ticket(SQLModel, table=True):
+    """A ticket under SLA: its contact (by fully-qualified key; None for an unknown requester), the
+    `segmentflow.TicketSla` workflow that times it, and the facts its policy was selected on."""
+
+    __tablename__ = "ticket"
+
+    id: str = Field(sa_column=sa.Column(sa.String(256), primary_key=True))
+    contact_key: str | None = Field(
+        default=None, sa_column=sa.Column(sa.String(512), nullable=True, index=True)
+    )
+    workflow_id: str = Field(sa_column=sa.Column(sa.String(512), nullable=False))
+    priority: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    channel: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
+    tags: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    #: "open" | "pending" | "solved"
+    status: str = Field(sa_column=sa.Column(sa.String(16), nullable=False, index=True))
+    policy_key: str | None = Field(default=None, sa_column=sa.Column(sa.String(256), nullable=True))
+    created_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False))
+
+
+class SlaEvent(SQLModel, table=True):
+    """A warning or breach of one metric of a ticket, with the contact's segments when it fired (reports by
+    segment need no join to memberships that have since changed). Unique per due time, so a retried
+    activity records it once."""
+
+    __tablename__ = "sla_event"
+    __table_args__ = (sa.UniqueConstraint("ticket_id", "metric", "kind", "due_at", name="uq_sla_event_due"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: str = Field(sa_column=sa.Column(sa.String(256), nullable=False, index=True))
+    contact_key: str | None = Field(default=None, sa_column=sa.Column(sa.String(512), nullable=True))
+    segments: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    policy_key: str = Field(sa_column=sa.Column(sa.String(256), nullable=False))
+    metric: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+    #: "warning" | "breach"
+    kind: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    due_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
+    fired_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
+
+
+sla_policy_table = _table(SlaPolicy)
+ticket_table = _table(Ticket)
+sla_event_table = _table(SlaEvent)
+__all__ += ["SlaEvent", "SlaPolicy", "Ticket", "sla_event_table", "sla_policy_table", "ticket_table"]

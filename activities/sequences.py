@@ -1,0 +1,168 @@
+"""The outbound-sequence activity: one round of a sequence (change feed, then due sends in batches).
+
+Database work runs in worker threads, one transaction per step: a claim (pending send rows committed before
+any provider call), the provider calls (concurrent, paced by the sequence's rate limit), then the record of
+what was delivered. The round heartbeats after every batch, so a killed worker's round is retried
+elsewhere within the heartbeat timeout, and the retry re-sends only pending rows, with their same keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
+from typing import TypeVar
+
+import httpx
+from segmentflow.workflows.sequence_models import (
+    PROCESS_SEQUENCE,
+    ProcessSequenceInput,
+    ProcessSequenceResult,
+    SequenceCounts,
+)
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from segmentflow.services.delivery import Delivery, post_webhook
+from segmentflow.services.sequences import (
+    ClaimResult,
+    CompiledSequence,
+    Outgoing,
+    ProgramCache,
+    UnknownSequenceError,
+    claim_due,
+    next_due_at,
+    record_deliveries,
+    sync_enrollments,
+)
+
+__all__ = ["SequenceActivities"]
+
+T = TypeVar("T")
+
+
+def _claim(session: Session, *, sequence: CompiledSequence, now: datetime, limit: int) -> ClaimResult:
+    return claim_due(session=session, sequence=sequence, now=now, limit=limit)
+
+
+def _record(
+    session: Session, *, sequence: CompiledSequence, results: list[tuple[Outgoing, Delivery]], now: datetime
+) -> dict[str, int]:
+    return record_deliveries(session=session, sequence=sequence, results=results, now=now)
+
+
+class _Pacer:
+    """Start times spaced 1/rate apart: a rate limit in messages per second (None: unlimited)."""
+
+    def __init__(self, rate: float | None) -> None:
+        self._gap = 0.0 if rate is None else 1.0 / rate
+        self._next = time.monotonic()
+
+    async def wait(self) -> None:
+        if not self._gap:
+            return
+        now = time.monotonic()
+        slot = max(self._next, now)
+        self._next = slot + self._gap
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+class SequenceActivities:
+    """Sequence rounds over one database engine and one pooled HTTP client."""
+
+    def __init__(self, engine: Engine, *, http_timeout: float = 10.0) -> None:
+        self._engine = engine
+        self._programs = ProgramCache()
+        self._http_timeout = http_timeout
+        self._clients: dict[int, httpx.AsyncClient] = {}
+
+    def _client(self, concurrency: int) -> httpx.AsyncClient:
+        # One client per event loop: httpx pools are bound to the loop they were first used on.
+        loop_id = id(asyncio.get_running_loop())
+        client = self._clients.get(loop_id)
+        if client is None:
+            limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+            client = httpx.AsyncClient(timeout=self._http_timeout, limits=limits)
+            self._clients[loop_id] = client
+        return client
+
+    def _in_transaction(self, work: Callable[[Session], T]) -> T:
+        with Session(self._engine) as session, session.begin():
+            return work(session)
+
+    async def _run(self, work: Callable[[Session], T]) -> T:
+        try:
+            return await asyncio.to_thread(self._in_transaction, work)
+        except UnknownSequenceError as exc:
+            raise ApplicationError(str(exc), type="SequenceNotFound", non_retryable=True) from None
+
+    async def _deliver(
+        self, outgoing: list[Outgoing], client: httpx.AsyncClient, pacers: dict[str, _Pacer], concurrency: int
+    ) -> list[tuple[Outgoing, Delivery]]:
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(item: Outgoing) -> tuple[Outgoing, Delivery]:
+            async with gate:
+                await pacers[item.channel].wait()
+                delivery = await post_webhook(
+                    client, url=item.url, payload=item.payload, idempotency_key=item.idempotency_key
+                )
+                return item, delivery
+
+        return list(await asyncio.gather(*(one(item) for item in outgoing)))
+
+    @activity.defn(name=PROCESS_SEQUENCE)
+    async def process_sequence(self, params: ProcessSequenceInput) -> ProcessSequenceResult:
+        key = params.sequence_key
+
+        def clock() -> datetime:  # never behind the workflow's clock (a time-skipping server runs ahead)
+            return max(params.now, datetime.now(UTC))
+
+        counts = SequenceCounts()
+        while True:
+            synced = await self._run(lambda s: sync_enrollments(session=s, key=key, now=clock()))
+            counts = counts.plus(SequenceCounts(entered=synced.entered, exited=synced.exited))
+            if not synced.more:
+                break
+        sequence: CompiledSequence = await self._run(lambda s: self._programs.get(session=s, key=key))
+        if sequence.status != "active":
+            return ProcessSequenceResult(status=sequence.status, counts=counts, next_due_at=None, more=False)
+        rates = sequence.definition.rate_limit or {}
+        pacers = {channel: _Pacer(rates.get(channel)) for channel in ("webhook",)}
+        client = self._client(params.concurrency)
+        more = False
+        for batch in range(params.max_batches):
+            now = clock()
+            claim = await self._run(partial(_claim, sequence=sequence, now=now, limit=params.batch_size))
+            if claim.claimed == 0:
+                break
+            results = await self._deliver(claim.outgoing, client, pacers, params.concurrency)
+            recorded = await self._run(partial(_record, sequence=sequence, results=results, now=now))
+            counts = counts.plus(
+                SequenceCounts(
+                    exited=claim.exited,
+                    failed=claim.failed + recorded["failed"],
+                    sent=recorded["sent"],
+                    retried=recorded["retry"],
+                    deferred=claim.deferred,
+                    completed=claim.completed,
+                )
+            )
+            activity.heartbeat(batch, counts.sent)
+            more = claim.claimed == params.batch_size and batch == params.max_batches - 1
+        due = await self._run(lambda s: next_due_at(session=s, sequence_id=sequence.id))
+        return ProcessSequenceResult(status="active", counts=counts, next_due_at=due, more=more)
+
+    async def aclose(self) -> None:
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
+            await client.aclose()
+
+    def all(self) -> list[Callable[..., object]]:
+        """Every activity method, for worker registration."""
+        return [self.process_sequence]

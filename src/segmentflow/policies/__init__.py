@@ -1,0 +1,1 @@
+"""Pure. Decisions about what happens next (SLA policies, action restrictions, sequence steps): no I/O."""

@@ -1,0 +1,230 @@
+"""The sequence services on SQLite and PostgreSQL: import, launch, the change feed, the two-transaction
+send path (pending rows committed before the provider call) and status, against a local HTTP provider."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from segmentflow.policies.sequences import SequenceError, parse_sequences
+from segmentflow.services.delivery import post_webhook
+from segmentflow.services.sequences import (
+    ClaimResult,
+    ProgramCache,
+    UnknownSegmentForSequenceError,
+    claim_due,
+    import_sequences,
+    launch_sequence,
+    list_sequences,
+    record_deliveries,
+    sequence_status,
+    sync_enrollments,
+)
+from tests.sequences.helpers import (
+    Provider,
+    enrollments,
+    load_segments,
+    now,
+    put_contacts,
+    save_sequence,
+    sends,
+)
+
+SEGMENTS = [{"key": "vip", "rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["vip"]}]}]}]
+
+
+def people(n: int, plan: str = "vip") -> list[dict[str, Any]]:
+    return [{"kind": "user", "key": f"u{i}", "name": f"User {i}", "plan": plan} for i in range(n)]
+
+
+def welcome(url: str, **options: Any) -> dict[str, Any]:
+    steps = options.pop("steps", None) or [
+        {"type": "send", "channel": "webhook", "url": url, "template": "Hi {{ contact.name }}"}
+    ]
+    return {"key": "welcome", "name": "Welcome", "segment": "vip", "steps": steps, **options}
+
+
+def claim(engine: Engine, *, limit: int = 100, at: Any = None) -> ClaimResult:
+    with Session(engine) as session, session.begin():
+        compiled = ProgramCache().get(session=session, key="welcome")
+        return claim_due(session=session, sequence=compiled, now=at or now(), limit=limit)
+
+
+async def deliver_and_record(engine: Engine, claimed: ClaimResult) -> dict[str, int]:
+    async with httpx.AsyncClient() as client:
+        results = [
+            (
+                o,
+                await post_webhook(
+                    client, url=o.url, payload=o.payload, idempotency_key=o.idempotency_key, backoff=0
+                ),
+            )
+            for o in claimed.outgoing
+        ]
+    with Session(engine) as session, session.begin():
+        compiled = ProgramCache().get(session=session, key="welcome")
+        return record_deliveries(session=session, sequence=compiled, results=results, now=now())
+
+
+def test_a_template_that_does_not_parse_is_refused_at_save(engine: Engine) -> None:
+    bad = welcome("http://127.0.0.1:1/ok")
+    bad["steps"][0]["template"] = "Hi {{ contact.name "
+    with Session(engine) as session, session.begin(), pytest.raises(SequenceError, match="step 0: template"):
+        import_sequences(session=session, sequences=parse_sequences(bad), now=now())
+    with Session(engine) as session:
+        assert list_sequences(session=session) == []
+
+
+def test_reimport_bumps_the_version_only_when_the_definition_changes(engine: Engine) -> None:
+    save_sequence(engine, welcome("http://127.0.0.1:1/ok"), launch=False)
+    save_sequence(engine, welcome("http://127.0.0.1:1/ok"), launch=False)
+    save_sequence(engine, welcome("http://127.0.0.1:1/ok", exit_on_leave=False), launch=False)
+    with Session(engine) as session:
+        [record] = list_sequences(session=session)
+        assert (record.version, record.status) == (2, "draft")
+
+
+def test_launch_enrolls_current_members_once(engine: Engine, provider: Provider) -> None:
+    load_segments(engine, SEGMENTS)
+    put_contacts(engine, [*people(3), {"kind": "user", "key": "free", "plan": "free"}])
+    assert save_sequence(engine, welcome(provider.url + "/ok")) == 3
+    with Session(engine) as session, session.begin():
+        again = launch_sequence(session=session, key="welcome", now=now())
+    assert (again.enrolled, again.changed) == (0, False)
+    assert sorted(e.contact_key for e in enrollments(engine, "welcome")) == ["u0", "u1", "u2"]
+
+
+def test_launch_refuses_a_segment_that_is_not_stored(engine: Engine) -> None:
+    save_sequence(engine, welcome("http://127.0.0.1:1/ok"), launch=False)
+    with (
+        Session(engine) as session,
+        session.begin(),
+        pytest.raises(UnknownSegmentForSequenceError, match="vip"),
+    ):
+        launch_sequence(session=session, key="welcome", now=now())
+
+
+async def test_pending_rows_are_committed_before_sending_and_resent_with_the_same_key(
+    engine: Engine, provider: Provider
+) -> None:
+    load_segments(engine, SEGMENTS)
+    put_contacts(engine, people(4))
+    save_sequence(engine, welcome(provider.url + "/ok"))
+    first = claim(engine)
+    assert len(first.outgoing) == 4
+    assert {s.status for s in sends(engine, "welcome")} == {"pending"}
+    # A crash here (after the provider may have got some of them): the next claim finds the same rows.
+    async with httpx.AsyncClient() as client:
+        o = first.outgoing[0]
+        await post_webhook(client, url=o.url, payload=o.payload, idempotency_key=o.idempotency_key)
+    again = claim(engine)
+    assert sorted(o.idempotency_key for o in again.outgoing) == sorted(
+        o.idempotency_key for o in first.outgoing
+    )
+    assert len(sends(engine, "welcome")) == 4
+    assert (await deliver_and_record(engine, again))["sent"] == 4
+    assert provider.deliveries() == [(f"u{i}", 0) for i in range(4)]
+    assert len(provider.requests) == 5  # one repeat, deduplicated by the provider
+    assert claim(engine).claimed == 0
+    assert {e.status for e in enrollments(engine, "welcome")} == {"completed"}
+    assert provider.bodies()[("u2", 0)] == "Hi User 2"
+
+
+async def test_a_template_failing_for_one_contact_fails_that_enrollment_and_sends_nothing(
+    engine: Engine, provider: Provider
+) -> None:
+    load_segments(engine, SEGMENTS)
+    put_contacts(engine, [{"kind": "user", "key": "named", "name": "Ana", "plan": "vip"}])
+    put_contacts(engine, [{"kind": "user", "key": "nameless", "plan": "vip"}])
+    save_sequence(engine, welcome(provider.url + "/ok"))
+    claimed = claim(engine)
+    assert (len(claimed.outgoing), claimed.failed) == (1, 1)
+    await deliver_and_record(engine, claimed)
+    by_key = {e.contact_key: e for e in enrollments(engine, "welcome")}
+    assert by_key["nameless"].status == "failed"
+    assert "UndefinedError" in (by_key["nameless"].reason or "")
+    assert provider.deliveries() == [("named", 0)]
+
+
+async def test_a_refused_send_is_failed_with_the_response_recorded(
+    engine: Engine, provider: Provider
+) -> None:
+    load_segments(engine, SEGMENTS)
+    put_contacts(engine, people(1))
+    save_sequence(engine, welcome(provider.url + "/reject"))
+    assert (await deliver_and_record(engine, claim(engine)))["failed"] == 1
+    [send] = sends(engine, "welcome")
+    assert (send.status, send.response_status, send.response_body) == ("failed", 422, "no such mailbox")
+    [enrollment] = enrollments(engine, "welcome")
+    assert enrollment.status == "failed" and "HTTP 422" in (enrollment.reason or "")
+
+
+async def test_a_transient_failure_is_retried_with_the_same_key(engine: Engine, provider: Provider) -> None:
+    load_segments(engine, SEGMENTS)
+    put_contacts(engine, people(2))
+    save_sequence(engine, welcome(provider.url + "/flaky"))
+    assert (await deliver_and_record(engine, claim(engine)))["sent"] == 2  # retried in-process after 503
+    assert [r.key for r in provider.requests].count(provider.requests[0].key) == 2
+    assert {s.status for s in sends(engine, "welcome")} == {"sent"}
+
+
+async def test_an_unreachable_provider_reschedules_the_send_and_keeps_it_pending(engine: Engine) -> None:
+    load_segments(engine, SEGMENTS)
+    put_contacts(engine, people(1))
+    save_sequence(engine, welcome("http://127.0.0.1:9/ok"))
+    assert (await deliver_and_record(engine, claim(engine)))["retry"] == 1
+    [send] = sends(engine, "welcome")
+    assert (send.status, send.attempts) == ("pending", 1)
+    [enrollment] = enrollments(engine, "welcome")
+    assert enrollment.status == "active" and enrollment.next_due_at is not None
+    assert enrollment.next_due_at > now() + timedelta(seconds=20)
+    assert claim(engine).claimed == 0
+
+
+def test_the_change_feed_enrolls_entrants_and_exits_leavers(engine: Engine) -> None:
+    load_segments(engine, SEGMENTS)
+    put_contacts(engine, people(2))
+    save_sequence(engine, welcome("http://127.0.0.1:1/ok", steps=[{"type": "wait", "duration": "P1D"}]))
+    put_contacts(
+        engine, [{"kind": "user", "key": "u0", "plan": "free"}, {"kind": "user", "key": "new", "plan": "vip"}]
+    )
+    with Session(engine) as session, session.begin():
+        synced = sync_enrollments(session=session, key="welcome", now=now())
+    assert (synced.entered, synced.exited) == (1, 1)
+    status = {e.contact_key: (e.status, e.reason) for e in enrollments(engine, "welcome")}
+    assert status == {"u0": ("exited", "left_segment"), "u1": ("active", None), "new": ("active", None)}
+    with Session(engine) as session, session.begin():
+        assert sync_enrollments(session=session, key="welcome", now=now()).entered == 0
+
+
+async def test_status_counts_per_step(engine: Engine, provider: Provider) -> None:
+    load_segments(engine, SEGMENTS)
+    put_contacts(engine, people(3))
+    send = {"type": "send", "channel": "webhook", "url": provider.url + "/ok", "template": "x"}
+    save_sequence(engine, welcome("", steps=[send, {"type": "wait", "duration": "P1D"}, send]))
+    await deliver_and_record(engine, claim(engine))
+    claim(engine)  # moves them onto the wait
+    put_contacts(engine, [{"kind": "user", "key": "u0", "plan": "free"}])
+    with Session(engine) as session, session.begin():
+        sync_enrollments(session=session, key="welcome", now=now())
+    with Session(engine) as session:
+        report = sequence_status(session=session, key="welcome")
+    assert (report.enrollments, report.active, report.exited, report.sent) == (3, 2, 1, 3)
+    assert [(s.step, s.type, s.enrolled, s.sent, s.exited) for s in report.steps] == [
+        (0, "send", 0, 3, 0),
+        (1, "wait", 0, 0, 0),
+        (2, "send", 2, 0, 1),
+    ]
+
+
+@pytest.fixture
+def provider() -> Any:
+    from tests.sequences.helpers import webhook_provider
+
+    with webhook_provider() as running:
+        yield running

@@ -1,0 +1,85 @@
+"""Payloads of the outbound-sequence activity and runner workflow: frozen pydantic models, camelCase on the
+wire. Pure (pydantic only), so workflow code imports it freely."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pydantic import Field
+from segmentflow.workflows.models import Payload
+
+__all__ = [
+    "PROCESS_SEQUENCE",
+    "RUN_SEQUENCE",
+    "ProcessSequenceInput",
+    "ProcessSequenceResult",
+    "RunSequenceInput",
+    "RunSequenceResult",
+    "SequenceCounts",
+    "runner_workflow_id",
+]
+
+PROCESS_SEQUENCE = "segmentflow.ProcessSequence"
+RUN_SEQUENCE = "segmentflow.RunSequence"
+
+
+def runner_workflow_id(sequence_key: str) -> str:
+    """The one runner workflow of a sequence."""
+    return f"segmentflow-sequence-{sequence_key}"
+
+
+class SequenceCounts(Payload):
+    entered: int = 0
+    exited: int = 0
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+    deferred: int = 0
+    completed: int = 0
+
+    def plus(self, other: SequenceCounts) -> SequenceCounts:
+        return SequenceCounts(
+            **{k: getattr(self, k) + getattr(other, k) for k in SequenceCounts.model_fields}
+        )
+
+
+class ProcessSequenceInput(Payload):
+    """One round of a sequence: read its change feed, then send to due enrollments in batches of
+    `batchSize` (at most `maxBatches`). `now` is the workflow's clock (the activity never uses an earlier
+    time), so waits follow workflow time on a time-skipping server too."""
+
+    sequence_key: str
+    now: datetime
+    batch_size: int = Field(default=500, ge=1)
+    max_batches: int = Field(default=100, ge=1)
+    #: Provider calls in flight at once (before any rate limit).
+    concurrency: int = Field(default=64, ge=1)
+
+
+class ProcessSequenceResult(Payload):
+    #: The sequence's status: the runner stops unless it is "active".
+    status: str
+    counts: SequenceCounts
+    next_due_at: datetime | None
+    #: True when the round stopped at `maxBatches` with enrollments still due.
+    more: bool
+
+
+class RunSequenceInput(Payload):
+    """Run one sequence until it is paused. The runner sleeps until its next due enrollment, or at most
+    `pollInterval` (to enroll contacts who entered the segment); signal `wake` to cut a sleep short."""
+
+    sequence_key: str
+    batch_size: int = Field(default=500, ge=1)
+    max_batches: int = Field(default=100, ge=1)
+    concurrency: int = Field(default=64, ge=1)
+    poll_interval: timedelta = timedelta(seconds=30)
+    heartbeat_timeout: timedelta = timedelta(seconds=30)
+    #: Rounds per workflow run before continuing as new (bounds each run's history).
+    rounds_per_run: int = Field(default=200, ge=1)
+    counts: SequenceCounts = SequenceCounts()
+
+
+class RunSequenceResult(Payload):
+    status: str
+    counts: SequenceCounts
