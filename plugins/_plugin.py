@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from segmentflow.activities import MembershipActivities
+from segmentflow.activities.sla import SlaActivities
 from segmentflow.workflows import WORKFLOWS
 from sqlalchemy.engine import Engine
 from temporalio.contrib.pydantic import PydanticPayloadConverter
@@ -69,8 +70,9 @@ class SegmentsPlugin(SimplePlugin):
             engine = make_engine(database_url or (settings or Settings()).database_url)
         self.engine = engine
         self.membership_activities = MembershipActivities(engine)
+        self.sla_activities = SlaActivities(engine)
         # Each feature's activity class holds the engine; `all()` lists its bound activity methods.
-        activities = [*self.membership_activities.all()]
+        activities = [*self.membership_activities.all(), *self.sla_activities.all()]
         super().__init__(
             "segmentflow.SegmentsPlugin",
             data_converter=_data_converter,
@@ -86,5 +88,6 @@ class SegmentsPlugin(SimplePlugin):
         try:
             yield
         finally:
+            await self.sla_activities.aclose()
             if self._owns_engine:
                 self.engine.dispose()

@@ -13,9 +13,14 @@ from segmentflow.workflows.models import (
     RecomputeMembershipsResult,
 )
 from segmentflow.workflows.recompute import RecomputeMemberships
+from segmentflow.workflows.sla import TicketSla, WatchSlaMembershipChanges
 
 #: Every workflow class segmentflow registers on a worker.
-WORKFLOWS: list[type] = [RecomputeMemberships]
+WORKFLOWS: list[type] = [
+    RecomputeMemberships,
+    TicketSla,
+    WatchSlaMembershipChanges,
+]
 
 __all__ = [
     "WORKFLOWS",

@@ -32,7 +32,7 @@ def _is_open(calendar: BusinessHours, moment: datetime) -> bool:
     if local.date() in set(calendar.holidays):
         return False
     now = f"{local.hour:02d}:{local.minute:02d}"
-    for text in calendar.hours.get(WEEKDAYS[local.weekday()], []):  # type: ignore[call-overload]
+    for text in calendar.hours.get(WEEKDAYS[local.weekday()], []):
         start, end = text.split("-")
         if start <= now < end:  # "24:00" sorts after every HH:MM
             return True

@@ -13,7 +13,7 @@ from segmentflow.policies.sla import (
     SlaPolicyError,
     TicketFacts,
     parse_policies,
-    select,
+    select_and_schedule,
     select_policy,
 )
 
@@ -82,14 +82,14 @@ def test_first_matching_policy_wins_in_file_order() -> None:
 def test_no_match_is_stated_as_no_policy_and_no_targets() -> None:
     policies = parse_policies([policy("vip", segments_any=["vip"])])
     ticket = TicketFacts(priority="urgent", created_at=datetime(2026, 1, 5, 9, tzinfo=UTC))
-    selection = select(policies, ticket, frozenset())
+    selection = select_and_schedule(policies, ticket, frozenset())
     assert selection.policy is None
     assert selection.targets == {}
 
 
 def test_selection_gives_due_times_for_the_priority_targets() -> None:
     created = datetime(2026, 1, 5, 9, tzinfo=UTC)
-    selection = select(
+    selection = select_and_schedule(
         parse_policies([policy("all")]), TicketFacts(priority="urgent", created_at=created), set()
     )
     assert selection.policy is not None and selection.policy.key == "all"
@@ -102,7 +102,9 @@ def test_selection_gives_due_times_for_the_priority_targets() -> None:
 
 def test_a_matching_policy_without_targets_for_the_priority_still_wins() -> None:
     created = datetime(2026, 1, 5, 9, tzinfo=UTC)
-    selection = select(parse_policies([policy("p")]), TicketFacts(priority="low", created_at=created), set())
+    selection = select_and_schedule(
+        parse_policies([policy("p")]), TicketFacts(priority="low", created_at=created), set()
+    )
     assert selection.policy is not None and selection.policy.key == "p"
     assert selection.targets == {}
 

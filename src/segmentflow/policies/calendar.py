@@ -24,6 +24,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache, cached_property
+from itertools import pairwise
 from typing import Any, Literal, TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -39,14 +40,14 @@ __all__ = [
     "parse_calendar",
 ]
 
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 #: Weekday keys in the policy file, Monday first (index = `date.weekday()`).
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ALWAYS_OPEN: Literal["24/7"] = "24/7"
 _INTERVAL = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
 _DAY = timedelta(days=1)
 _ZERO = timedelta(0)
 
-Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 Span = tuple[timedelta, timedelta]  # offsets from local midnight, start < end
 
 
@@ -86,7 +87,7 @@ class BusinessHours(BaseModel):
     def _valid_hours(self) -> BusinessHours:
         for day, intervals in self.hours.items():
             spans = sorted(_parse_interval(text) for text in intervals)
-            for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+            for (_, end), (start, _) in pairwise(spans):
                 if start < end:
                     raise ValueError(f"hours.{day}: intervals overlap")
         if not any(self.hours.values()):

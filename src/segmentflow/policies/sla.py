@@ -37,7 +37,7 @@ __all__ = [
     "TicketFacts",
     "due_times",
     "parse_policies",
-    "select",
+    "select_and_schedule",
     "select_policy",
 ]
 
@@ -228,7 +228,7 @@ def due_times(
     return out
 
 
-def select(policies: Sequence[Policy], ticket: TicketFacts, segments: Set[str]) -> Selection:
+def select_and_schedule(policies: Sequence[Policy], ticket: TicketFacts, segments: Set[str]) -> Selection:
     """Select the policy for a ticket and the due times of every metric it targets for the ticket's
     priority, each counted from the ticket's creation (the `TicketSla` workflow starts `next_reply` later,
     when a customer writes after an agent's reply)."""

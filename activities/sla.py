@@ -1,0 +1,192 @@
+"""SLA activities: policy selection, a ticket's due times, SLA events, the webhook and the change-feed
+dispatch. Each opens a session (in a worker thread), calls a service and returns a `...Result`; the webhook
+goes through one shared `httpx.AsyncClient`. Invalid input becomes a non-retryable `ApplicationError`;
+database errors and 5xx answers propagate so Temporal retries them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TypeVar
+
+import httpx
+from segmentflow.workflows.sla_models import (
+    DISPATCH_SLA_MEMBERSHIP_CHANGES,
+    PLAN_TICKET_SLA,
+    POST_SLA_WEBHOOK,
+    RECORD_SLA_EVENT,
+    SELECT_SLA_POLICY,
+    DispatchSlaChangesInput,
+    DispatchSlaChangesResult,
+    PlanTicketSlaInput,
+    PlanTicketSlaResult,
+    PostSlaWebhookInput,
+    RecordSlaEventInput,
+    RecordSlaEventResult,
+    SelectSlaPolicyInput,
+    SelectSlaPolicyResult,
+    SlaDue,
+    SlaTarget,
+    SlaTicket,
+)
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from temporalio import activity
+from temporalio.client import WorkflowHandle
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from segmentflow.policies.sla import SlaPolicyError, TicketFacts
+from segmentflow.services.reports import list_changes
+from segmentflow.services.sla import (
+    last_change_seq,
+    open_ticket_workflows,
+    plan_ticket,
+    record_event,
+    select_for_contact,
+)
+
+__all__ = ["SlaActivities", "ticket_facts"]
+
+T = TypeVar("T")
+
+
+def ticket_facts(ticket: SlaTicket) -> TicketFacts:
+    return TicketFacts(
+        priority=ticket.priority,
+        channel=ticket.channel,
+        tags=frozenset(ticket.tags),
+        created_at=ticket.created_at,
+    )
+
+
+class SlaActivities:
+    """SLA work over one database engine and one HTTP client (created on first use unless given)."""
+
+    def __init__(self, engine: Engine, *, http: httpx.AsyncClient | None = None) -> None:
+        self._engine = engine
+        self._http = http
+
+    def _in_transaction(self, work: Callable[[Session], T]) -> T:
+        with Session(self._engine) as session, session.begin():
+            return work(session)
+
+    async def _run(self, work: Callable[[Session], T]) -> T:
+        try:
+            return await asyncio.to_thread(self._in_transaction, work)
+        except SlaPolicyError as exc:  # a stored policy that no longer loads
+            raise ApplicationError(str(exc), type="InvalidInput", non_retryable=True) from None
+
+    @activity.defn(name=SELECT_SLA_POLICY)
+    async def select_sla_policy(self, params: SelectSlaPolicyInput) -> SelectSlaPolicyResult:
+        facts = ticket_facts(params.ticket)
+        chosen = await self._run(
+            lambda s: select_for_contact(session=s, contact_key=params.contact_key, ticket=facts)
+        )
+        return SelectSlaPolicyResult(
+            policy=None if chosen.policy is None else chosen.policy.key,
+            targets={
+                metric: SlaTarget(due_at=due.due_at, business_minutes=due.business_minutes)
+                for metric, due in chosen.targets.items()
+            },
+        )
+
+    @activity.defn(name=PLAN_TICKET_SLA)
+    async def plan_ticket_sla(self, params: PlanTicketSlaInput) -> PlanTicketSlaResult:
+        info = activity.info()
+        facts = ticket_facts(params.ticket)
+        planned = await self._run(
+            lambda s: plan_ticket(
+                session=s,
+                ticket_id=params.ticket_id,
+                workflow_id=info.workflow_id or "",
+                contact_key=params.contact_key,
+                ticket=facts,
+                status=params.status,
+                starts=params.starts,
+                pauses=params.pauses,
+                now=info.current_attempt_scheduled_time,
+            )
+        )
+        return PlanTicketSlaResult(
+            policy=None if planned.policy is None else planned.policy.key,
+            targets={
+                metric: SlaDue(due_at=d.due_at, warn_at=d.warn_at, business_minutes=d.business_minutes)
+                for metric, d in planned.targets.items()
+            },
+        )
+
+    @activity.defn(name=RECORD_SLA_EVENT)
+    async def record_sla_event(self, params: RecordSlaEventInput) -> RecordSlaEventResult:
+        segments = await self._run(
+            lambda s: record_event(
+                session=s,
+                ticket_id=params.ticket_id,
+                contact_key=params.contact_key,
+                policy_key=params.policy,
+                metric=params.metric,
+                kind=params.kind,
+                due_at=params.due_at,
+                fired_at=params.fired_at,
+            )
+        )
+        return RecordSlaEventResult(segments=segments)
+
+    @activity.defn(name=POST_SLA_WEBHOOK)
+    async def post_sla_webhook(self, params: PostSlaWebhookInput) -> None:
+        """POST `{"event": "sla.warning"|"sla.breach", "ticketId", "contactKey", "policy", "metric", "dueAt",
+        "firedAt", "segments"}`; a 4xx answer is final, a 5xx or a transport error is retried."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
+        body = params.event.model_dump(mode="json", by_alias=True, exclude={"kind"})
+        body = {"event": f"sla.{params.event.kind}", **body, "segments": params.segments}
+        response = await self._http.post(params.url, json=body)
+        if 400 <= response.status_code < 500:
+            raise ApplicationError(
+                f"webhook {params.url} answered {response.status_code}",
+                type="WebhookRejected",
+                non_retryable=True,
+            )
+        response.raise_for_status()
+
+    @activity.defn(name=DISPATCH_SLA_MEMBERSHIP_CHANGES)
+    async def dispatch_sla_membership_changes(
+        self, params: DispatchSlaChangesInput
+    ) -> DispatchSlaChangesResult:
+        """Signal `membershipChanged` to the open tickets of contacts with changes after the cursor (None:
+        start at the feed's current end, signalling nothing)."""
+
+        def read(session: Session) -> tuple[int, int, list[tuple[str, str]]]:
+            if params.after is None:
+                return last_change_seq(session=session), 0, []
+            changes = list_changes(session=session, after=params.after, limit=params.limit)
+            keys = {c.contact_key for c in changes}
+            cursor = changes[-1].seq if changes else params.after
+            return cursor, len(changes), open_ticket_workflows(session=session, contact_keys=keys)
+
+        cursor, count, targets = await self._run(read)
+        client = activity.client()
+        signalled = 0
+        for _ticket_id, workflow_id in targets:
+            handle: WorkflowHandle[object, object] = client.get_workflow_handle(workflow_id)
+            try:
+                await handle.signal("membershipChanged")
+                signalled += 1
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:  # a finished workflow: nothing to move
+                    raise
+        return DispatchSlaChangesResult(next_after=cursor, changes=count, signalled=signalled)
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+
+    def all(self) -> list[Callable[..., object]]:
+        """Every activity method, for worker registration."""
+        return [
+            self.select_sla_policy,
+            self.plan_ticket_sla,
+            self.record_sla_event,
+            self.post_sla_webhook,
+            self.dispatch_sla_membership_changes,
+        ]

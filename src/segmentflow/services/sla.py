@@ -1,0 +1,232 @@
+"""SLA policies, tickets and SLA events in SQL, around the pure selection in `segmentflow.policies.sla`.
+Never commits: the caller (an activity, the CLI, the API) owns the transaction.
+
+A ticket's contact is in the segments the precomputed tables say (computed on first use, as
+`check_membership` does); a contact that is not stored, or a ticket without one, is in no segment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, col, select
+
+from segmentflow.db.tables import SlaPolicy, change_table, sla_event_table, sla_policy_table, ticket_table
+from segmentflow.policies.calendar import business_time_between
+from segmentflow.policies.sla import (
+    Due,
+    Metric,
+    Policy,
+    Selection,
+    TicketFacts,
+    due_times,
+    select_and_schedule,
+)
+from segmentflow.services.membership import UnknownContactError, contact_segments
+
+__all__ = [
+    "PlannedTicket",
+    "SlaEventRow",
+    "contact_segment_set",
+    "event_counts_by_segment",
+    "import_policies",
+    "last_change_seq",
+    "list_events",
+    "list_policies",
+    "open_ticket_workflows",
+    "plan_ticket",
+    "record_event",
+    "select_for_contact",
+]
+
+
+def import_policies(*, session: Session, policies: Sequence[Policy], now: datetime) -> int:
+    """Replace the stored policies with `policies`, in their order (the file is the whole ordered set, so a
+    policy left out of it is removed). Returns how many are stored."""
+    session.execute(sa.delete(sla_policy_table))
+    if policies:
+        session.execute(
+            sa.insert(sla_policy_table),
+            [
+                {"key": p.key, "position": i, "definition": p.to_json(), "updated_at": now}
+                for i, p in enumerate(policies)
+            ],
+        )
+    return len(policies)
+
+
+def list_policies(*, session: Session) -> list[Policy]:
+    """The stored policies in precedence order."""
+    rows = session.exec(select(SlaPolicy).order_by(col(SlaPolicy.position)))
+    return [row.definition_model() for row in rows]
+
+
+def contact_segment_set(*, session: Session, contact_key: str | None) -> frozenset[str]:
+    """The segments the contact is in; empty for no contact or one that is not stored."""
+    if contact_key is None:
+        return frozenset()
+    try:
+        segments, _ = contact_segments(session=session, contact_key=contact_key)
+    except UnknownContactError:
+        return frozenset()
+    return frozenset(segments)
+
+
+def select_for_contact(*, session: Session, contact_key: str | None, ticket: TicketFacts) -> Selection:
+    """`segmentflow.SelectSlaPolicy`: the stored policies against the contact's stored segments."""
+    segments = contact_segment_set(session=session, contact_key=contact_key)
+    return select_and_schedule(list_policies(session=session), ticket, segments)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedTicket:
+    policy: Policy | None
+    targets: Mapping[Metric, Due]
+
+
+def _paused_time(policy: Policy, start: datetime, pauses: Iterable[tuple[datetime, datetime]]) -> timedelta:
+    """Business time of the pauses after `start` (a clock started during a pause counts from its end)."""
+    total = timedelta(0)
+    for begin, end in pauses:
+        total += business_time_between(policy.business_calendar, max(begin, start), end)
+    return total
+
+
+def _upsert(session: Session, table: sa.Table, row: dict[str, Any], keys: list[str]) -> None:
+    """The one dialect branch here: INSERT ... ON CONFLICT DO UPDATE (both databases speak it)."""
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(table).values(row)
+    update = {k: stmt.excluded[k] for k in row if k not in keys and k != "created_at"}
+    session.execute(stmt.on_conflict_do_update(index_elements=keys, set_=update))
+
+
+def plan_ticket(
+    *,
+    session: Session,
+    ticket_id: str,
+    workflow_id: str,
+    contact_key: str | None,
+    ticket: TicketFacts,
+    status: str,
+    starts: Mapping[Metric, datetime],
+    pauses: Sequence[tuple[datetime, datetime]],
+    now: datetime,
+) -> PlannedTicket:
+    """Select the ticket's policy again (its facts or its contact's segments may have changed), compute the
+    due and warning times of the running clocks (`starts`; each moved on by the business time it spent in
+    `pauses`), and store the ticket's current state."""
+    segments = contact_segment_set(session=session, contact_key=contact_key)
+    selection = select_and_schedule(list_policies(session=session), ticket, segments)
+    policy = selection.policy
+    targets: dict[Metric, Due] = {}
+    if policy is not None:
+        paused = {metric: _paused_time(policy, start, pauses) for metric, start in starts.items()}
+        targets = due_times(policy, ticket.priority, starts, paused)
+    _upsert(
+        session,
+        ticket_table,
+        {
+            "id": ticket_id,
+            "contact_key": contact_key,
+            "workflow_id": workflow_id,
+            "priority": ticket.priority,
+            "channel": ticket.channel,
+            "tags": sorted(ticket.tags),
+            "status": status,
+            "policy_key": None if policy is None else policy.key,
+            "created_at": ticket.created_at,
+            "updated_at": now,
+        },
+        ["id"],
+    )
+    return PlannedTicket(policy, targets)
+
+
+def record_event(
+    *,
+    session: Session,
+    ticket_id: str,
+    contact_key: str | None,
+    policy_key: str,
+    metric: str,
+    kind: str,
+    due_at: datetime,
+    fired_at: datetime,
+) -> list[str]:
+    """Store a warning or breach once per (ticket, metric, kind, due time): a retry changes nothing. Returns
+    the contact's segments it was recorded with."""
+    segments = sorted(contact_segment_set(session=session, contact_key=contact_key))
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(sla_event_table).values(
+        ticket_id=ticket_id,
+        contact_key=contact_key,
+        segments=segments,
+        policy_key=policy_key,
+        metric=metric,
+        kind=kind,
+        due_at=due_at,
+        fired_at=fired_at,
+    )
+    session.execute(stmt.on_conflict_do_nothing(index_elements=["ticket_id", "metric", "kind", "due_at"]))
+    return segments
+
+
+@dataclass(frozen=True, slots=True)
+class SlaEventRow:
+    ticket_id: str
+    contact_key: str | None
+    segments: list[str]
+    policy_key: str
+    metric: str
+    kind: str
+    due_at: datetime
+    fired_at: datetime
+
+
+def list_events(*, session: Session, ticket_id: str | None = None, limit: int = 1000) -> list[SlaEventRow]:
+    """SLA events in the order they fired (one ticket's, or all)."""
+    t = sla_event_table.c
+    query = sa.select(
+        t.ticket_id, t.contact_key, t.segments, t.policy_key, t.metric, t.kind, t.due_at, t.fired_at
+    ).order_by(t.fired_at, t.id)
+    if ticket_id is not None:
+        query = query.where(t.ticket_id == ticket_id)
+    return [SlaEventRow(*row) for row in session.execute(query.limit(limit))]
+
+
+def event_counts_by_segment(
+    *, session: Session, since: datetime, until: datetime
+) -> dict[str, dict[str, int]]:
+    """Warnings and breaches fired in [since, until) per segment the contact was in (`-` for none)."""
+    t = sla_event_table.c
+    query = sa.select(t.segments, t.kind).where(t.fired_at >= since, t.fired_at < until)
+    counts: dict[str, dict[str, int]] = {}
+    for segments, kind in session.execute(query):
+        for segment in segments or ["-"]:
+            per_kind = counts.setdefault(segment, {"warning": 0, "breach": 0})
+            per_kind[kind] = per_kind.get(kind, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def open_ticket_workflows(*, session: Session, contact_keys: Collection[str]) -> list[tuple[str, str]]:
+    """(ticket id, workflow id) of the unsolved tickets of these contacts."""
+    if not contact_keys:
+        return []
+    t = ticket_table.c
+    query = (
+        sa.select(t.id, t.workflow_id)
+        .where(t.contact_key.in_(list(contact_keys)), t.status != "solved")
+        .order_by(t.id)
+    )
+    return [(tid, wid) for tid, wid in session.execute(query)]
+
+
+def last_change_seq(*, session: Session) -> int:
+    """The newest seq of the membership change feed (0 when it is empty)."""
+    top = session.scalar(sa.select(sa.func.max(change_table.c.seq)))
+    return 0 if top is None else int(top)

@@ -1,0 +1,67 @@
+"""The SLA tests' engine also empties the SLA tables; the Temporal fixtures are shared; a local HTTP server
+stands in for a webhook endpoint."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from tests.temporal.conftest import dev_env, skipping_env, task_queue
+
+__all__ = ["WebhookServer", "dev_env", "engine", "skipping_env", "task_queue", "webhook"]
+
+
+@pytest.fixture
+def engine(engine: Engine) -> Engine:
+    with engine.begin() as conn:
+        for table in ("sla_event", "ticket", "sla_policy"):
+            conn.execute(sa.text(f"DELETE FROM {table}"))
+    return engine
+
+
+class WebhookServer:
+    """Collects the JSON bodies POSTed to it; answers `status` (200 unless a test changes it)."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.status = 200
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length))
+                if server.status < 300:
+                    server.received.append(body)
+                self.send_response(server.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/hooks/sla"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookServer]:
+    server = WebhookServer()
+    try:
+        yield server
+    finally:
+        server.close()

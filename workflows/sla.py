@@ -1,0 +1,303 @@
+"""`segmentflow.TicketSla`: one workflow per ticket, timing its SLA metrics with durable timers; and
+`segmentflow.WatchSlaMembershipChanges`, which tells those workflows when their contact's segments change.
+
+The workflow is a small state machine over clocks (`first_reply` and `resolution` start at creation,
+`next_reply` when a customer writes after an agent's reply); it computes no times itself. Each change
+(priority, channel, tags, status, a membership change of the contact, the end of a pause) asks the
+`segmentflow.PlanTicketSla` activity to select the policy again and compute the due and warning times in
+business hours. Keeping that arithmetic in an activity records its answer in the history: a tz database
+update on a worker (new DST rules) can then never make a replay disagree with the timers already set.
+Warnings and breaches are recorded (`segmentflow.RecordSlaEvent`) and POSTed to the webhook in the
+background (`segmentflow.PostSlaWebhook`), so a slow endpoint never delays the next timer. `pending` pauses
+every running clock (the paused business time moves the due times on), `solved` stops them and ends the
+workflow. A ticket's history stays small (a few events per change), so it never continues-as-new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from segmentflow.workflows.sla_models import (
+        DISPATCH_SLA_MEMBERSHIP_CHANGES,
+        PLAN_TICKET_SLA,
+        POST_SLA_WEBHOOK,
+        RECORD_SLA_EVENT,
+        TICKET_SLA,
+        WATCH_SLA_MEMBERSHIP_CHANGES,
+        DispatchSlaChangesInput,
+        DispatchSlaChangesResult,
+        Metric,
+        MetricState,
+        PlanTicketSlaInput,
+        PlanTicketSlaResult,
+        PostSlaWebhookInput,
+        RecordSlaEventInput,
+        RecordSlaEventResult,
+        Status,
+        TicketChange,
+        TicketReply,
+        TicketSlaInput,
+        TicketSlaState,
+        WatchSlaChangesInput,
+    )
+
+__all__ = ["TicketSla", "WatchSlaMembershipChanges"]
+
+_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    non_retryable_error_types=["InvalidInput"],
+)
+#: A webhook is tried for about an hour; a 4xx answer is not retried (it will not get better).
+_WEBHOOK_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_interval=timedelta(minutes=5),
+    maximum_attempts=20,
+    non_retryable_error_types=["WebhookRejected"],
+)
+Kind = Literal["warning", "breach"]
+
+
+@dataclass
+class _Clock:
+    started_at: datetime
+    fulfilled_at: datetime | None = None
+    due_at: datetime | None = None
+    warn_at: datetime | None = None
+    business_minutes: int | None = None
+    warned: bool = False
+    breached: bool = False
+
+    def running(self) -> bool:
+        return self.fulfilled_at is None
+
+    def deadline(self) -> tuple[datetime, Kind] | None:
+        if not self.running() or self.breached or self.due_at is None or self.warn_at is None:
+            return None
+        return (self.due_at, "breach") if self.warned else (self.warn_at, "warning")
+
+
+@workflow.defn(name=TICKET_SLA)
+class TicketSla:
+    @workflow.init
+    def __init__(self, params: TicketSlaInput) -> None:
+        created = params.ticket.created_at
+        self._params = params
+        self._ticket = params.ticket
+        self._status: Status = params.status
+        self._paused_since: datetime | None = created if params.status == "pending" else None
+        self._pauses: list[tuple[datetime, datetime]] = []
+        self._clocks: dict[Metric, _Clock] = {
+            "first_reply": _Clock(started_at=created),
+            "resolution": _Clock(started_at=created),
+        }
+        self._policy: str | None = None
+        self._events: list[str] = []
+        self._dirty = False
+        self._webhooks: list[asyncio.Task[None]] = []
+
+    @workflow.run
+    async def run(self, params: TicketSlaInput) -> TicketSlaState:
+        await self._plan()
+        while self._status != "solved":
+            deadline = self._next_deadline()
+            if deadline is not None and deadline[0] <= workflow.now() and not self._dirty:
+                await self._fire(deadline[1], deadline[2])
+                continue
+            timeout = None if deadline is None else deadline[0] - workflow.now()
+            try:
+                await workflow.wait_condition(lambda: self._dirty, timeout=timeout)
+            except TimeoutError:
+                assert deadline is not None
+                await self._fire(deadline[1], deadline[2])
+                continue
+            self._dirty = False
+            await self._plan()
+        await asyncio.gather(*self._webhooks)
+        return self.state()
+
+    # ---- signals and the query ------------------------------------------------------------------------
+
+    @workflow.signal(name="change")
+    def change(self, change: TicketChange) -> None:
+        update = {
+            name: value
+            for name, value in (
+                ("priority", change.priority),
+                ("channel", change.channel),
+                ("tags", change.tags),
+            )
+            if value is not None
+        }
+        if update:
+            self._ticket = self._ticket.model_copy(update=update)
+        if change.status is not None and change.status != self._status:
+            now = workflow.now()
+            if self._paused_since is not None:
+                self._pauses.append((self._paused_since, now))
+                self._paused_since = None
+            if change.status == "pending":
+                self._paused_since = now
+            self._status = change.status
+        self._dirty = True
+
+    @workflow.signal(name="reply")
+    def reply(self, reply: TicketReply) -> None:
+        now = workflow.now()
+        if reply.by == "agent":
+            replied: tuple[Metric, ...] = ("first_reply", "next_reply")
+            for metric in replied:
+                clock = self._clocks.get(metric)
+                if clock is not None and clock.running():
+                    clock.fulfilled_at = now
+        else:
+            waiting = self._clocks.get("next_reply")
+            if not self._clocks["first_reply"].running() and (waiting is None or not waiting.running()):
+                self._clocks["next_reply"] = _Clock(started_at=now)
+        self._dirty = True
+
+    @workflow.signal(name="membershipChanged")
+    def membership_changed(self) -> None:
+        """The contact entered or left a segment: select the policy again."""
+        self._dirty = True
+
+    @workflow.query(name="state")
+    def state(self) -> TicketSlaState:
+        return TicketSlaState(
+            policy=self._policy,
+            status=self._status,
+            priority=self._ticket.priority,
+            paused=self._paused_since is not None,
+            metrics={
+                metric: MetricState(
+                    started_at=c.started_at,
+                    due_at=c.due_at,
+                    warn_at=c.warn_at,
+                    business_minutes=c.business_minutes,
+                    fulfilled_at=c.fulfilled_at,
+                    warned=c.warned,
+                    breached=c.breached,
+                )
+                for metric, c in self._clocks.items()
+            },
+            events=list(self._events),
+        )
+
+    # ---- steps --------------------------------------------------------------------------------------------
+
+    async def _plan(self) -> None:
+        running = {metric: c.started_at for metric, c in self._clocks.items() if c.running()}
+        plan: PlanTicketSlaResult = await workflow.execute_activity(
+            PLAN_TICKET_SLA,
+            PlanTicketSlaInput(
+                ticket_id=self._params.ticket_id,
+                contact_key=self._params.contact_key,
+                ticket=self._ticket,
+                status=self._status,
+                starts=running,
+                pauses=self._pauses,
+            ),
+            result_type=PlanTicketSlaResult,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=_RETRY,
+        )
+        self._policy = plan.policy
+        now = workflow.now()
+        for metric in running:
+            clock, due = self._clocks[metric], plan.targets.get(metric)
+            if due is None:
+                clock.due_at = clock.warn_at = clock.business_minutes = None
+                continue
+            if due.due_at != clock.due_at and not clock.breached:
+                # A moved due time warns again, unless its warning moment has passed and one was given.
+                clock.warned = clock.warned and due.warn_at <= now
+            clock.due_at, clock.warn_at, clock.business_minutes = (
+                due.due_at,
+                due.warn_at,
+                due.business_minutes,
+            )
+
+    def _next_deadline(self) -> tuple[datetime, Metric, Kind] | None:
+        if self._paused_since is not None or self._policy is None:
+            return None
+        found: list[tuple[datetime, int, Metric, Kind]] = []
+        for metric, clock in self._clocks.items():
+            deadline = clock.deadline()
+            if deadline is not None:
+                found.append((deadline[0], 0 if deadline[1] == "warning" else 1, metric, deadline[1]))
+        if not found:
+            return None
+        at, _, metric, kind = min(found)
+        return at, metric, kind
+
+    async def _fire(self, metric: Metric, kind: Kind) -> None:
+        clock = self._clocks[metric]
+        assert self._policy is not None and clock.due_at is not None
+        event = RecordSlaEventInput(
+            ticket_id=self._params.ticket_id,
+            contact_key=self._params.contact_key,
+            policy=self._policy,
+            metric=metric,
+            kind=kind,
+            due_at=clock.due_at,
+            fired_at=workflow.now(),
+        )
+        recorded: RecordSlaEventResult = await workflow.execute_activity(
+            RECORD_SLA_EVENT,
+            event,
+            result_type=RecordSlaEventResult,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=_RETRY,
+        )
+        if kind == "warning":
+            clock.warned = True
+        else:
+            clock.breached = True
+        self._events.append(f"{metric}:{kind}")
+        if self._params.webhook_url is not None:
+            notice = PostSlaWebhookInput(
+                url=self._params.webhook_url, event=event, segments=recorded.segments
+            )
+            self._webhooks.append(asyncio.create_task(self._post(notice)))
+
+    async def _post(self, params: PostSlaWebhookInput) -> None:
+        try:
+            await workflow.execute_activity(
+                POST_SLA_WEBHOOK,
+                params,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=_WEBHOOK_RETRY,
+            )
+        except Exception:  # the event is recorded; a lost notification is only logged
+            workflow.logger.warning("SLA webhook gave up for %s", params.event.ticket_id, exc_info=True)
+
+
+@workflow.defn(name=WATCH_SLA_MEMBERSHIP_CHANGES)
+class WatchSlaMembershipChanges:
+    """Polls the membership change feed after its cursor; the `DispatchSlaMembershipChanges` activity
+    signals `membershipChanged` to the open tickets of every contact that entered or left a segment. The
+    cursor lives in the workflow (carried across continue-as-new), so one watcher sees each change once
+    (a retried dispatch signals again, which only makes a ticket select its policy once more)."""
+
+    @workflow.run
+    async def run(self, params: WatchSlaChangesInput) -> None:
+        after = params.after
+        for _ in range(params.polls_per_run):
+            result: DispatchSlaChangesResult = await workflow.execute_activity(
+                DISPATCH_SLA_MEMBERSHIP_CHANGES,
+                DispatchSlaChangesInput(after=after, limit=params.batch),
+                result_type=DispatchSlaChangesResult,
+                start_to_close_timeout=timedelta(minutes=5),
+                retry_policy=_RETRY,
+            )
+            after = result.next_after
+            if result.changes < params.batch:
+                await workflow.sleep(params.poll_interval)
+        workflow.continue_as_new(params.model_copy(update={"after": after}))

@@ -1,0 +1,198 @@
+"""Payloads of the SLA activities and workflows: frozen pydantic models, camelCase on the wire.
+
+Pure (pydantic only), so workflow code imports it freely. `SelectSlaPolicyInput`/`Result` are a public
+contract (`segmentflow.SelectSlaPolicy`, `segmentflow sla select`, `POST /sla/select`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Literal
+
+from pydantic import AwareDatetime, Field
+from segmentflow.workflows.models import Payload
+
+__all__ = [
+    "DISPATCH_SLA_MEMBERSHIP_CHANGES",
+    "PLAN_TICKET_SLA",
+    "POST_SLA_WEBHOOK",
+    "RECORD_SLA_EVENT",
+    "SELECT_SLA_POLICY",
+    "SLA_WATCH_ID",
+    "TICKET_SLA",
+    "WATCH_SLA_MEMBERSHIP_CHANGES",
+    "DispatchSlaChangesInput",
+    "DispatchSlaChangesResult",
+    "MetricState",
+    "PlanTicketSlaInput",
+    "PlanTicketSlaResult",
+    "PostSlaWebhookInput",
+    "RecordSlaEventInput",
+    "RecordSlaEventResult",
+    "SelectSlaPolicyInput",
+    "SelectSlaPolicyResult",
+    "SlaDue",
+    "SlaTarget",
+    "SlaTicket",
+    "TicketChange",
+    "TicketReply",
+    "TicketSlaInput",
+    "TicketSlaState",
+    "WatchSlaChangesInput",
+    "ticket_workflow_id",
+]
+
+SELECT_SLA_POLICY = "segmentflow.SelectSlaPolicy"
+PLAN_TICKET_SLA = "segmentflow.PlanTicketSla"
+RECORD_SLA_EVENT = "segmentflow.RecordSlaEvent"
+POST_SLA_WEBHOOK = "segmentflow.PostSlaWebhook"
+DISPATCH_SLA_MEMBERSHIP_CHANGES = "segmentflow.DispatchSlaMembershipChanges"
+TICKET_SLA = "segmentflow.TicketSla"
+WATCH_SLA_MEMBERSHIP_CHANGES = "segmentflow.WatchSlaMembershipChanges"
+SLA_WATCH_ID = "segmentflow-sla-watch"
+
+Priority = Literal["low", "normal", "high", "urgent"]
+Metric = Literal["first_reply", "next_reply", "resolution"]
+Status = Literal["open", "pending", "solved"]
+
+
+def ticket_workflow_id(ticket_id: str) -> str:
+    """The id of a ticket's `segmentflow.TicketSla` workflow: one per ticket."""
+    return f"segmentflow-ticket-sla-{ticket_id}"
+
+
+class SlaTicket(Payload):
+    priority: Priority
+    channel: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    created_at: AwareDatetime
+
+
+class SelectSlaPolicyInput(Payload):
+    """`contactKey`: the requester's fully-qualified key, or null (a ticket without a known contact)."""
+
+    contact_key: str | None = None
+    ticket: SlaTicket
+
+
+class SlaTarget(Payload):
+    due_at: datetime
+    business_minutes: int
+
+
+class SelectSlaPolicyResult(Payload):
+    """`policy` null means no policy matched: no SLA (and no targets)."""
+
+    policy: str | None
+    targets: dict[Metric, SlaTarget]
+
+
+class SlaDue(Payload):
+    due_at: datetime
+    warn_at: datetime
+    business_minutes: int
+
+
+class PlanTicketSlaInput(Payload):
+    ticket_id: str
+    contact_key: str | None
+    ticket: SlaTicket
+    status: Status
+    #: When each running clock started.
+    starts: dict[Metric, datetime]
+    #: Closed pending intervals `[from, to]`.
+    pauses: list[tuple[datetime, datetime]] = Field(default_factory=list)
+
+
+class PlanTicketSlaResult(Payload):
+    policy: str | None
+    targets: dict[Metric, SlaDue]
+
+
+class RecordSlaEventInput(Payload):
+    ticket_id: str
+    contact_key: str | None
+    policy: str
+    metric: Metric
+    kind: Literal["warning", "breach"]
+    due_at: datetime
+    fired_at: datetime
+
+
+class RecordSlaEventResult(Payload):
+    segments: list[str]
+
+
+class PostSlaWebhookInput(Payload):
+    url: str
+    event: RecordSlaEventInput
+    segments: list[str]
+
+
+class TicketSlaInput(Payload):
+    """One ticket to time. `webhookUrl`: where warnings and breaches are POSTed (none: recorded only)."""
+
+    ticket_id: str = Field(min_length=1, max_length=256)
+    contact_key: str | None = None
+    ticket: SlaTicket
+    status: Status = "open"
+    webhook_url: str | None = None
+
+
+class TicketChange(Payload):
+    """Signal `change`: the ticket's new priority, channel, tags or status (omitted: unchanged)."""
+
+    priority: Priority | None = None
+    channel: str | None = None
+    tags: list[str] | None = None
+    status: Status | None = None
+
+
+class TicketReply(Payload):
+    """Signal `reply`: an agent's reply fulfils `first_reply` and a running `next_reply`; a customer's
+    message after an agent's reply starts `next_reply`."""
+
+    by: Literal["agent", "customer"]
+
+
+class MetricState(Payload):
+    started_at: datetime | None = None
+    due_at: datetime | None = None
+    warn_at: datetime | None = None
+    business_minutes: int | None = None
+    fulfilled_at: datetime | None = None
+    warned: bool = False
+    breached: bool = False
+
+
+class TicketSlaState(Payload):
+    """Query `state`, and the workflow's result."""
+
+    policy: str | None
+    status: Status
+    priority: Priority
+    paused: bool
+    metrics: dict[Metric, MetricState]
+    events: list[str] = Field(default_factory=list)
+
+
+class WatchSlaChangesInput(Payload):
+    """Follow the membership change feed after `after` (None: from its current end) and signal the
+    `TicketSla` workflows of open tickets whose contact changed."""
+
+    after: int | None = None
+    poll_interval: timedelta = timedelta(seconds=30)
+    batch: int = Field(default=500, ge=1, le=10_000)
+    #: Polls per workflow run before continuing as new (bounds the history).
+    polls_per_run: int = Field(default=500, ge=1)
+
+
+class DispatchSlaChangesInput(Payload):
+    after: int | None
+    limit: int
+
+
+class DispatchSlaChangesResult(Payload):
+    next_after: int
+    changes: int
+    signalled: int
