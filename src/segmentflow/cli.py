@@ -432,6 +432,13 @@ def keys_revoke(key_id: str) -> None:
 def serve(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="Log a line per request (off by default: /metrics counts requests by route and status).",
+        ),
+    ] = False,
 ) -> None:
     """Run the HTTP API with uvicorn (the database migrates at start-up)."""
     import uvicorn
@@ -439,7 +446,7 @@ def serve(
     from segmentflow.api import create_app
 
     url = _state.database_url or Settings().database_url
-    uvicorn.run(create_app(Settings(database_url=url)), host=host, port=port)
+    uvicorn.run(create_app(Settings(database_url=url)), host=host, port=port, access_log=access_log)
 
 
 # Subcommand groups kept in their own modules (message handling, sequences, SLA).

@@ -12,17 +12,20 @@ import hmac
 import re
 import secrets
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Literal, get_args
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from segmentflow.db.tables import ApiKey
+from segmentflow.db.tables import ApiKey, api_key_table
 
 __all__ = [
     "SCOPES",
     "Scope",
     "UnknownKeyError",
+    "VerifiedKey",
     "create_key",
     "get_key",
     "list_keys",
@@ -61,15 +64,33 @@ def create_key(*, session: Session, scopes: Iterable[str], name: str, now: datet
     return key, token
 
 
-def verify_token(*, session: Session, token: str) -> ApiKey | None:
-    """The live key a presented token belongs to, or None (malformed, unknown, wrong secret, revoked)."""
+@dataclass(frozen=True, slots=True)
+class VerifiedKey:
+    """A live API key that a presented token proved: what a request may do."""
+
+    id: str
+    name: str
+    scopes: frozenset[str]
+
+
+# Built once: verifying runs on every request, and a prebuilt Core statement skips the ORM's identity map
+# and the statement's construction (bench/api.py).
+_LIVE_KEY = sa.select(api_key_table.c.name, api_key_table.c.token_hash, api_key_table.c.scopes).where(
+    api_key_table.c.id == sa.bindparam("key_id"), api_key_table.c.revoked_at.is_(None)
+)
+
+
+def verify_token(*, session: Session, token: str) -> VerifiedKey | None:
+    """The live key a presented token belongs to, or None (malformed, unknown, wrong secret, revoked).
+    Read afresh on every call: a revocation applies to the very next request."""
     match = _TOKEN.fullmatch(token)
     if match is None:
         return None
-    key = session.get(ApiKey, match.group(1))
-    if key is None or key.revoked_at is not None:
+    key_id = match.group(1)
+    row = session.execute(_LIVE_KEY, {"key_id": key_id}).first()
+    if row is None or not hmac.compare_digest(row.token_hash, _digest(token)):
         return None
-    return key if hmac.compare_digest(key.token_hash, _digest(token)) else None
+    return VerifiedKey(key_id, row.name, frozenset(row.scopes.split()))
 
 
 def get_key(*, session: Session, key_id: str) -> ApiKey | None:

@@ -280,19 +280,13 @@ class MembershipCheck:
     computed_at: datetime
 
 
-def check_membership(*, session: Session, segment_ref: str, contact_key: str) -> MembershipCheck:
-    """Read one membership from the precomputed tables: one query on the hot path. A contact stored but
-    never computed (imported with `--no-recompute`) is computed and stored first, inside the caller's
-    transaction; an unknown segment or contact raises `UnknownSegmentError` / `UnknownContactError`."""
-    query = (
+def _check_statement(segment_filter: Callable[[Any], Any]) -> Any:
+    return segment_filter(
         sa.select(
-            segment_table.c.id,
-            segment_table.c.key,
-            contact_table.c.computed_at,
-            membership_table.c.since,
+            segment_table.c.id, segment_table.c.key, contact_table.c.computed_at, membership_table.c.since
         )
         .select_from(segment_table)
-        .join(contact_table, contact_table.c.key == contact_key)
+        .join(contact_table, contact_table.c.key == sa.bindparam("contact_key"))
         .outerjoin(
             membership_table,
             sa.and_(
@@ -301,15 +295,40 @@ def check_membership(*, session: Session, segment_ref: str, contact_key: str) ->
             ),
         )
     )
-    query = where_segment_ref(query, segment_ref)
-    row = session.execute(query).first()
+
+
+# Built once, one for a segment key and one for a reference that may be a UUID (as `where_segment_ref`
+# narrows them: a key wins over an id): the check runs on every API request and activity call.
+_CHECK_BY_KEY = _check_statement(lambda q: q.where(segment_table.c.key == sa.bindparam("ref")).limit(1))
+_CHECK_BY_KEY_OR_ID = _check_statement(
+    lambda q: (
+        q.where(
+            sa.or_(segment_table.c.key == sa.bindparam("ref"), segment_table.c.id == sa.bindparam("ref_id"))
+        )
+        .order_by(sa.case((segment_table.c.key == sa.bindparam("ref"), 0), else_=1))
+        .limit(1)
+    )
+)
+
+
+def check_membership(*, session: Session, segment_ref: str, contact_key: str) -> MembershipCheck:
+    """Read one membership from the precomputed tables: one query on the hot path. A contact stored but
+    never computed (imported with `--no-recompute`) is computed and stored first, inside the caller's
+    transaction; an unknown segment or contact raises `UnknownSegmentError` / `UnknownContactError`."""
+    params: dict[str, Any] = {"ref": segment_ref, "contact_key": contact_key}
+    try:
+        params["ref_id"] = uuid.UUID(segment_ref)
+        query = _CHECK_BY_KEY_OR_ID
+    except ValueError:
+        query = _CHECK_BY_KEY
+    row = session.execute(query, params).first()
     if row is None:  # which one is missing decides the error
         if session.execute(where_segment_ref(sa.select(segment_table.c.id), segment_ref)).first() is None:
             raise UnknownSegmentError(f'unknown segment "{segment_ref}"')
         raise UnknownContactError(f'unknown contact "{contact_key}"')
     if row.computed_at is None:
         _computed_contact(session, contact_key)
-        row = session.execute(query).one()
+        row = session.execute(query, params).one()
     return MembershipCheck(row.key, row.id, contact_key, row.since is not None, row.computed_at)
 
 
