@@ -36,7 +36,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from segmentflow.policies.sla import SlaPolicyError, TicketFacts
+from segmentflow.policies.sla import Selection, SlaPolicyError, TicketFacts
 from segmentflow.services.reports import list_changes
 from segmentflow.services.sla import (
     last_change_seq,
@@ -46,7 +46,7 @@ from segmentflow.services.sla import (
     select_for_contact,
 )
 
-__all__ = ["SlaActivities", "ticket_facts"]
+__all__ = ["SlaActivities", "selection_result", "ticket_facts"]
 
 T = TypeVar("T")
 
@@ -57,6 +57,17 @@ def ticket_facts(ticket: SlaTicket) -> TicketFacts:
         channel=ticket.channel,
         tags=frozenset(ticket.tags),
         created_at=ticket.created_at,
+    )
+
+
+def selection_result(selection: Selection) -> SelectSlaPolicyResult:
+    """The public shape of a selection (`segmentflow.SelectSlaPolicy`, `sla select`, `POST /sla/select`)."""
+    return SelectSlaPolicyResult(
+        policy=None if selection.policy is None else selection.policy.key,
+        targets={
+            metric: SlaTarget(due_at=due.due_at, business_minutes=due.business_minutes)
+            for metric, due in selection.targets.items()
+        },
     )
 
 
@@ -83,13 +94,7 @@ class SlaActivities:
         chosen = await self._run(
             lambda s: select_for_contact(session=s, contact_key=params.contact_key, ticket=facts)
         )
-        return SelectSlaPolicyResult(
-            policy=None if chosen.policy is None else chosen.policy.key,
-            targets={
-                metric: SlaTarget(due_at=due.due_at, business_minutes=due.business_minutes)
-                for metric, due in chosen.targets.items()
-            },
-        )
+        return selection_result(chosen)
 
     @activity.defn(name=PLAN_TICKET_SLA)
     async def plan_ticket_sla(self, params: PlanTicketSlaInput) -> PlanTicketSlaResult:
