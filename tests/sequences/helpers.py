@@ -14,10 +14,11 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from segmentflow.db.tables import Enrollment, Send
+from segmentflow.db.tables import Enrollment, Send, change_table
 from segmentflow.policies.sequences import parse_sequences
 from segmentflow.rules import parse_context, parse_segments
 from segmentflow.services.membership import upsert_and_recompute
@@ -112,12 +113,16 @@ def put_contacts(engine: Engine, contexts: list[dict[str, Any]]) -> None:
         upsert_and_recompute(session=session, contexts=[parse_context(c) for c in contexts], index=index)
 
 
-def save_sequence(engine: Engine, definition: dict[str, Any], *, launch: bool = True) -> int:
-    """Import (and launch) a sequence; returns how many contacts launching enrolled."""
+def save_sequence(
+    engine: Engine, definition: dict[str, Any], *, launch: bool = True, at: datetime | None = None
+) -> int:
+    """Import (and launch, at `at`: a time-skipping server's clock) a sequence; returns how many contacts
+    launching enrolled."""
+    at = at or now()
     with Session(engine) as session, session.begin():
-        import_sequences(session=session, sequences=parse_sequences(definition), now=now())
+        import_sequences(session=session, sequences=parse_sequences(definition), now=at)
         if launch:
-            return launch_sequence(session=session, key=definition["key"], now=now()).enrolled
+            return launch_sequence(session=session, key=definition["key"], now=at).enrolled
     return 0
 
 
@@ -139,6 +144,14 @@ def enrollments(engine: Engine, key: str) -> list[Enrollment]:
         assert record is not None
         query = select(Enrollment).where(Enrollment.sequence_id == record.id).order_by(Enrollment.id)
         return list(session.exec(query))
+
+
+def caught_up(engine: Engine, key: str) -> bool:
+    """The sequence has read the whole change feed (a runner round ran since the last membership change)."""
+    with Session(engine) as session:
+        record = get_sequence(session=session, key=key)
+        last = session.scalar(sa.select(sa.func.coalesce(sa.func.max(change_table.c.seq), 0)))
+        return record is not None and record.feed_cursor == last
 
 
 async def eventually(check: Callable[[], bool], *, timeout: float = 30.0, what: str = "condition") -> None:

@@ -1,0 +1,105 @@
+"""Kill a real worker process in the middle of a batch of sends (on the dev server) and restart: every
+member gets each step exactly once, as a provider deduplicating by `Idempotency-Key` delivers them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+from segmentflow.workflows import RunSequence, RunSequenceInput
+from sqlalchemy.engine import Engine
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from tests.sequences.helpers import (
+    enrollments,
+    eventually,
+    load_segments,
+    pause,
+    put_contacts,
+    save_sequence,
+    sends,
+    webhook_provider,
+)
+from tests.temporal.conftest import plugin_client
+
+MEMBERS = 300
+
+
+async def test_worker_killed_mid_batch_sends_each_step_exactly_once(
+    dev_env: WorkflowEnvironment, engine: Engine, task_queue: str, repo_root: Path
+) -> None:
+    load_segments(
+        engine,
+        [{"key": "vip", "rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["vip"]}]}]}],
+    )
+    put_contacts(engine, [{"kind": "user", "key": f"u{i:03d}", "plan": "vip"} for i in range(MEMBERS)])
+    with webhook_provider() as provider:
+        step = {
+            "type": "send",
+            "channel": "webhook",
+            "url": provider.url + "/slow",
+            "template": "{{ contact.key }}",
+        }
+        save_sequence(engine, {"key": "burst", "name": "Burst", "segment": "vip", "steps": [step, step]})
+        environment = {
+            **os.environ,
+            "SEGMENTFLOW_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+            "SEGMENTFLOW_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+            "SEGMENTFLOW_TASK_QUEUE": task_queue,
+        }
+        process = subprocess.Popen(
+            [sys.executable, str(repo_root / "worker.py"), "--no-schedule"],
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = await plugin_client(dev_env, engine)
+        try:
+            handle = await client.start_workflow(
+                RunSequence.run,
+                RunSequenceInput(
+                    sequence_key="burst", batch_size=50, concurrency=4, heartbeat_timeout=timedelta(seconds=2)
+                ),
+                id=f"seq-burst-{uuid.uuid4()}",
+                task_queue=task_queue,
+            )
+            deadline = time.monotonic() + 90
+            while len(provider.delivered) < 60:
+                assert time.monotonic() < deadline, "the worker process never sent"
+                assert process.poll() is None, "the worker process exited early"
+                await asyncio.sleep(0.01)
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        at_kill = len(provider.delivered)
+        assert 0 < at_kill < 2 * MEMBERS, "the kill must land mid-run"
+
+        async with Worker(client, task_queue=task_queue):
+            await eventually(
+                lambda: {e.status for e in enrollments(engine, "burst")} == {"completed"},
+                timeout=120,
+                what="every enrollment to complete",
+            )
+            pause(engine, "burst")
+            await handle.signal(RunSequence.wake)
+            assert (await handle.result()).status == "paused"
+
+        members = [f"u{i:03d}" for i in range(MEMBERS)]
+        assert provider.deliveries() == sorted((m, s) for m in members for s in (0, 1))
+        rows = sends(engine, "burst")
+        assert len(rows) == 2 * MEMBERS and {r.status for r in rows} == {"sent"}
+        # Every repeated request carried a key the provider had already seen, with the same body.
+        repeats = Counter(r.key for r in provider.requests)
+        assert set(repeats) == set(provider.delivered)
+        for request in provider.requests:
+            assert request.key is not None
+            assert request.body == provider.delivered[request.key].body
