@@ -67,6 +67,16 @@ ENDPOINTS = [
     Endpoint("PUT", "/contacts/{contact_id}", "contacts:write", "/contacts/u7", {"key": "u7"}),
     Endpoint("DELETE", "/contacts/{contact_id}", "contacts:write", "/contacts/u3"),
     Endpoint("GET", "/metrics", None),
+    Endpoint("GET", "/sla/policies", "sla:read"),
+    Endpoint("PUT", "/sla/policies", "sla:write", json=[]),
+    Endpoint(
+        "POST",
+        "/sla/select",
+        "sla:read",
+        json={"contactKey": "u1", "ticket": {"priority": "high", "createdAt": "2026-11-27T16:30:00Z"}},
+    ),
+    Endpoint("GET", "/sla/tickets/{ticket_id}/events", "sla:read", "/sla/tickets/t1/events"),
+    Endpoint("GET", "/sla/report", "sla:read"),
 ]
 MATRIX = [
     pytest.param(endpoint, token, id=f"{endpoint}-{token}")

@@ -35,6 +35,8 @@ __all__ = [
     "ReadSession",
     "ReadSlot",
     "SegmentRef",
+    "SlaReadKey",
+    "SlaWriteKey",
     "WriteKey",
     "WriteSession",
     "now",
@@ -118,6 +120,10 @@ async def _segments_reader(session: ReadSession, credentials: Credentials) -> Ve
     return _require(_authenticate(session, credentials), "segments:read")
 
 
+async def _sla_reader(session: ReadSession, credentials: Credentials) -> VerifiedKey:
+    return _require(_authenticate(session, credentials), "sla:read")
+
+
 def _writer(scope: Scope) -> Callable[[Session, HTTPAuthorizationCredentials | None], VerifiedKey]:
     def require(session: WriteSession, credentials: Credentials) -> VerifiedKey:
         return _require(_authenticate(session, credentials), scope)
@@ -129,6 +135,8 @@ AnyKey = Annotated[VerifiedKey, Depends(_read_key)]
 ReadKey = Annotated[VerifiedKey, Depends(_segments_reader)]
 WriteKey = Annotated[VerifiedKey, Depends(_writer("segments:write"))]
 ContactsKey = Annotated[VerifiedKey, Depends(_writer("contacts:write"))]
+SlaReadKey = Annotated[VerifiedKey, Depends(_sla_reader)]
+SlaWriteKey = Annotated[VerifiedKey, Depends(_writer("sla:write"))]
 
 SegmentRef = Annotated[
     str, Path(pattern=_SEGMENT, max_length=256, description="The segment's UUID `id` or its `key`.")
