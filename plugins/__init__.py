@@ -6,6 +6,7 @@ from segmentflow.plugins._devserver import (
     temporal_cli_path,
     temporal_test_server_path,
 )
+from segmentflow.plugins._interceptors import SegmentsInterceptor, current_contact, serving_contact
 from segmentflow.plugins._plugin import PASSTHROUGH_MODULES, SegmentsPlugin
 from segmentflow.plugins._schedule import (
     RECOMPUTE_SCHEDULE_ID,
@@ -13,16 +14,22 @@ from segmentflow.plugins._schedule import (
     recompute_schedule,
     start_recompute,
 )
+from segmentflow.plugins._sequences import start_sequence_runner, wake_sequence_runner
 
 __all__ = [
     "DEV_SERVER_ARGS",
     "PASSTHROUGH_MODULES",
     "RECOMPUTE_SCHEDULE_ID",
     "BinaryNotFoundError",
+    "SegmentsInterceptor",
     "SegmentsPlugin",
+    "current_contact",
     "ensure_recompute_schedule",
     "recompute_schedule",
+    "serving_contact",
     "start_recompute",
+    "start_sequence_runner",
     "temporal_cli_path",
     "temporal_test_server_path",
+    "wake_sequence_runner",
 ]

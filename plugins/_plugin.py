@@ -9,8 +9,9 @@ import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from segmentflow.activities import MembershipActivities
+from segmentflow.activities import MembershipActivities, MessageActivities, SequenceActivities
 from segmentflow.activities.sla import SlaActivities
+from segmentflow.plugins._interceptors import SegmentsInterceptor
 from segmentflow.workflows import WORKFLOWS
 from sqlalchemy.engine import Engine
 from temporalio.contrib.pydantic import PydanticPayloadConverter
@@ -70,9 +71,16 @@ class SegmentsPlugin(SimplePlugin):
             engine = make_engine(database_url or (settings or Settings()).database_url)
         self.engine = engine
         self.membership_activities = MembershipActivities(engine)
+        self.message_activities = MessageActivities(engine, settings or Settings())
+        self.sequence_activities = SequenceActivities(engine)
         self.sla_activities = SlaActivities(engine)
         # Each feature's activity class holds the engine; `all()` lists its bound activity methods.
-        activities = [*self.membership_activities.all(), *self.sla_activities.all()]
+        activities = [
+            *self.membership_activities.all(),
+            *self.message_activities.all(),
+            *self.sequence_activities.all(),
+            *self.sla_activities.all(),
+        ]
         super().__init__(
             "segmentflow.SegmentsPlugin",
             data_converter=_data_converter,
@@ -80,6 +88,8 @@ class SegmentsPlugin(SimplePlugin):
             workflows=list(WORKFLOWS),
             workflow_runner=_workflow_runner,
             run_context=self._run_context,
+            # Contact headers and the workflow- and worker-side checks of restricted actions.
+            interceptors=[SegmentsInterceptor(self.message_activities.check_run_action)],
         )
 
     @asynccontextmanager
@@ -88,6 +98,8 @@ class SegmentsPlugin(SimplePlugin):
         try:
             yield
         finally:
+            await self.message_activities.aclose()
+            await self.sequence_activities.aclose()
             await self.sla_activities.aclose()
             if self._owns_engine:
                 self.engine.dispose()

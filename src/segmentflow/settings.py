@@ -19,3 +19,10 @@ class Settings(BaseSettings):
     recompute_every: timedelta = timedelta(minutes=5)
     #: Contacts evaluated and written per transaction during a recompute.
     page_size: int = 2000
+    #: Message handling: an OpenAI-compatible chat-completions responder when a base URL is set (else the
+    #: built-in trigger-phrase responder), the reply template (Jinja2, sandboxed), HTTP timeouts in seconds.
+    openai_base_url: str | None = None
+    openai_api_key: str | None = None
+    openai_model: str = "gpt-4o-mini"
+    reply_template: str | None = None
+    http_timeout: float = 10.0

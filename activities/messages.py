@@ -1,0 +1,256 @@
+"""Message-handling activities: resolve what applies to a contact, ask the responder, run an action through
+its permission check, record refusals, render the reply.
+
+`segmentflow.RunAction` checks the contact's permission itself before its webhook is called, so whoever
+schedules it (a workflow with or without segmentflow's plugin on its side) cannot get a restricted action
+performed. The worker-side interceptor runs the same check first (`check_run_action`) and hands its verdict
+to the activity through a context variable, so an allowed action costs one permission read, not two.
+Every refusal is written to the audit table before the non-retryable `SegmentRestricted` error is raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any, TypeVar
+
+import httpx
+from segmentflow.workflows.message_models import (
+    REFUSE_ACTION,
+    RENDER_REPLY,
+    RESOLVE_MESSAGE,
+    RESPOND,
+    RUN_ACTION,
+    SEGMENT_RESTRICTED,
+    AppliedInstruction,
+    OfferedAction,
+    RefuseActionInput,
+    RenderReplyInput,
+    ResolveMessageInput,
+    ResolveMessageResult,
+    RespondInput,
+    RespondResult,
+    RunActionInput,
+    RunActionResult,
+    WithheldItem,
+)
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from segmentflow.db.tables import Action, utcnow
+from segmentflow.services.messages import (
+    MessageCatalogCache,
+    UnknownActionError,
+    check_action,
+    record_refusal,
+    resolve_message,
+)
+from segmentflow.services.responders import (
+    DEFAULT_REPLY_TEMPLATE,
+    Choice,
+    RejectedError,
+    ResponderError,
+    call_webhook,
+    choose_by_trigger,
+    choose_with_chat_completions,
+    render_reply,
+)
+from segmentflow.settings import Settings
+
+__all__ = ["MessageActivities", "refusal_error"]
+
+T = TypeVar("T")
+
+#: The RunAction input the worker-side check allowed in this activity task, and its action.
+_verified: ContextVar[tuple[RunActionInput, Action] | None] = ContextVar("segmentflow_verified", default=None)
+
+
+def refusal_error(action: str, contact_key: str | None, reason: str, side: str) -> ApplicationError:
+    """The one shape of a refusal, whichever check refused."""
+    details = {"action": action, "contactKey": contact_key, "reason": reason, "side": side}
+    return ApplicationError(reason, details, type=SEGMENT_RESTRICTED, non_retryable=True)
+
+
+def _offered(action: Action) -> OfferedAction:
+    return OfferedAction(
+        key=action.key,
+        name=action.name,
+        description=action.description,
+        parameters=action.parameters,
+        trigger_phrases=action.trigger_phrases,
+    )
+
+
+def _workflow_id() -> str | None:
+    return activity.info().workflow_id if activity.in_activity() else None
+
+
+class MessageActivities:
+    """Message handling over one database engine and the `SEGMENTFLOW_*` settings of the responder."""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._catalogs = MessageCatalogCache()
+        self._http: httpx.AsyncClient | None = None
+
+    def _in_transaction(self, work: Callable[[Session], T]) -> T:
+        with Session(self._engine) as session, session.begin():
+            return work(session)
+
+    async def _run(self, work: Callable[[Session], T]) -> T:
+        return await asyncio.to_thread(self._in_transaction, work)
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None or self._http.is_closed:
+            self._http = httpx.AsyncClient()
+        return self._http
+
+    async def aclose(self) -> None:
+        """Close the HTTP client (a later call opens a new one)."""
+        if self._http is not None:
+            await self._http.aclose()
+
+    async def _refuse(self, action: str, contact_key: str | None, reason: str, side: str) -> ApplicationError:
+        workflow_id = _workflow_id()
+        await self._run(
+            lambda s: record_refusal(
+                session=s,
+                action_key=action,
+                contact_key=contact_key,
+                reason=reason,
+                side=side,
+                now=utcnow(),
+                workflow_id=workflow_id,
+            )
+        )
+        activity.logger.warning(
+            "refused action %s for contact %s (%s): %s", action, contact_key, side, reason
+        )
+        return refusal_error(action, contact_key, reason, side)
+
+    async def check_run_action(self, params: RunActionInput, header_contact: str | None, side: str) -> Action:
+        """Refuse (recorded, then `SegmentRestricted`) unless the contact may use the action now. A contact
+        on the header that differs from the input's is refused too: a workflow serving one contact cannot
+        act as another."""
+        if header_contact is not None and params.contact_key not in (None, header_contact):
+            reason = (
+                f'the input names contact "{params.contact_key}" but the workflow serves "{header_contact}"'
+            )
+            raise await self._refuse(params.action, params.contact_key, reason, side)
+        try:
+            action, decision = await self._run(
+                lambda s: check_action(
+                    session=s,
+                    catalog=self._catalogs.get(session=s),
+                    action_key=params.action,
+                    contact_key=params.contact_key,
+                )
+            )
+        except UnknownActionError as exc:
+            raise ApplicationError(str(exc), type="ActionNotFound", non_retryable=True) from None
+        if not decision.allowed:
+            raise await self._refuse(params.action, params.contact_key, decision.detail, side)
+        _verified.set((params, action))
+        return action
+
+    @activity.defn(name=RESOLVE_MESSAGE)
+    async def resolve_message(self, params: ResolveMessageInput) -> ResolveMessageResult:
+        found = await self._run(
+            lambda s: resolve_message(
+                session=s, catalog=self._catalogs.get(session=s), contact_key=params.contact_key
+            )
+        )
+        for kind, item in found.withheld:
+            activity.logger.warning(
+                "%s %s withheld: restricted to missing segment(s) %s",
+                kind,
+                item.key,
+                ", ".join(item.missing_segments),
+            )
+        return ResolveMessageResult(
+            contact_key=params.contact_key,
+            segments=None if found.segments is None else sorted(found.segments),
+            actions=[_offered(a) for a in found.actions],
+            instructions=[AppliedInstruction(key=i.key, text=i.text) for i in found.instructions],
+            withheld=[
+                WithheldItem(kind=kind, key=w.key, missing_segments=list(w.missing_segments))
+                for kind, w in found.withheld
+            ],
+        )
+
+    @activity.defn(name=RESPOND)
+    async def respond(self, params: RespondInput) -> RespondResult:
+        """The configured responder's choice: chat completions when `SEGMENTFLOW_OPENAI_BASE_URL` is set,
+        else the built-in trigger phrases."""
+        settings = self._settings
+        choice: Choice
+        if settings.openai_base_url is None:
+            choice = choose_by_trigger(params.text, params.actions)
+        else:
+            try:
+                choice = await choose_with_chat_completions(
+                    self._client(),
+                    base_url=settings.openai_base_url,
+                    api_key=settings.openai_api_key,
+                    model=settings.openai_model,
+                    text=params.text,
+                    actions=params.actions,
+                    instructions=params.instructions,
+                    timeout=settings.http_timeout,
+                )
+            except (RejectedError, ResponderError) as exc:
+                raise ApplicationError(str(exc), type="ResponderFailed", non_retryable=True) from None
+        return RespondResult(action=choice.action, arguments=choice.arguments, reply=choice.reply)
+
+    @activity.defn(name=RUN_ACTION)
+    async def run_action(self, params: RunActionInput) -> RunActionResult:
+        """Perform an action for a contact: the permission check first (unless this worker's interceptor
+        just made it for this very input), then the webhook."""
+        verified = _verified.get()
+        if verified is not None and verified[0] == params:
+            action = verified[1]
+        else:
+            action = await self.check_run_action(params, None, "activity")
+        if action.webhook is None:
+            return RunActionResult(action=action.key, contact_key=params.contact_key, status=None)
+        payload: dict[str, Any] = {
+            "action": action.key,
+            "contactKey": params.contact_key,
+            "arguments": params.arguments,
+        }
+        try:
+            status, response = await call_webhook(
+                self._client(), action.webhook, payload, timeout=self._settings.http_timeout
+            )
+        except RejectedError as exc:
+            raise ApplicationError(str(exc), type="WebhookRejected", non_retryable=True) from None
+        return RunActionResult(
+            action=action.key, contact_key=params.contact_key, status=status, response=response
+        )
+
+    @activity.defn(name=REFUSE_ACTION)
+    async def refuse_action(self, params: RefuseActionInput) -> None:
+        """Stands in for a `RunAction` the workflow-side check refused: records it, then fails."""
+        raise await self._refuse(params.action, params.contact_key, params.reason, params.side)
+
+    @activity.defn(name=RENDER_REPLY)
+    async def render_reply(self, params: RenderReplyInput) -> str:
+        template = self._settings.reply_template or DEFAULT_REPLY_TEMPLATE
+        variables = {
+            "contact_key": params.contact_key,
+            "text": params.text,
+            "action": None if params.action is None else params.action.model_dump(),
+            "ran": params.ran,
+            "refused": params.refused,
+            "responder_reply": params.responder_reply,
+            "result": params.result,
+        }
+        return render_reply(template, variables)
+
+    def all(self) -> list[Callable[..., object]]:
+        """Every activity method, for worker registration."""
+        return [self.resolve_message, self.respond, self.run_action, self.refuse_action, self.render_reply]

@@ -1,0 +1,325 @@
+"""Stored actions and AI instructions: file formats, import, list, the per-message resolution of what
+applies to a contact (memberships read once), the permission check of one action, and the refusal audit.
+Functions take the session as a keyword argument and never commit: the caller owns the transaction."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlmodel import Session, col, select
+
+from segmentflow.db.tables import (
+    Action,
+    ActionRefusal,
+    Instruction,
+    action_table,
+    instruction_table,
+    refusal_table,
+    segment_table,
+)
+from segmentflow.policies.restrictions import Decision, RestrictionIndex, Withheld, decide, missing_segments
+from segmentflow.services.membership import UnknownContactError, contact_segments
+
+__all__ = [
+    "ActionSpec",
+    "ImportReport",
+    "InstructionSpec",
+    "MessageCatalog",
+    "MessageCatalogCache",
+    "Resolution",
+    "SpecError",
+    "UnknownActionError",
+    "WebhookSpec",
+    "check_action",
+    "contact_memberships",
+    "existing_segment_keys",
+    "list_actions",
+    "list_instructions",
+    "list_refusals",
+    "load_catalog",
+    "parse_actions",
+    "parse_instructions",
+    "record_refusal",
+    "resolve_message",
+    "upsert_actions",
+    "upsert_instructions",
+]
+
+_KEY = r"^[^\x00]{1,256}$"
+_SEGMENT_KEY = r"^[^\x00]{1,256}$"
+
+
+class SpecError(ValueError):
+    """A bad action or instruction file: the message names the item and the field."""
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class WebhookSpec(_Spec):
+    """Where an action is performed: an HTTP POST of `{"action", "contactKey", "arguments"}`."""
+
+    url: str = Field(pattern=r"^https?://\S+$", max_length=2048)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class ActionSpec(_Spec):
+    """One entry of `segmentflow actions import FILE.json`. Only `key` is required: the name defaults to
+    the key, the restriction to none (every contact), the parameters to an empty object schema, and an
+    action without a webhook runs without calling anything."""
+
+    key: str = Field(pattern=_KEY)
+    name: str | None = Field(default=None, max_length=512)
+    description: str = ""
+    restricted_to_segments: list[str] = Field(default_factory=list)
+    trigger_phrases: list[str] = Field(default_factory=list)
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    webhook: WebhookSpec | None = None
+
+
+class InstructionSpec(_Spec):
+    """One entry of `segmentflow instructions import FILE.json`."""
+
+    key: str = Field(pattern=_KEY)
+    text: str
+    restricted_to_segments: list[str] = Field(default_factory=list)
+
+
+S = TypeVar("S", ActionSpec, InstructionSpec)
+
+
+def _parse(model: type[S], data: Any, noun: str) -> list[S]:
+    if not isinstance(data, list):
+        raise SpecError(f"expected a JSON list of {noun}s")
+    out: list[S] = []
+    seen: set[str] = set()
+    for index, item in enumerate(data):
+        try:
+            spec = model.model_validate(item)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(p) for p in error["loc"]) or "item"
+            key = item.get("key") if isinstance(item, dict) else None
+            name = f'{noun} "{key}"' if isinstance(key, str) else f"{noun} #{index}"
+            raise SpecError(f"{name}: {where}: {error['msg']}") from None
+        if spec.key in seen:
+            raise SpecError(f'{noun} "{spec.key}" appears twice')
+        seen.add(spec.key)
+        out.append(spec)
+    return out
+
+
+def parse_actions(data: Any) -> list[ActionSpec]:
+    """Validate a JSON list of actions (the whole list, before anything is stored)."""
+    return _parse(ActionSpec, data, "action")
+
+
+def parse_instructions(data: Any) -> list[InstructionSpec]:
+    return _parse(InstructionSpec, data, "instruction")
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an import stored, and which restrictions name segments that do not exist (those items are
+    stored, and withheld from everyone until the segments exist)."""
+
+    keys: list[str]
+    unknown_segments: dict[str, list[str]] = field(default_factory=dict)
+
+
+def existing_segment_keys(*, session: Session) -> frozenset[str]:
+    return frozenset(session.scalars(sa.select(segment_table.c.key)))
+
+
+def upsert_actions(*, session: Session, actions: Sequence[ActionSpec], now: datetime) -> ImportReport:
+    """Insert or replace actions by key."""
+    keys = [a.key for a in actions]
+    existing = {a.key: a for a in session.exec(select(Action).where(col(Action.key).in_(keys)))}
+    segments = existing_segment_keys(session=session)
+    unknown: dict[str, list[str]] = {}
+    for spec in actions:
+        record = existing.get(spec.key) or Action(key=spec.key, name=spec.key, created_at=now)
+        record.name = spec.name or spec.key
+        record.description = spec.description
+        record.restricted_to_segments = list(spec.restricted_to_segments)
+        record.trigger_phrases = list(spec.trigger_phrases)
+        record.parameters = dict(spec.parameters)
+        record.webhook = None if spec.webhook is None else spec.webhook.model_dump()
+        record.updated_at = now
+        session.add(record)
+        missing = missing_segments(spec.restricted_to_segments, segments)
+        if missing:
+            unknown[spec.key] = list(missing)
+    session.flush()
+    return ImportReport(keys, unknown)
+
+
+def upsert_instructions(
+    *, session: Session, instructions: Sequence[InstructionSpec], now: datetime
+) -> ImportReport:
+    """Insert or replace instructions by key."""
+    keys = [i.key for i in instructions]
+    existing = {i.key: i for i in session.exec(select(Instruction).where(col(Instruction.key).in_(keys)))}
+    segments = existing_segment_keys(session=session)
+    unknown: dict[str, list[str]] = {}
+    for spec in instructions:
+        record = existing.get(spec.key) or Instruction(key=spec.key, text=spec.text, created_at=now)
+        record.text = spec.text
+        record.restricted_to_segments = list(spec.restricted_to_segments)
+        record.updated_at = now
+        session.add(record)
+        missing = missing_segments(spec.restricted_to_segments, segments)
+        if missing:
+            unknown[spec.key] = list(missing)
+    session.flush()
+    return ImportReport(keys, unknown)
+
+
+def list_actions(*, session: Session) -> list[Action]:
+    return list(session.exec(select(Action).order_by(Action.key)))
+
+
+def list_instructions(*, session: Session) -> list[Instruction]:
+    return list(session.exec(select(Instruction).order_by(Instruction.key)))
+
+
+@dataclass(frozen=True)
+class MessageCatalog:
+    """Every action and instruction compiled against the stored segment keys, filtered per contact."""
+
+    actions: RestrictionIndex[Action]
+    instructions: RestrictionIndex[Instruction]
+    segments: frozenset[str]
+    by_key: dict[str, Action]
+
+
+def load_catalog(*, session: Session) -> MessageCatalog:
+    actions = list_actions(session=session)
+    instructions = list_instructions(session=session)
+    for item in (*actions, *instructions):
+        session.expunge(item)  # kept across sessions by the cache, read-only
+    segments = existing_segment_keys(session=session)
+    return MessageCatalog(
+        actions=RestrictionIndex(actions, segments),
+        instructions=RestrictionIndex(instructions, segments),
+        segments=segments,
+        by_key={a.key: a for a in actions},
+    )
+
+
+def _stamp_query() -> sa.Select[Any]:
+    def aggregate(table: sa.Table) -> list[sa.ScalarSelect[Any]]:
+        return [
+            sa.select(sa.func.count()).select_from(table).scalar_subquery(),
+            sa.select(sa.func.max(table.c.updated_at)).scalar_subquery(),
+        ]
+
+    return sa.select(*aggregate(action_table), *aggregate(instruction_table), *aggregate(segment_table))
+
+
+class MessageCatalogCache:
+    """Keeps one `MessageCatalog` until actions, instructions or segments change (count and newest update
+    of each, one query), so a message does not reload and re-index every item. Safe to share between
+    threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stamp: tuple[Any, ...] | None = None
+        self._catalog: MessageCatalog | None = None
+
+    def get(self, *, session: Session) -> MessageCatalog:
+        stamp = tuple(session.execute(_stamp_query()).one())
+        with self._lock:
+            if self._catalog is not None and stamp == self._stamp:
+                return self._catalog
+        catalog = load_catalog(session=session)
+        with self._lock:
+            self._stamp, self._catalog = stamp, catalog
+        return catalog
+
+
+def contact_memberships(*, session: Session, contact_key: str | None) -> frozenset[str] | None:
+    """The segment keys of a contact, from the precomputed memberships (computed now for a contact never
+    computed). None for an anonymous contact; a contact that is not stored is in no segment."""
+    if contact_key is None:
+        return None
+    try:
+        keys, _ = contact_segments(session=session, contact_key=contact_key)
+    except UnknownContactError:
+        return frozenset()
+    return frozenset(keys)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What applies to one contact for one message."""
+
+    contact_key: str | None
+    segments: frozenset[str] | None
+    actions: list[Action]
+    instructions: list[Instruction]
+    withheld: list[tuple[str, Withheld]]
+
+
+def resolve_message(*, session: Session, catalog: MessageCatalog, contact_key: str | None) -> Resolution:
+    """Read the contact's memberships once and keep the actions and instructions that apply."""
+    segments = contact_memberships(session=session, contact_key=contact_key)
+    withheld = [("action", w) for w in catalog.actions.withheld]
+    withheld += [("instruction", w) for w in catalog.instructions.withheld]
+    return Resolution(
+        contact_key=contact_key,
+        segments=segments,
+        actions=catalog.actions.applicable(segments),
+        instructions=catalog.instructions.applicable(segments),
+        withheld=withheld,
+    )
+
+
+class UnknownActionError(LookupError):
+    """No stored action has that key."""
+
+
+def check_action(
+    *, session: Session, catalog: MessageCatalog, action_key: str, contact_key: str | None
+) -> tuple[Action, Decision]:
+    """May this contact use this action now? Reads the contact's memberships (fresh)."""
+    action = catalog.by_key.get(action_key)
+    if action is None:
+        raise UnknownActionError(f'unknown action "{action_key}"')
+    segments = contact_memberships(session=session, contact_key=contact_key)
+    return action, decide(action.key, action.restricted_to_segments, segments, catalog.segments)
+
+
+def record_refusal(
+    *,
+    session: Session,
+    action_key: str,
+    contact_key: str | None,
+    reason: str,
+    side: str,
+    now: datetime,
+    workflow_id: str | None = None,
+) -> None:
+    session.execute(
+        refusal_table.insert().values(
+            at=now,
+            contact_key=contact_key,
+            action_key=action_key,
+            reason=reason,
+            side=side,
+            workflow_id=workflow_id,
+        )
+    )
+
+
+def list_refusals(*, session: Session, limit: int = 100) -> list[ActionRefusal]:
+    """The newest refusals first."""
+    query = select(ActionRefusal).order_by(ActionRefusal.id.desc()).limit(limit)  # type: ignore[union-attr]
+    return list(session.exec(query))

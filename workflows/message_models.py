@@ -1,0 +1,154 @@
+"""Payloads of message handling: `segmentflow.HandleMessage`, `segmentflow.RunAction` and the activities
+between them. Frozen pydantic models, camelCase on the wire.
+
+Pure (pydantic only), so workflow code and the workflow-side interceptor import it freely.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+from segmentflow.workflows.models import Payload
+
+__all__ = [
+    "CONTACT_HEADER",
+    "HANDLE_MESSAGE",
+    "REFUSE_ACTION",
+    "RENDER_REPLY",
+    "RESOLVE_MESSAGE",
+    "RESPOND",
+    "RUN_ACTION",
+    "SEGMENT_RESTRICTED",
+    "AppliedInstruction",
+    "HandleMessageInput",
+    "HandleMessageResult",
+    "OfferedAction",
+    "RefuseActionInput",
+    "RenderReplyInput",
+    "ResolveMessageInput",
+    "ResolveMessageResult",
+    "RespondInput",
+    "RespondResult",
+    "RunActionInput",
+    "RunActionResult",
+    "WithheldItem",
+]
+
+HANDLE_MESSAGE = "segmentflow.HandleMessage"
+RESOLVE_MESSAGE = "segmentflow.ResolveMessage"
+RESPOND = "segmentflow.Respond"
+RUN_ACTION = "segmentflow.RunAction"
+REFUSE_ACTION = "segmentflow.RefuseAction"
+RENDER_REPLY = "segmentflow.RenderReply"
+#: `ApplicationError.type` of every refusal (non-retryable), whichever check refused.
+SEGMENT_RESTRICTED = "SegmentRestricted"
+#: Workflow and activity header carrying the current contact's key (absent: anonymous or unknown).
+CONTACT_HEADER = "segmentflow-contact"
+
+
+class HandleMessageInput(Payload):
+    """One message of a conversation; `contactKey` is None for an anonymous contact."""
+
+    contact_key: str | None = None
+    conversation_id: str
+    text: str
+
+
+class HandleMessageResult(Payload):
+    """What applied to the contact (`actions` offered, `instructions` applied, as keys), the action that
+    ran or was refused (at most one of them), and the reply."""
+
+    actions: list[str]
+    instructions: list[str]
+    ran: str | None
+    refused: str | None
+    reply: str
+
+
+class RunActionInput(Payload):
+    """`segmentflow.RunAction`: perform `action` for `contactKey` (None: anonymous) with `arguments`."""
+
+    action: str = Field(min_length=1)
+    contact_key: str | None = None
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunActionResult(Payload):
+    action: str
+    contact_key: str | None
+    #: The webhook's HTTP status, or None for an action without a webhook.
+    status: int | None
+    #: The webhook's JSON response (or its text when it is not JSON).
+    response: Any = None
+
+
+class ResolveMessageInput(Payload):
+    contact_key: str | None = None
+
+
+class OfferedAction(Payload):
+    key: str
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    trigger_phrases: list[str]
+
+
+class AppliedInstruction(Payload):
+    key: str
+    text: str
+
+
+class WithheldItem(Payload):
+    """An action or instruction withheld from everyone: its restriction names segments that do not exist."""
+
+    kind: str  # "action" | "instruction"
+    key: str
+    missing_segments: list[str]
+
+
+class ResolveMessageResult(Payload):
+    """The contact's memberships read once, and what applies to it. `segments` is None for an anonymous
+    contact."""
+
+    contact_key: str | None
+    segments: list[str] | None
+    actions: list[OfferedAction]
+    instructions: list[AppliedInstruction]
+    withheld: list[WithheldItem] = Field(default_factory=list)
+
+
+class RespondInput(Payload):
+    contact_key: str | None
+    conversation_id: str
+    text: str
+    actions: list[OfferedAction]
+    instructions: list[AppliedInstruction]
+
+
+class RespondResult(Payload):
+    """The responder's choice: an action to run (or None) with its arguments, and its own reply if any."""
+
+    action: str | None = None
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    reply: str | None = None
+
+
+class RefuseActionInput(Payload):
+    """Record a refusal decided in the workflow (the outbound check), then fail with `SegmentRestricted`."""
+
+    action: str
+    contact_key: str | None
+    reason: str
+    side: str = "workflow"
+
+
+class RenderReplyInput(Payload):
+    contact_key: str | None
+    text: str
+    action: OfferedAction | None = None
+    ran: str | None = None
+    refused: str | None = None
+    responder_reply: str | None = None
+    result: Any = None
