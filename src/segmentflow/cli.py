@@ -363,6 +363,9 @@ def demo(
             cells = [row.key, ", ".join(list_contact_segments(session=session, contact_id=row.id)) or "-"]
             per_contact.add_row(*cells, *([branches[key]] if branches else []))
         out.print(per_contact)
+    from segmentflow.cli_sla import show_sla_demo
+
+    show_sla_demo(engine, keys)
 
 
 keys_app = typer.Typer(no_args_is_help=True, help="HTTP API keys (only a hash of each token is stored).")

@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
+from zoneinfo import ZoneInfo
 
 import typer
 
-__all__ = ["sla_app"]
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+__all__ = ["show_sla_demo", "sla_app"]
 
 sla_app = typer.Typer(no_args_is_help=True, help="SLA policies selected by segment.")
 
@@ -74,7 +80,9 @@ def sla_select(
     from segmentflow.workflows.sla_models import SlaTicket
 
     try:
-        ticket = SlaTicket(priority=priority, channel=channel, tags=tag or [], created_at=created_at)  # type: ignore[arg-type]
+        ticket = SlaTicket.model_validate(
+            {"priority": priority, "channel": channel, "tags": tag or [], "createdAt": created_at}
+        )
     except ValidationError as exc:
         error = exc.errors()[0]
         option = {"priority": "--priority", "created_at": "--created-at"}.get(str(error["loc"][0]), "input")
@@ -83,3 +91,52 @@ def sla_select(
     with Session(engine) as session, session.begin():
         selection = select_for_contact(session=session, contact_key=contact, ticket=ticket_facts(ticket))
     sys.stdout.write(selection_result(selection).model_dump_json(by_alias=True, indent=2) + "\n")
+
+
+def show_sla_demo(engine: Engine, contact_keys: Sequence[str]) -> None:
+    """The SLA step of `segmentflow demo`: import the bundled policies and select one for a VIP's and a
+    regular contact's urgent ticket created Friday 16:30 in Berlin (the regular one counts business hours)."""
+    from rich.table import Table
+    from sqlmodel import Session
+
+    from segmentflow.cli import _now, out
+    from segmentflow.inputs import read_json
+    from segmentflow.policies.sla import TicketFacts, parse_policies
+    from segmentflow.sample import sample_path
+    from segmentflow.services.sla import contact_segment_set, import_policies, select_for_contact
+
+    created = datetime(2026, 11, 27, 16, 30, tzinfo=ZoneInfo("Europe/Berlin"))
+    ticket = TicketFacts(priority="urgent", channel="email", created_at=created)
+    with Session(engine) as session, session.begin():
+        import_policies(
+            session=session, policies=parse_policies(read_json(sample_path("sla_policies.json"))), now=_now()
+        )
+        vip = next(
+            (k for k in contact_keys if "vip" in contact_segment_set(session=session, contact_key=k)), None
+        )
+        regular = next(
+            (
+                k
+                for k in contact_keys
+                if not contact_segment_set(session=session, contact_key=k) & {"vip", "company-staff"}
+            ),
+            None,
+        )
+        table = Table(
+            "contact",
+            "policy",
+            "first reply due",
+            "resolution due",
+            title=f"SLA: urgent ticket, {created:%a %Y-%m-%d %H:%M} Berlin",
+        )
+        for label, key in (("VIP", vip), ("regular", regular)):
+            if key is None:
+                continue
+            chosen = select_for_contact(session=session, contact_key=key, ticket=ticket)
+            dues = [chosen.targets.get(m) for m in ("first_reply", "resolution")]
+            cells = [
+                f"{d.due_at.astimezone(created.tzinfo):%a %H:%M} ({d.business_minutes} min)" if d else "-"
+                for d in dues
+            ]
+            table.add_row(f"{label} {key}", chosen.policy.key if chosen.policy else "none", *cells)
+    out.print(table)

@@ -127,3 +127,18 @@ def test_import_refuses_a_bad_file_and_keeps_the_stored_policies(
     broken.write_text("[{")
     code, _, err = run(capsys, "--database-url", loaded, "sla", "import", str(broken))
     assert code == 2 and "not valid JSON" in err
+
+
+def test_demo_shows_a_vip_and_a_regular_ticket_getting_different_policies(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, _ = run(capsys, "demo", "--database-url", f"sqlite:///{tmp_path / 'demo.db'}", "--no-temporal")
+    assert code == 0
+    rows = {
+        line.split()[1]: line.split("│")[2:5]
+        for line in out.splitlines()
+        if line.startswith(("│ VIP ", "│ regular "))
+    }
+    assert rows["VIP"][0].strip() == "vip" and "Fri 17:00 (30 min)" in rows["VIP"][1]
+    # Friday 16:30 in Berlin plus two business hours of 09:00-17:00 is Monday 10:30.
+    assert rows["regular"][0].strip() == "standard" and "Mon 10:30 (120 min)" in rows["regular"][1]
