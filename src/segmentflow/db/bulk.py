@@ -1,4 +1,5 @@
-"""Bulk inserts for the recompute's hot path: the one place that speaks each database's fast path.
+"""Bulk inserts for the recompute's hot path, and `insert_on_conflict`: the one place that speaks each
+database's own INSERT.
 
 PostgreSQL gets COPY (psycopg adapts UUIDs and aware datetimes itself). SQLite gets one `executemany` on
 the driver with values already in the form SQLAlchemy stores there (32-hex-digit UUIDs, naive UTC
@@ -14,9 +15,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
-__all__ = ["bulk_insert"]
+__all__ = ["bulk_insert", "insert_on_conflict"]
+
+
+def insert_on_conflict(dialect: str | Session, table: sa.Table) -> Any:
+    """`INSERT` into `table` with `.on_conflict_do_nothing()` / `.on_conflict_do_update()` and
+    `.excluded`, which PostgreSQL and SQLite both speak (with RETURNING too); `dialect` is its name, or
+    the session whose connection tells it."""
+    name = dialect if isinstance(dialect, str) else dialect.get_bind().dialect.name
+    return (postgresql.insert if name == "postgresql" else sqlite.insert)(table)
 
 
 def _sqlite_value(value: Any) -> Any:

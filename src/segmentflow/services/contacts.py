@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
+from segmentflow.db.bulk import insert_on_conflict
 from segmentflow.db.tables import Contact, contact_table
 from segmentflow.rules import DEFAULT_KIND, Context, Individual
 
@@ -18,9 +18,8 @@ _CHUNK = 1000
 
 
 def _upsert_statement(dialect: str) -> Any:
-    """The one dialect branch for contact upserts (both databases speak ON CONFLICT ... RETURNING)."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(contact_table)
+    """Contact upserts: ON CONFLICT ... RETURNING, which both databases speak."""
+    stmt = insert_on_conflict(dialect, contact_table)
     return stmt.on_conflict_do_update(
         index_elements=["key"],
         set_={

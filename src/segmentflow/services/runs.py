@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from segmentflow.db.bulk import insert_on_conflict
 from segmentflow.db.tables import contact_table, progress_table, utcnow
 from segmentflow.services.membership import RecomputeCounts, recompute_page
 from segmentflow.services.segments import SegmentIndex, dependents_of
@@ -67,27 +68,30 @@ def recompute_range_step(
     page_size: int,
     segment_keys: set[str] | None,
 ) -> RangeProgress:
-    """Recompute the next page of one range and move its durable cursor; never commits."""
-    row = session.execute(
-        sa.select(progress_table)
-        .where(progress_table.c.run_token == run_token, progress_table.c.range_index == range_index)
-        .with_for_update()
-    ).first()
-    if row is None:
-        cursor, totals = first_id - 1, RecomputeCounts()
-        session.execute(
-            progress_table.insert().values(
-                run_token=run_token,
-                range_index=range_index,
-                cursor=cursor,
-                contacts=0,
-                entered=0,
-                exited=0,
-                updated_at=utcnow(),
-            )
+    """Recompute the next page of one range and move its durable cursor; never commits.
+
+    The cursor row is claimed with a write before it is read: on PostgreSQL that locks the row, on SQLite
+    it takes the database's write lock at once (SQLite ignores FOR UPDATE, and a deferred transaction that
+    read first would fail with BUSY when it came to write). Two attempts at the same range so run one
+    after the other, the second starting from the first one's cursor."""
+    this_range = sa.and_(progress_table.c.run_token == run_token, progress_table.c.range_index == range_index)
+    now = utcnow()
+    session.execute(  # the range's first step makes its row; an attempt racing it waits, then does nothing
+        insert_on_conflict(session, progress_table)
+        .values(
+            run_token=run_token,
+            range_index=range_index,
+            cursor=first_id - 1,
+            contacts=0,
+            entered=0,
+            exited=0,
+            updated_at=now,
         )
-    else:
-        cursor, totals = row.cursor, RecomputeCounts(row.contacts, row.entered, row.exited)
+        .on_conflict_do_nothing()
+    )
+    session.execute(progress_table.update().where(this_range).values(updated_at=now))  # the claim
+    row = session.execute(sa.select(progress_table).where(this_range)).one()
+    cursor, totals = row.cursor, RecomputeCounts(row.contacts, row.entered, row.exited)
     if cursor >= last_id:
         return RangeProgress(cursor, totals, True)
     counts, last_seen = recompute_page(
@@ -102,7 +106,7 @@ def recompute_range_step(
     cursor = last_id if last_seen is None else last_seen
     session.execute(
         progress_table.update()
-        .where(progress_table.c.run_token == run_token, progress_table.c.range_index == range_index)
+        .where(this_range)
         .values(
             cursor=cursor,
             contacts=totals.contacts,
