@@ -85,7 +85,7 @@ def sla_select(
         )
     except ValidationError as exc:
         error = exc.errors()[0]
-        option = {"priority": "--priority", "created_at": "--created-at"}.get(str(error["loc"][0]), "input")
+        option = {"priority": "--priority", "createdAt": "--created-at"}.get(str(error["loc"][0]), "input")
         raise InputError(f"{option}: {error['msg']}") from None
     engine = _engine()
     with Session(engine) as session, session.begin():
