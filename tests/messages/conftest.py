@@ -27,6 +27,7 @@ from segmentflow.services.messages import (
     upsert_instructions,
 )
 from segmentflow.services.segments import upsert_segments
+from tests.api.conftest import app, client, make_token  # noqa: F401  (the API test fixtures)
 from tests.temporal.conftest import dev_env, task_queue  # noqa: F401  (shared with the Temporal tests)
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)

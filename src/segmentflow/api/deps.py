@@ -31,6 +31,8 @@ __all__ = [
     "ContactId",
     "ContactsKey",
     "IndexCache",
+    "MessagesReadKey",
+    "MessagesWriteKey",
     "ReadKey",
     "ReadSession",
     "ReadSlot",
@@ -124,6 +126,10 @@ async def _sla_reader(session: ReadSession, credentials: Credentials) -> Verifie
     return _require(_authenticate(session, credentials), "sla:read")
 
 
+async def _messages_reader(session: ReadSession, credentials: Credentials) -> VerifiedKey:
+    return _require(_authenticate(session, credentials), "messages:read")
+
+
 def _writer(scope: Scope) -> Callable[[Session, HTTPAuthorizationCredentials | None], VerifiedKey]:
     def require(session: WriteSession, credentials: Credentials) -> VerifiedKey:
         return _require(_authenticate(session, credentials), scope)
@@ -137,6 +143,8 @@ WriteKey = Annotated[VerifiedKey, Depends(_writer("segments:write"))]
 ContactsKey = Annotated[VerifiedKey, Depends(_writer("contacts:write"))]
 SlaReadKey = Annotated[VerifiedKey, Depends(_sla_reader)]
 SlaWriteKey = Annotated[VerifiedKey, Depends(_writer("sla:write"))]
+MessagesReadKey = Annotated[VerifiedKey, Depends(_messages_reader)]
+MessagesWriteKey = Annotated[VerifiedKey, Depends(_writer("messages:write"))]
 
 SegmentRef = Annotated[
     str, Path(pattern=_SEGMENT, max_length=256, description="The segment's UUID `id` or its `key`.")

@@ -33,7 +33,15 @@ __all__ = [
     "verify_token",
 ]
 
-Scope = Literal["segments:read", "segments:write", "contacts:write", "sla:read", "sla:write"]
+Scope = Literal[
+    "segments:read",
+    "segments:write",
+    "contacts:write",
+    "sla:read",
+    "sla:write",
+    "messages:read",
+    "messages:write",
+]
 SCOPES: Final[tuple[str, ...]] = get_args(Scope)
 _TOKEN = re.compile(r"sf_([0-9a-f]{12})_[A-Za-z0-9_-]{43}")
 
