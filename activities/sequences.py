@@ -27,7 +27,7 @@ from sqlmodel import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from segmentflow.services.delivery import Delivery, post_webhook
+from segmentflow.services.delivery import Delivery, post_webhook, webhook_client
 from segmentflow.services.sequences import (
     ClaimResult,
     CompiledSequence,
@@ -86,8 +86,7 @@ class SequenceActivities:
         loop_id = id(asyncio.get_running_loop())
         client = self._clients.get(loop_id)
         if client is None:
-            limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-            client = httpx.AsyncClient(timeout=self._http_timeout, limits=limits)
+            client = webhook_client(max_connections=concurrency, timeout=self._http_timeout)
             self._clients[loop_id] = client
         return client
 
