@@ -77,6 +77,12 @@ ENDPOINTS = [
     ),
     Endpoint("GET", "/sla/tickets/{ticket_id}/events", "sla:read", "/sla/tickets/t1/events"),
     Endpoint("GET", "/sla/report", "sla:read"),
+    Endpoint("GET", "/messages/actions", "messages:read"),
+    Endpoint("POST", "/messages/actions", "messages:write", json=[]),
+    Endpoint("GET", "/messages/instructions", "messages:read"),
+    Endpoint("POST", "/messages/instructions", "messages:write", json=[]),
+    Endpoint("POST", "/messages/resolve", "messages:read", json={"contactKey": "u1"}),
+    Endpoint("GET", "/messages/refusals", "messages:read"),
 ]
 MATRIX = [
     pytest.param(endpoint, token, id=f"{endpoint}-{token}")

@@ -184,7 +184,7 @@ def _resolve(session: Session, cache: MessageCatalogCache, contact_key: str | No
     )
 
 
-@router.post("/resolve", responses=responses(401, 403))
+@router.post("/resolve", responses=responses(400, 401, 403))
 def post_resolve(
     body: ResolveBody, request: Request, session: ReadSession, _key: MessagesReadKey
 ) -> ResolvedPublic:
