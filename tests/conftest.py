@@ -15,7 +15,17 @@ from sqlalchemy.engine import Engine
 from segmentflow.db.engine import make_engine, migrate
 
 POSTGRES_ADMIN_URL = os.environ.get("SEGMENTFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-_TABLES = ("api_key", "recompute_progress", "membership_change", "segment_membership", "contact", "segment")
+_TABLES = (
+    "send",
+    "enrollment",
+    "sequence",
+    "api_key",
+    "recompute_progress",
+    "membership_change",
+    "segment_membership",
+    "contact",
+    "segment",
+)
 
 
 def _postgres_reason() -> str | None:

@@ -14,11 +14,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from segmentflow.api import create_app
+from segmentflow.policies.sequences import parse_sequences
 from segmentflow.rules import parse_context, parse_segments
 from segmentflow.services.contacts import upsert_contacts
 from segmentflow.services.keys import SCOPES, create_key
 from segmentflow.services.membership import recompute_all
 from segmentflow.services.segments import upsert_segments
+from segmentflow.services.sequences import import_sequences
 from segmentflow.settings import Settings
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -63,6 +65,13 @@ CONTEXTS: list[dict[str, Any]] = [
     {"kind": "multi", "user": {"key": "u2", "plan": "vip"}, "organization": {"key": "o2", "seats": 11}},
     {"kind": "user", "key": "u3", "plan": "free"},
 ]
+
+SEQUENCE: dict[str, Any] = {
+    "key": "welcome",
+    "name": "Welcome",
+    "segment": "vip",
+    "steps": [{"type": "send", "channel": "webhook", "url": "http://127.0.0.1:9/hook", "template": "Hi"}],
+}
 
 
 @pytest.fixture
@@ -110,3 +119,5 @@ def seeded(engine: Engine) -> None:
         upsert_segments(session=session, segments=parse_segments(SEGMENTS), now=NOW)
         upsert_contacts(session=session, contexts=[parse_context(c) for c in CONTEXTS], now=NOW)
     recompute_all(engine)
+    with Session(engine) as session, session.begin():
+        import_sequences(session=session, sequences=parse_sequences(SEQUENCE), now=NOW)

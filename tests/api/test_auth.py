@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 
 from segmentflow.db.tables import api_key_table
 from segmentflow.services.keys import SCOPES
-from tests.api.conftest import bearer
+from tests.api.conftest import SEQUENCE, bearer
 from tests.test_cli import run
 
 
@@ -83,6 +83,11 @@ ENDPOINTS = [
     Endpoint("POST", "/messages/instructions", "messages:write", json=[]),
     Endpoint("POST", "/messages/resolve", "messages:read", json={"contactKey": "u1"}),
     Endpoint("GET", "/messages/refusals", "messages:read"),
+    Endpoint("GET", "/sequences", "sequences:read"),
+    Endpoint("GET", "/sequences/{key}", "sequences:read", "/sequences/welcome"),
+    Endpoint("PUT", "/sequences/{key}", "sequences:write", "/sequences/welcome", SEQUENCE),
+    Endpoint("POST", "/sequences/{key}/launch", "sequences:write", "/sequences/welcome/launch"),
+    Endpoint("POST", "/sequences/{key}/pause", "sequences:write", "/sequences/welcome/pause"),
 ]
 MATRIX = [
     pytest.param(endpoint, token, id=f"{endpoint}-{token}")

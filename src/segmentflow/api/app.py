@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import Engine
 
-from segmentflow.api import contacts, health, memberships, messages, segments, sla
+from segmentflow.api import contacts, health, memberships, messages, segments, sequences, sla
 from segmentflow.api.errors import install_error_handlers
 from segmentflow.api.metrics import HttpMetrics
 from segmentflow.db.engine import make_engine, migrate, normalize_url
@@ -76,4 +76,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(contacts.router)
     app.include_router(sla.router)
     app.include_router(messages.router)
+    app.include_router(sequences.router)
     return app

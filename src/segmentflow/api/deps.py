@@ -37,6 +37,8 @@ __all__ = [
     "ReadSession",
     "ReadSlot",
     "SegmentRef",
+    "SequencesReadKey",
+    "SequencesWriteKey",
     "SlaReadKey",
     "SlaWriteKey",
     "WriteKey",
@@ -126,6 +128,10 @@ async def _sla_reader(session: ReadSession, credentials: Credentials) -> Verifie
     return _require(_authenticate(session, credentials), "sla:read")
 
 
+async def _sequences_reader(session: ReadSession, credentials: Credentials) -> VerifiedKey:
+    return _require(_authenticate(session, credentials), "sequences:read")
+
+
 async def _messages_reader(session: ReadSession, credentials: Credentials) -> VerifiedKey:
     return _require(_authenticate(session, credentials), "messages:read")
 
@@ -145,6 +151,8 @@ SlaReadKey = Annotated[VerifiedKey, Depends(_sla_reader)]
 SlaWriteKey = Annotated[VerifiedKey, Depends(_writer("sla:write"))]
 MessagesReadKey = Annotated[VerifiedKey, Depends(_messages_reader)]
 MessagesWriteKey = Annotated[VerifiedKey, Depends(_writer("messages:write"))]
+SequencesReadKey = Annotated[VerifiedKey, Depends(_sequences_reader)]
+SequencesWriteKey = Annotated[VerifiedKey, Depends(_writer("sequences:write"))]
 
 SegmentRef = Annotated[
     str, Path(pattern=_SEGMENT, max_length=256, description="The segment's UUID `id` or its `key`.")

@@ -41,6 +41,8 @@ Scope = Literal[
     "sla:write",
     "messages:read",
     "messages:write",
+    "sequences:read",
+    "sequences:write",
 ]
 SCOPES: Final[tuple[str, ...]] = get_args(Scope)
 _TOKEN = re.compile(r"sf_([0-9a-f]{12})_[A-Za-z0-9_-]{43}")
