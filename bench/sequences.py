@@ -335,7 +335,8 @@ async def main_async(args: argparse.Namespace) -> int:
     repeats = total["requests"] - total["keys"]
     print(f"segmentflow runner: {args.contacts} sends in {seq_s:.2f} s = {seq_rate:,.0f} sends/s")
     print(
-        f"baseline, one workflow per contact: {args.baseline} sends in {base_s:.2f} s = {base_rate:,.0f} sends/s"
+        f"baseline, one workflow per contact: {args.baseline} sends in {base_s:.2f} s "
+        f"= {base_rate:,.0f} sends/s"
     )
     print(f"ratio: {seq_rate / base_rate:.1f}x (target >= 40x; target >= 1,000 sends/s)")
     print(

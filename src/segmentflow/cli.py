@@ -366,6 +366,9 @@ def demo(
     from segmentflow.cli_sla import show_sla_demo
 
     show_sla_demo(engine, keys)
+    from segmentflow.cli_sequences import show_sequence_demo
+
+    show_sequence_demo(engine, temporal=temporal)
 
 
 keys_app = typer.Typer(no_args_is_help=True, help="HTTP API keys (only a hash of each token is stored).")

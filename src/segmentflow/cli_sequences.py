@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-__all__ = ["sequences_app"]
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+__all__ = ["sequences_app", "show_sequence_demo"]
 
 sequences_app = typer.Typer(no_args_is_help=True, help="Segment-targeted outbound sequences.")
 
@@ -114,6 +117,7 @@ def sequences_launch(
 def sequences_pause(key: str) -> None:
     """Stop sending: enrollments keep their place, and `launch` resumes them."""
     import asyncio
+    import contextlib
 
     from sqlmodel import Session
 
@@ -138,10 +142,9 @@ def sequences_pause(key: str) -> None:
         client = await Client.connect(address, namespace=namespace)
         await wake_sequence_runner(client, sequence_key=key)
 
-    try:  # best effort: a runner not woken stops at its next round anyway
+    # Best effort: a runner not woken stops at its next round anyway.
+    with contextlib.suppress(RuntimeError, TimeoutError):
         asyncio.run(asyncio.wait_for(wake(), timeout=5))
-    except (RuntimeError, TimeoutError):
-        pass
 
 
 @sequences_app.command("status")
@@ -179,3 +182,188 @@ def sequences_status(
             str(step.step), step.type, str(step.enrolled), str(step.sent), str(step.exited), str(step.failed)
         )
     out.print(table)
+
+
+# ---- the sequence step of `segmentflow demo` -------------------------------------------------------------
+
+
+_DEMO_ROWS = 5
+
+
+class _DemoWebhook:
+    """A local webhook receiver on a free port, in a thread: records each delivery, deduplicating by
+    `Idempotency-Key` as a real provider does."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        received: dict[str, dict[str, object]] = {}
+        self.received = received
+        lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with lock:
+                    received.setdefault(self.headers.get("Idempotency-Key", ""), body)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/webhook"
+
+    def __enter__(self) -> _DemoWebhook:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+def _active(engine: Engine, key: str) -> int:
+    from sqlmodel import Session
+
+    from segmentflow.services.sequences import sequence_status
+
+    with Session(engine) as session:
+        return sequence_status(session=session, key=key).active
+
+
+async def _send_on_temporal(engine: Engine, key: str) -> None:
+    """The runner workflow on an embedded dev server, until every enrollment is done, then paused."""
+    import asyncio
+    import time
+    import uuid
+
+    from sqlmodel import Session
+    from temporalio.testing import WorkflowEnvironment
+    from temporalio.worker import Worker
+
+    from segmentflow.cli import _now
+    from segmentflow.plugins import DEV_SERVER_ARGS, SegmentsPlugin, start_sequence_runner, temporal_cli_path
+    from segmentflow.services.sequences import pause_sequence
+    from segmentflow.workflows.sequence_models import RunSequenceInput
+
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli_path(),
+        dev_server_extra_args=DEV_SERVER_ARGS,
+        plugins=[SegmentsPlugin(engine=engine)],
+    )
+    try:
+        queue = f"segmentflow-demo-{uuid.uuid4()}"
+        async with Worker(env.client, task_queue=queue):
+            handle = await start_sequence_runner(
+                env.client, sequence_key=key, task_queue=queue, params=RunSequenceInput(sequence_key=key)
+            )
+            deadline = time.monotonic() + 60
+            while _active(engine, key) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            with Session(engine) as session, session.begin():
+                pause_sequence(session=session, key=key, now=_now())
+            await handle.signal("wake")
+            await handle.result()
+    finally:
+        await env.shutdown()
+
+
+async def _send_in_process(engine: Engine, key: str) -> None:
+    """The same claim -> deliver -> record rounds the runner's activity does, without Temporal."""
+    from sqlmodel import Session
+
+    from segmentflow.cli import _now
+    from segmentflow.services.delivery import post_webhook, webhook_client
+    from segmentflow.services.sequences import ProgramCache, claim_due, record_deliveries
+
+    cache = ProgramCache()
+    async with webhook_client() as client:
+        while True:
+            with Session(engine) as session, session.begin():
+                sequence = cache.get(session=session, key=key)
+                claim = claim_due(session=session, sequence=sequence, now=_now(), limit=500)
+            if not claim.claimed:
+                return
+            results = [
+                (
+                    o,
+                    await post_webhook(
+                        client, url=o.url, payload=o.payload, idempotency_key=o.idempotency_key
+                    ),
+                )
+                for o in claim.outgoing
+            ]
+            with Session(engine) as session, session.begin():
+                record_deliveries(session=session, sequence=sequence, results=results, now=_now())
+
+
+def show_sequence_demo(engine: Engine, *, temporal: bool) -> None:
+    """The sequence step of `segmentflow demo`: a one-step sequence welcoming the `vip` segment, sent to a
+    local webhook through the runner workflow (or in process with `--no-temporal`)."""
+    import asyncio
+
+    from rich.table import Table
+    from sqlmodel import Session
+
+    from segmentflow.cli import _now, out
+    from segmentflow.policies.sequences import parse_sequences
+    from segmentflow.services.sequences import import_sequences, launch_sequence, sequence_status
+
+    key = "welcome-vip"
+    template = "Hi {{ contact.name }}, welcome to VIP! (segments: {{ segments | join(', ') }})"
+    with _DemoWebhook() as webhook:
+        definition = {
+            "key": key,
+            "name": "Welcome VIPs",
+            "segment": "vip",
+            "steps": [{"type": "send", "channel": "webhook", "url": webhook.url, "template": template}],
+        }
+        with Session(engine) as session, session.begin():
+            import_sequences(session=session, sequences=parse_sequences(definition), now=_now())
+            launch_sequence(session=session, key=key, now=_now())
+        asyncio.run(_send_on_temporal(engine, key) if temporal else _send_in_process(engine, key))
+        received = sorted(webhook.received.items(), key=lambda item: str(item[1]["contactKey"]))
+    with Session(engine) as session:
+        report = sequence_status(session=session, key=key)
+    how = "runner workflow segmentflow.RunSequence" if temporal else "in process"
+    table = Table(
+        "step", "contactKey", "Idempotency-Key", "body", title=f"Sequence {key} ({how}) -> local webhook"
+    )
+    for idempotency_key, body in received[:_DEMO_ROWS]:
+        table.add_row(str(body["step"]), str(body["contactKey"]), idempotency_key, str(body["body"]))
+    if len(received) > _DEMO_ROWS:
+        table.add_row("", "...", "", f"and {len(received) - _DEMO_ROWS} more")
+    out.print(table)
+    out.print(
+        f"sequence {key}: enrolled={report.enrollments} sent={report.sent} completed={report.completed} "
+        f"failed={report.failed}; the webhook got {len(received)} distinct message(s)",
+        soft_wrap=True,
+    )
+    for enrollment in enrollments_failed(engine, key)[:3]:
+        out.print(f"  failed {enrollment}", soft_wrap=True, markup=False)
+
+
+def enrollments_failed(engine: Engine, key: str) -> list[str]:
+    """'contact: reason' of a sequence's failed enrollments (a template failing for a contact sends
+    nothing and fails just that enrollment)."""
+    import sqlalchemy as sa
+    from sqlmodel import Session
+
+    from segmentflow.db.tables import enrollment_table, sequence_table
+
+    e = enrollment_table
+    with Session(engine) as session:
+        rows = session.execute(
+            sa.select(e.c.contact_key, e.c.reason)
+            .join(sequence_table, sequence_table.c.id == e.c.sequence_id)
+            .where(sequence_table.c.key == key, e.c.status == "failed")
+            .order_by(e.c.contact_key)
+        )
+        return [f"{contact}: {reason}" for contact, reason in rows]

@@ -1,0 +1,104 @@
+"""`segmentflow sequences import/launch/pause/status` on both databases, and the demo's sequence step."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from tests.sequences.helpers import load_segments, put_contacts
+from tests.test_cli import run
+
+SEGMENTS = [{"key": "vip", "rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["vip"]}]}]}]
+SEND = {
+    "type": "send",
+    "channel": "webhook",
+    "url": "http://127.0.0.1:9/hook",
+    "template": "Hi {{ contact.key }}",
+}
+
+
+def sequence_file(tmp_path: Path, data: Any) -> str:
+    path = tmp_path / "sequences.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def cli(capsys: pytest.CaptureFixture[str], engine: Engine, *args: str) -> tuple[int, str, str]:
+    return run(capsys, "--database-url", engine.url.render_as_string(hide_password=False), "sequences", *args)
+
+
+def test_import_launch_status_pause(
+    capsys: pytest.CaptureFixture[str], engine: Engine, tmp_path: Path
+) -> None:
+    load_segments(engine, SEGMENTS)
+    put_contacts(engine, [{"kind": "user", "key": f"u{i}", "plan": "vip"} for i in range(2)])
+    steps = [SEND, {"type": "wait", "duration": "P1D"}, SEND]
+    file = sequence_file(tmp_path, [{"key": "drip", "name": "Drip", "segment": "vip", "steps": steps}])
+    code, out, _ = cli(capsys, engine, "import", file)
+    assert (code, out.strip()) == (0, "imported 1 sequence(s): drip (v1, created)")
+    code, out, _ = cli(capsys, engine, "launch", "drip", "--no-start")
+    assert (code, out.strip()) == (0, "launched drip: enrolled 2 contact(s)")
+    code, out, _ = cli(capsys, engine, "status", "drip", "--json")
+    report = json.loads(out)
+    assert (report["status"], report["active"]) == ("active", 2)
+    assert [(s["step"], s["type"], s["enrolled"]) for s in report["steps"]] == [
+        (0, "send", 2),
+        (1, "wait", 0),
+        (2, "send", 0),
+    ]
+    code, out, _ = cli(capsys, engine, "status", "drip")
+    assert code == 0 and "enrollments=2 active=2" in out and "wait" in out
+    code, out, _ = cli(capsys, engine, "pause", "drip")
+    assert (code, out.strip()) == (0, "paused drip")
+    code, out, _ = cli(capsys, engine, "launch", "drip", "--no-start")
+    assert out.strip() == "launched drip: enrolled 0 contact(s)"  # resumed: members are not enrolled twice
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "line 1: invalid JSON"),
+        ({"key": "x", "name": "X", "segment": "vip", "steps": []}, 'sequence "x": steps'),
+        (
+            {"key": "x", "name": "X", "segment": "vip", "steps": [{**SEND, "template": "{{ oops"}]},
+            'sequence "x": step 0: template',
+        ),
+    ],
+)
+def test_bad_files_exit_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], engine: Engine, tmp_path: Path, content: Any, message: str
+) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    code, out, err = cli(capsys, engine, "import", str(path))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and message in err
+
+
+def test_unknown_sequence_or_segment_exits_2(
+    capsys: pytest.CaptureFixture[str], engine: Engine, tmp_path: Path
+) -> None:
+    code, _, err = cli(capsys, engine, "status", "nope")
+    assert code == 2 and 'unknown sequence "nope"' in err
+    cli(
+        capsys,
+        engine,
+        "import",
+        sequence_file(tmp_path, {"key": "x", "name": "X", "segment": "ghost", "steps": [SEND]}),
+    )
+    code, _, err = cli(capsys, engine, "launch", "x", "--no-start")
+    assert code == 2 and 'segment "ghost", which is not stored' in err
+
+
+def test_the_demo_sends_a_sequence_to_a_local_webhook(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, _ = run(capsys, "demo", "--database-url", f"sqlite:///{tmp_path / 'demo.db'}", "--no-temporal")
+    assert code == 0
+    line = next(x for x in out.splitlines() if x.startswith("sequence welcome-vip:"))
+    sent = int(line.split("sent=")[1].split()[0])
+    assert sent > 0 and f"the webhook got {sent} distinct message(s)" in line
