@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import TypeVar
@@ -45,8 +45,10 @@ __all__ = ["SequenceActivities"]
 T = TypeVar("T")
 
 
-def _claim(session: Session, *, sequence: CompiledSequence, now: datetime, limit: int) -> ClaimResult:
-    return claim_due(session=session, sequence=sequence, now=now, limit=limit)
+def _claim(
+    session: Session, *, sequence: CompiledSequence, now: datetime, limit: int, exclude: Sequence[int] = ()
+) -> ClaimResult:
+    return claim_due(session=session, sequence=sequence, now=now, limit=limit, exclude=exclude)
 
 
 def _record(
@@ -135,12 +137,31 @@ class SequenceActivities:
         pacers = {channel: _Pacer(rates.get(channel)) for channel in ("webhook",)}
         client = self._client(params.concurrency)
         more = False
-        for batch in range(params.max_batches):
-            now = clock()
-            claim = await self._run(partial(_claim, sequence=sequence, now=now, limit=params.batch_size))
-            if claim.claimed == 0:
-                break
-            results = await self._deliver(claim.outgoing, client, pacers, params.concurrency)
+        now = clock()
+        claim = await self._run(partial(_claim, sequence=sequence, now=now, limit=params.batch_size))
+        batch = 0
+        while claim.claimed:
+            # The next batch is claimed while this one is on the wire (its enrollments, still due until
+            # recorded, are left out), so the database and the provider work at the same time.
+            delivering = self._deliver(claim.outgoing, client, pacers, params.concurrency)
+            last = batch == params.max_batches - 1
+            if last:
+                results, following = await delivering, ClaimResult()
+            else:
+                next_now = clock()
+                in_flight = [o.enrollment_id for o in claim.outgoing]
+                results, following = await asyncio.gather(
+                    delivering,
+                    self._run(
+                        partial(
+                            _claim,
+                            sequence=sequence,
+                            now=next_now,
+                            limit=params.batch_size,
+                            exclude=in_flight,
+                        )
+                    ),
+                )
             recorded = await self._run(partial(_record, sequence=sequence, results=results, now=now))
             counts = counts.plus(
                 SequenceCounts(
@@ -153,7 +174,10 @@ class SequenceActivities:
                 )
             )
             activity.heartbeat(batch, counts.sent)
-            more = claim.claimed == params.batch_size and batch == params.max_batches - 1
+            if last:
+                more = claim.claimed == params.batch_size
+                break
+            claim, now, batch = following, next_now, batch + 1
         due = await self._run(lambda s: next_due_at(session=s, sequence_id=sequence.id))
         return ProcessSequenceResult(status="active", counts=counts, next_due_at=due, more=more)
 

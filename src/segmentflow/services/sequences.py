@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -424,22 +424,33 @@ def _recent_sends(session: Session, contact_ids: Sequence[int], since: datetime)
     return out
 
 
-def claim_due(*, session: Session, sequence: CompiledSequence, now: datetime, limit: int) -> ClaimResult:
+def claim_due(
+    *,
+    session: Session,
+    sequence: CompiledSequence,
+    now: datetime,
+    limit: int,
+    exclude: Collection[int] = (),
+) -> ClaimResult:
     """Take up to `limit` enrollments due at `now` and move each to its next send, wait or end; for a send,
     write its pending row (or find the pending row of an earlier attempt) and return it as `Outgoing`.
 
     Just before the send the contact's membership is read again: with `exit_on_leave`, a contact no longer
     in the segment exits here and gets nothing. Quiet hours and the frequency cap defer the send (same
-    step, later due time); a template failing for the contact fails the enrollment and sends nothing."""
+    step, later due time); a template failing for the contact fails the enrollment and sends nothing.
+    `exclude` leaves out enrollments whose sends the caller still has in flight."""
     definition = sequence.definition
     program = sequence.program
     e = enrollment_table
-    rows = session.execute(
+    query = (
         sa.select(e.c.id, e.c.contact_id, e.c.contact_key, e.c.position)
         .where(e.c.sequence_id == sequence.id, e.c.status == "active", e.c.next_due_at <= now)
         .order_by(e.c.next_due_at, e.c.id)
         .limit(limit)
-    ).all()
+    )
+    if exclude:
+        query = query.where(e.c.id.not_in(list(exclude)))
+    rows = session.execute(query).all()
     result = ClaimResult(claimed=len(rows))
     if not rows:
         return result
