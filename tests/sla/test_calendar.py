@@ -16,6 +16,7 @@ from segmentflow.policies.calendar import (
     WEEKDAYS,
     BusinessHours,
     add_business_time,
+    add_business_times,
     business_time_between,
     parse_calendar,
 )
@@ -104,12 +105,22 @@ def test_business_time_between_matches_a_minute_by_minute_walk(
 
 
 @settings(max_examples=80, deadline=None)
-@given(calendar=calendars(), start=starts, minutes=st.integers(1, 3000))
+@given(calendar=calendars(), start=starts, minutes=st.integers(1, 20_000))
 def test_business_time_between_start_and_due_is_the_duration(
     calendar: BusinessHours, start: datetime, minutes: int
 ) -> None:
     due = add_business_time(calendar, start, timedelta(minutes=minutes))
     assert business_time_between(calendar, start, due) == timedelta(minutes=minutes)
+
+
+@settings(max_examples=60, deadline=None)
+@given(calendar=calendars(), start=starts, minutes=st.lists(st.integers(0, 20_000), min_size=1, max_size=4))
+def test_several_durations_in_one_walk_equal_one_walk_each(
+    calendar: BusinessHours, start: datetime, minutes: list[int]
+) -> None:
+    durations = [timedelta(minutes=m) for m in minutes]
+    expected = [add_business_time(calendar, start, d) for d in durations]
+    assert add_business_times(calendar, start, durations) == expected
 
 
 def _office(**extra: object) -> BusinessHours:

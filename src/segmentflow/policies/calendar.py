@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache, cached_property
 from itertools import pairwise
@@ -36,6 +36,7 @@ __all__ = [
     "BusinessHours",
     "Calendar",
     "add_business_time",
+    "add_business_times",
     "business_time_between",
     "parse_calendar",
 ]
@@ -46,6 +47,7 @@ WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun"
 ALWAYS_OPEN: Literal["24/7"] = "24/7"
 _INTERVAL = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
 _DAY = timedelta(days=1)
+_WEEK = timedelta(days=7)
 _ZERO = timedelta(0)
 
 Span = tuple[timedelta, timedelta]  # offsets from local midnight, start < end
@@ -106,6 +108,22 @@ class BusinessHours(BaseModel):
     @cached_property
     def holiday_set(self) -> frozenset[date]:
         return frozenset(self.holidays)
+
+    @cached_property
+    def sorted_holidays(self) -> tuple[date, ...]:
+        return tuple(sorted(self.holiday_set))
+
+    @cached_property
+    def week_total(self) -> timedelta:
+        """Business time of a week without holidays or offset changes."""
+        return sum((end - start for day in self.week for start, end in day), _ZERO)
+
+    def holiday_within(self, first: date, days: int) -> bool:
+        """Whether a holiday falls on one of the `days` local dates from `first`."""
+        index = bisect.bisect_left(self.sorted_holidays, first)
+        return index < len(self.sorted_holidays) and self.sorted_holidays[index] < first + timedelta(
+            days=days
+        )
 
 
 Calendar: TypeAlias = BusinessHours | Literal["24/7"]
@@ -186,18 +204,67 @@ def _open_spans(hours: BusinessHours, start: datetime) -> Iterator[tuple[datetim
 
 def add_business_time(calendar: Calendar, start: datetime, duration: timedelta) -> datetime:
     """The earliest instant (UTC) by which `duration` of business time has elapsed since `start`."""
-    if duration < _ZERO:
+    return add_business_times(calendar, start, (duration,))[0]
+
+
+def add_business_times(calendar: Calendar, start: datetime, durations: Sequence[timedelta]) -> list[datetime]:
+    """`add_business_time` for several durations from one start, in one walk (a warning and its due time)."""
+    if any(d < _ZERO for d in durations):
         raise ValueError("a business duration cannot be negative")
     begin = _utc(start)
-    if calendar == ALWAYS_OPEN or duration == _ZERO:
-        return begin + duration
+    if calendar == ALWAYS_OPEN:
+        return [begin + d for d in durations]
     assert isinstance(calendar, BusinessHours)
-    remaining = duration
-    for a, b in _open_spans(calendar, begin):
-        if b - a >= remaining:
-            return a + remaining
-        remaining -= b - a
-    raise AssertionError("unreachable: the spans never end")  # pragma: no cover
+    order = sorted(range(len(durations)), key=lambda i: durations[i])
+    found: list[datetime] = [begin] * len(durations)
+    pending = [i for i in order if durations[i] > _ZERO]
+    if pending:
+        for index, instant in zip(
+            pending, _walk(calendar, begin, [durations[i] for i in pending]), strict=True
+        ):
+            found[index] = instant
+    return found
+
+
+def _walk(hours: BusinessHours, start: datetime, targets: list[timedelta]) -> list[datetime]:
+    """The instants at which business time elapsed since `start` reaches each of `targets` (ascending,
+    positive). Whole weeks without a holiday or an offset change are skipped in one step."""
+    zone, week, week_total = hours.zone, hours.week, hours.week_total
+    out: list[datetime] = []
+    elapsed = _ZERO
+    cursor = start
+    while True:
+        offset = _offset(zone, cursor)
+        end = _piece_end(zone, cursor)
+        local_cursor = (cursor + offset).replace(tzinfo=None)
+        local_end = (end + offset).replace(tzinfo=None)
+        day = local_cursor.date()
+        while True:
+            midnight = datetime.combine(day, time())
+            if midnight >= local_end:
+                break
+            if (
+                targets[len(out)] - elapsed > week_total
+                and midnight >= local_cursor
+                and midnight + _WEEK <= local_end
+                and not hours.holiday_within(day, 7)
+            ):
+                elapsed += week_total
+                day += _WEEK
+                continue
+            if day not in hours.holiday_set:
+                for span_start, span_end in week[day.weekday()]:
+                    a = max(midnight + span_start, local_cursor)
+                    b = min(midnight + span_end, local_end)
+                    if a >= b:
+                        continue
+                    while elapsed + (b - a) >= targets[len(out)]:
+                        out.append((a + (targets[len(out)] - elapsed) - offset).replace(tzinfo=UTC))
+                        if len(out) == len(targets):
+                            return out
+                    elapsed += b - a
+            day += _DAY
+        cursor = end
 
 
 def business_time_between(calendar: Calendar, start: datetime, end: datetime) -> timedelta:

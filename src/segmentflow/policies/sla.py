@@ -9,7 +9,8 @@ No match means no SLA (`Selection.policy is None`), never a default chosen silen
   whole minutes counted in business time of the policy's calendar (`P1D` is 24 business hours). A policy
   that matches but has no target for the ticket's priority still wins: the ticket has that policy and no
   targets (as Zendesk does); order the policies to say otherwise.
-- `warning_threshold` (default 0.8) is the share of a target's business time after which a warning fires.
+- `warning_threshold` (default 0.8) is the share of a target's business time after which a warning fires
+  (to the second: 80% of PT1M warns after 48 s).
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from segmentflow.policies.calendar import Calendar, add_business_time, parse_calendar
+from segmentflow.policies.calendar import Calendar, add_business_times, parse_calendar
 
 __all__ = [
     "METRICS",
@@ -46,6 +48,8 @@ Metric = Literal["first_reply", "next_reply", "resolution"]
 PRIORITIES: tuple[Priority, ...] = get_args(Priority)
 METRICS: tuple[Metric, ...] = get_args(Metric)
 _MINUTE = timedelta(minutes=1)
+_Sets = frozenset[str] | None
+_Prepared = tuple[_Sets, _Sets, _Sets, _Sets, _Sets, _Sets]
 
 
 class SlaPolicyError(ValueError):
@@ -69,22 +73,6 @@ class Conditions(_Frozen):
     priority: frozenset[Priority] = frozenset()
     channel: frozenset[str] = frozenset()
     tags: frozenset[str] = frozenset()
-
-    def holds(
-        self, segments: Set[str], priority: str, channel: str | None, tags: Set[str] | frozenset[str]
-    ) -> bool:
-        """Every condition holds (cheapest first; each is a set operation on prepared sets)."""
-        if self.priority and priority not in self.priority:
-            return False
-        if self.channel and channel not in self.channel:
-            return False
-        if self.tags and self.tags.isdisjoint(tags):
-            return False
-        if self.segments_any and self.segments_any.isdisjoint(segments):
-            return False
-        if self.segments_all and not self.segments_all <= segments:
-            return False
-        return not (self.segments_none and not self.segments_none.isdisjoint(segments))
 
 
 class Targets(_Frozen):
@@ -115,6 +103,15 @@ class Policy(_Frozen):
     @classmethod
     def _calendar(cls, value: Any) -> Calendar:
         return parse_calendar(value)
+
+    @cached_property
+    def prepared(self) -> _Prepared:
+        """The conditions as plain sets, None where a condition is absent (the selection loop's input)."""
+        c = self.conditions
+        return tuple(  # type: ignore[return-value]
+            s or None
+            for s in (c.priority, c.channel, c.tags, c.segments_any, c.segments_all, c.segments_none)
+        )
 
     @property
     def business_calendar(self) -> Calendar:
@@ -196,8 +193,20 @@ def select_policy(
     """The first policy whose conditions hold for this ticket and its contact's segments, or None."""
     tag_set = tags if isinstance(tags, frozenset) else frozenset(tags)
     for policy in policies:
-        if policy.conditions.holds(segments, priority, channel, tag_set):
-            return policy
+        want_priority, want_channel, want_tags, any_of, all_of, none_of = policy.prepared
+        if want_priority is not None and priority not in want_priority:
+            continue
+        if want_channel is not None and channel not in want_channel:
+            continue
+        if want_tags is not None and want_tags.isdisjoint(tag_set):
+            continue
+        if any_of is not None and any_of.isdisjoint(segments):
+            continue
+        if all_of is not None and not all_of <= segments:
+            continue
+        if none_of is not None and not none_of.isdisjoint(segments):
+            continue
+        return policy
     return None
 
 
@@ -219,12 +228,9 @@ def due_times(
         if target is None:
             continue
         extra = (paused or {}).get(metric, timedelta(0))
-        warn_after = timedelta(minutes=round(target / _MINUTE * policy.warning_threshold))
-        out[metric] = Due(
-            due_at=add_business_time(calendar, start, target + extra),
-            warn_at=add_business_time(calendar, start, warn_after + extra),
-            business_minutes=target // _MINUTE,
-        )
+        warn_after = timedelta(seconds=round(target.total_seconds() * policy.warning_threshold))
+        warn_at, due_at = add_business_times(calendar, start, (warn_after + extra, target + extra))
+        out[metric] = Due(due_at=due_at, warn_at=warn_at, business_minutes=target // _MINUTE)
     return out
 
 
