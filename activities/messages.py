@@ -40,8 +40,10 @@ from sqlmodel import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from segmentflow.db.tables import Action, utcnow
+from segmentflow.db.tables import utcnow
 from segmentflow.services.messages import (
+    CatalogAction,
+    MessageCatalog,
     MessageCatalogCache,
     UnknownActionError,
     check_action,
@@ -65,7 +67,9 @@ __all__ = ["MessageActivities", "refusal_error"]
 T = TypeVar("T")
 
 #: The RunAction input the worker-side check allowed in this activity task, and its action.
-_verified: ContextVar[tuple[RunActionInput, Action] | None] = ContextVar("segmentflow_verified", default=None)
+_verified: ContextVar[tuple[RunActionInput, CatalogAction] | None] = ContextVar(
+    "segmentflow_verified", default=None
+)
 
 
 def refusal_error(action: str, contact_key: str | None, reason: str, side: str) -> ApplicationError:
@@ -74,14 +78,24 @@ def refusal_error(action: str, contact_key: str | None, reason: str, side: str) 
     return ApplicationError(reason, details, type=SEGMENT_RESTRICTED, non_retryable=True)
 
 
-def _offered(action: Action) -> OfferedAction:
-    return OfferedAction(
-        key=action.key,
-        name=action.name,
-        description=action.description,
-        parameters=action.parameters,
-        trigger_phrases=action.trigger_phrases,
-    )
+class _Views:
+    """A catalog's actions and instructions as the responders see them, built once per catalog load."""
+
+    def __init__(self, catalog: MessageCatalog) -> None:
+        self.catalog = catalog
+        self.actions = {
+            a.key: OfferedAction(
+                key=a.key,
+                name=a.name,
+                description=a.description,
+                parameters=a.parameters,
+                trigger_phrases=list(a.trigger_phrases),
+            )
+            for a in catalog.by_key.values()
+        }
+        self.instructions = {
+            i.key: AppliedInstruction(key=i.key, text=i.text) for i in catalog.instructions_by_key.values()
+        }
 
 
 def _workflow_id() -> str | None:
@@ -96,6 +110,8 @@ class MessageActivities:
         self._settings = settings
         self._catalogs = MessageCatalogCache()
         self._http: httpx.AsyncClient | None = None
+        self._reported: object = None
+        self._views: _Views | None = None
 
     def _in_transaction(self, work: Callable[[Session], T]) -> T:
         with Session(self._engine) as session, session.begin():
@@ -113,6 +129,13 @@ class MessageActivities:
         """Close the HTTP client (a later call opens a new one)."""
         if self._http is not None:
             await self._http.aclose()
+
+    async def _current_views(self) -> _Views:
+        catalog = await self._run(lambda s: self._catalogs.get(session=s))
+        views = self._views
+        if views is None or views.catalog is not catalog:
+            views = self._views = _Views(catalog)
+        return views
 
     async def _refuse(self, action: str, contact_key: str | None, reason: str, side: str) -> ApplicationError:
         workflow_id = _workflow_id()
@@ -132,7 +155,9 @@ class MessageActivities:
         )
         return refusal_error(action, contact_key, reason, side)
 
-    async def check_run_action(self, params: RunActionInput, header_contact: str | None, side: str) -> Action:
+    async def check_run_action(
+        self, params: RunActionInput, header_contact: str | None, side: str
+    ) -> CatalogAction:
         """Refuse (recorded, then `SegmentRestricted`) unless the contact may use the action now. A contact
         on the header that differs from the input's is refused too: a workflow serving one contact cannot
         act as another."""
@@ -164,18 +189,17 @@ class MessageActivities:
                 session=s, catalog=self._catalogs.get(session=s), contact_key=params.contact_key
             )
         )
-        for kind, item in found.withheld:
+        if found.withheld and self._reported is not found.catalog:
+            self._reported = found.catalog  # once per catalog load, not once per message
             activity.logger.warning(
-                "%s %s withheld: restricted to missing segment(s) %s",
-                kind,
-                item.key,
-                ", ".join(item.missing_segments),
+                "withheld from every contact (restricted to segments that do not exist): %s",
+                "; ".join(f"{kind} {w.key} ({', '.join(w.missing_segments)})" for kind, w in found.withheld),
             )
         return ResolveMessageResult(
             contact_key=params.contact_key,
             segments=None if found.segments is None else sorted(found.segments),
-            actions=[_offered(a) for a in found.actions],
-            instructions=[AppliedInstruction(key=i.key, text=i.text) for i in found.instructions],
+            actions=[a.key for a in found.actions],
+            instructions=[i.key for i in found.instructions],
             withheld=[
                 WithheldItem(kind=kind, key=w.key, missing_segments=list(w.missing_segments))
                 for kind, w in found.withheld
@@ -187,9 +211,13 @@ class MessageActivities:
         """The configured responder's choice: chat completions when `SEGMENTFLOW_OPENAI_BASE_URL` is set,
         else the built-in trigger phrases."""
         settings = self._settings
+        views = await self._current_views()
+        # Only what was offered: an action or instruction deleted since is left out, never one added.
+        actions = [views.actions[k] for k in params.actions if k in views.actions]
+        instructions = [views.instructions[k] for k in params.instructions if k in views.instructions]
         choice: Choice
         if settings.openai_base_url is None:
-            choice = choose_by_trigger(params.text, params.actions)
+            choice = choose_by_trigger(params.text, actions)
         else:
             try:
                 choice = await choose_with_chat_completions(
@@ -198,8 +226,8 @@ class MessageActivities:
                     api_key=settings.openai_api_key,
                     model=settings.openai_model,
                     text=params.text,
-                    actions=params.actions,
-                    instructions=params.instructions,
+                    actions=actions,
+                    instructions=instructions,
                     timeout=settings.http_timeout,
                 )
             except (RejectedError, ResponderError) as exc:
@@ -240,10 +268,11 @@ class MessageActivities:
     @activity.defn(name=RENDER_REPLY)
     async def render_reply(self, params: RenderReplyInput) -> str:
         template = self._settings.reply_template or DEFAULT_REPLY_TEMPLATE
+        action = None if params.ran is None else (await self._current_views()).actions.get(params.ran)
         variables = {
             "contact_key": params.contact_key,
             "text": params.text,
-            "action": None if params.action is None else params.action.model_dump(),
+            "action": None if action is None else action.model_dump(),
             "ran": params.ran,
             "refused": params.refused,
             "responder_reply": params.responder_reply,

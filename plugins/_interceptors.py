@@ -129,18 +129,31 @@ class _WorkflowState:
     permits: dict[str | None, frozenset[str]] = dataclasses.field(default_factory=dict)
 
 
+#: A `StartActivityInput` or a `StartLocalActivityInput` (the fields used here are common to both).
+_Start = Any
+_Scheduler = Callable[[_Start], "workflow.ActivityHandle[Any]"]
+
+
 class _WorkflowOutbound(temporalio.worker.WorkflowOutboundInterceptor):
     def __init__(self, next: temporalio.worker.WorkflowOutboundInterceptor, state: _WorkflowState) -> None:
         super().__init__(next)
         self._state = state
 
     def start_activity(self, input: temporalio.worker.StartActivityInput) -> workflow.ActivityHandle[Any]:
+        return self._schedule(input, self.next.start_activity)
+
+    def start_local_activity(
+        self, input: temporalio.worker.StartLocalActivityInput
+    ) -> workflow.ActivityHandle[Any]:
+        return self._schedule(input, self.next.start_local_activity)
+
+    def _schedule(self, input: _Start, start: _Scheduler) -> workflow.ActivityHandle[Any]:
         input = dataclasses.replace(input, headers=_with_contact(input.headers, self._state.contact))
         if input.activity == RUN_ACTION:
             params = _run_action_input(input.args)
             if params is not None:
-                return self._checked(input, params)
-        handle = super().start_activity(input)
+                return self._checked(input, params, start)
+        handle = start(input)
         if input.activity == RESOLVE_MESSAGE:
             handle.add_done_callback(self._remember)
         return handle
@@ -165,37 +178,37 @@ class _WorkflowOutbound(temporalio.worker.WorkflowOutboundInterceptor):
                 result = ResolveMessageResult.model_validate(result)
             except ValidationError:
                 return
-        self._state.permits[result.contact_key] = frozenset(a.key for a in result.actions)
+        self._state.permits[result.contact_key] = frozenset(result.actions)
 
     def _refused(
-        self, input: temporalio.worker.StartActivityInput, params: RunActionInput, reason: str
+        self, input: _Start, params: RunActionInput, reason: str, start: _Scheduler
     ) -> workflow.ActivityHandle[Any]:
         """`RefuseAction` in place of the refused `RunAction`: it records the refusal and fails."""
         refusal = RefuseActionInput(
             action=params.action, contact_key=params.contact_key, reason=reason, side="workflow"
         )
-        return super().start_activity(
+        return start(
             dataclasses.replace(input, activity=REFUSE_ACTION, args=[refusal], arg_types=None, ret_type=None)
         )
 
     def _decide(
-        self, input: temporalio.worker.StartActivityInput, params: RunActionInput, permit: frozenset[str]
+        self, input: _Start, params: RunActionInput, permit: frozenset[str], start: _Scheduler
     ) -> workflow.ActivityHandle[Any]:
         if params.action in permit:
-            return super().start_activity(input)
+            return start(input)
         who = "an anonymous contact" if params.contact_key is None else f'contact "{params.contact_key}"'
-        return self._refused(input, params, f'action "{params.action}" is not offered to {who}')
+        return self._refused(input, params, f'action "{params.action}" is not offered to {who}', start)
 
     def _checked(
-        self, input: temporalio.worker.StartActivityInput, params: RunActionInput
+        self, input: _Start, params: RunActionInput, start: _Scheduler
     ) -> workflow.ActivityHandle[Any]:
         serving = self._state.contact
         if serving is not None and params.contact_key not in (None, serving):
-            reason = f'the input names contact "{params.contact_key}" but the workflow serves "{serving}"'
-            return self._refused(input, params, reason)
+            reason = f'input contact "{params.contact_key}" is not the served contact "{serving}"'
+            return self._refused(input, params, reason, start)
         permit = self._state.permits.get(params.contact_key)
         if permit is not None:
-            return self._decide(input, params, permit)
+            return self._decide(input, params, permit, start)
 
         resolve = dataclasses.replace(
             input,
@@ -207,13 +220,12 @@ class _WorkflowOutbound(temporalio.worker.WorkflowOutboundInterceptor):
         )
 
         async def resolve_then_decide() -> Any:
-            resolved: ResolveMessageResult = await super(_WorkflowOutbound, self).start_activity(resolve)
-            return await self._decide(input, params, frozenset(a.key for a in resolved.actions))
+            resolved: ResolveMessageResult = await start(resolve)
+            return await self._decide(input, params, frozenset(resolved.actions), start)
 
         # A task stands in for the activity handle: awaiting or cancelling it is all a caller does with one.
-        return cast(
-            workflow.ActivityHandle[Any], asyncio.get_running_loop().create_task(resolve_then_decide())
-        )
+        task = asyncio.get_running_loop().create_task(resolve_then_decide())
+        return cast(workflow.ActivityHandle[Any], task)
 
 
 class _WorkflowInbound(temporalio.worker.WorkflowInboundInterceptor):

@@ -88,6 +88,8 @@ class ResolveMessageInput(Payload):
 
 
 class OfferedAction(Payload):
+    """An action as a responder sees it."""
+
     key: str
     name: str
     description: str
@@ -96,6 +98,8 @@ class OfferedAction(Payload):
 
 
 class AppliedInstruction(Payload):
+    """An instruction as a responder sees it."""
+
     key: str
     text: str
 
@@ -109,22 +113,25 @@ class WithheldItem(Payload):
 
 
 class ResolveMessageResult(Payload):
-    """The contact's memberships read once, and what applies to it. `segments` is None for an anonymous
-    contact."""
+    """The contact's memberships read once, and the keys of what applies to it (the activities after it
+    read the details from their cached catalog, so a message does not carry every definition through
+    history). `segments` is None for an anonymous contact."""
 
     contact_key: str | None
     segments: list[str] | None
-    actions: list[OfferedAction]
-    instructions: list[AppliedInstruction]
+    actions: list[str]
+    instructions: list[str]
     withheld: list[WithheldItem] = Field(default_factory=list)
 
 
 class RespondInput(Payload):
+    """The message, and the keys of the actions offered and instructions applied."""
+
     contact_key: str | None
     conversation_id: str
     text: str
-    actions: list[OfferedAction]
-    instructions: list[AppliedInstruction]
+    actions: list[str]
+    instructions: list[str]
 
 
 class RespondResult(Payload):
@@ -147,7 +154,6 @@ class RefuseActionInput(Payload):
 class RenderReplyInput(Payload):
     contact_key: str | None
     text: str
-    action: OfferedAction | None = None
     ran: str | None = None
     refused: str | None = None
     responder_reply: str | None = None

@@ -1,10 +1,15 @@
 """`segmentflow.HandleMessage`: the reference message-handling workflow, one run per message.
 
 It resolves the contact's memberships once (`segmentflow.ResolveMessage`: the actions offered and the
-instructions applied), asks the responder which action to run, runs it through the enforced path
-(`segmentflow.RunAction`, checked in the workflow by the plugin's outbound interceptor against what this
-message offered, and again on the worker), and renders the reply in an activity. A refusal is a result
-(`refused`), not a failure. Memberships are read per message, so a change takes effect at the next one.
+instructions applied), asks the responder which action to run (`segmentflow.Respond`), runs it through the
+enforced path (`segmentflow.RunAction`, checked in the workflow by the plugin's outbound interceptor
+against what this message offered, and again on the worker), and renders the reply in an activity
+(`segmentflow.RenderReply`). A refusal is a result (`refused`), not a failure. Memberships are read per
+message, so a change takes effect at the next one.
+
+Resolve, respond and render are local activities (no round trip through the server for each; they are
+registered on every worker of the plugin); `RunAction` is a regular activity, so any worker of the task
+queue may perform it and its worker-side check runs wherever it does.
 
 Also `resolve_message(contact_key)` for host workflows: the same resolution, which also tells the plugin's
 workflow-side check what this contact may run.
@@ -76,15 +81,14 @@ def _refusal(exc: ActivityError) -> bool:
 class HandleMessage:
     @workflow.run
     async def run(self, params: HandleMessageInput) -> HandleMessageResult:
-        resolved = await resolve_message(params.contact_key)
-        for item in resolved.withheld:
-            workflow.logger.warning(
-                "%s %s withheld: its restriction names missing segment(s) %s",
-                item.kind,
-                item.key,
-                ", ".join(item.missing_segments),
-            )
-        choice: RespondResult = await workflow.execute_activity(
+        resolved: ResolveMessageResult = await workflow.execute_local_activity(
+            RESOLVE_MESSAGE,
+            ResolveMessageInput(contact_key=params.contact_key),
+            result_type=ResolveMessageResult,
+            start_to_close_timeout=_TIMEOUT,
+            retry_policy=MESSAGE_RETRY,
+        )
+        choice: RespondResult = await workflow.execute_local_activity(
             RESPOND,
             RespondInput(
                 contact_key=params.contact_key,
@@ -115,13 +119,11 @@ class HandleMessage:
                 if not _refusal(exc):
                     raise
                 refused = choice.action
-        offered = {a.key: a for a in resolved.actions}
-        reply: str = await workflow.execute_activity(
+        reply: str = await workflow.execute_local_activity(
             RENDER_REPLY,
             RenderReplyInput(
                 contact_key=params.contact_key,
                 text=params.text,
-                action=offered.get(ran) if ran is not None else None,
                 ran=ran,
                 refused=refused,
                 responder_reply=choice.reply,
@@ -132,8 +134,8 @@ class HandleMessage:
             retry_policy=MESSAGE_RETRY,
         )
         return HandleMessageResult(
-            actions=[a.key for a in resolved.actions],
-            instructions=[i.key for i in resolved.instructions],
+            actions=resolved.actions,
+            instructions=resolved.instructions,
             ran=ran,
             refused=refused,
             reply=reply,

@@ -17,22 +17,32 @@ class HostRunsAction:
 
     @workflow.run
     async def run(self, args: dict[str, Any]) -> dict[str, Any]:
+        run_input = {"action": args["action"], "contactKey": args["contactKey"], "arguments": {}}
+        retry = RetryPolicy(maximum_attempts=3)
+        timeout = timedelta(seconds=10)
         try:
-            await workflow.execute_activity(
-                "segmentflow.RunAction",
-                {"action": args["action"], "contactKey": args["contactKey"], "arguments": {}},
-                task_queue=args.get("taskQueue"),
-                start_to_close_timeout=timedelta(seconds=10),
-                retry_policy=RetryPolicy(maximum_attempts=3),
-            )
-        except ActivityError as exc:
-            cause = exc.cause
+            if args.get("local"):
+                await workflow.execute_local_activity(
+                    "segmentflow.RunAction", run_input, start_to_close_timeout=timeout, retry_policy=retry
+                )
+            else:
+                await workflow.execute_activity(
+                    "segmentflow.RunAction",
+                    run_input,
+                    task_queue=args.get("taskQueue"),
+                    start_to_close_timeout=timeout,
+                    retry_policy=retry,
+                )
+        except (ActivityError, ApplicationError) as exc:
+            # A regular activity's failure arrives as an ActivityError around the ApplicationError; this
+            # SDK hands a local activity's ApplicationError over as it is.
+            cause = exc.cause if isinstance(exc, ActivityError) else exc
             assert isinstance(cause, ApplicationError)
             details = cause.details[0] if cause.details else {}
             return {
                 "outcome": cause.type,
                 "nonRetryable": cause.non_retryable,
                 "side": details.get("side"),
-                "activity": exc.activity_type,
+                "activity": exc.activity_type if isinstance(exc, ActivityError) else None,
             }
         return {"outcome": "ran"}

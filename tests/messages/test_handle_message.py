@@ -16,7 +16,7 @@ from sqlmodel import Session
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 
 from segmentflow.rules import parse_context
 from segmentflow.services.membership import upsert_and_recompute
@@ -253,3 +253,40 @@ async def test_responder_naming_an_action_not_offered_is_refused(
     assert result.reply == "Sorry, refund is not available to you."
     assert stand_in.hooks() == []
     assert refusals(engine) == [("u-free", "refund", "workflow")]
+
+
+async def test_run_action_as_a_local_activity_is_checked_on_the_workflow_side_too(
+    dev_env: WorkflowEnvironment, engine: Engine, task_queue: str, seeded: None, stand_in: StandIn
+) -> None:
+    client = _client(dev_env, engine)
+    async with Worker(client, task_queue=task_queue, workflows=[HostRunsAction]):
+        refused = await _host(client, task_queue, action="refund", contactKey="u-eu", local=True)
+        allowed = await _host(client, task_queue, action="book-call", contactKey="u-eu", local=True)
+    assert refused["outcome"] == "SegmentRestricted" and refused["side"] == "workflow"
+    assert allowed == {"outcome": "ran"}
+    assert [p for p, _ in stand_in.hooks()] == ["/hooks/book-call"]
+    assert refusals(engine) == [("u-eu", "refund", "workflow")]
+
+
+async def test_handle_message_histories_replay_with_the_plugin(
+    dev_env: WorkflowEnvironment, engine: Engine, task_queue: str, seeded: None, stand_in: StandIn
+) -> None:
+    """Determinism, interceptors included: a run that ran an action and one whose action was refused."""
+    stand_in.completion = tool_call("refund")
+    client = _client(dev_env, engine, Settings(openai_base_url=stand_in.url))
+    handles = []
+    async with Worker(client, task_queue=task_queue):
+        for contact in ("u-vip", "u-free"):
+            handle = await client.start_workflow(
+                HANDLE_MESSAGE,
+                HandleMessageInput(contact_key=contact, conversation_id="c", text="refund"),
+                id=f"msg-{uuid.uuid4()}",
+                task_queue=task_queue,
+                result_type=HandleMessageResult,
+            )
+            handles.append(handle)
+            await handle.result()
+    assert [p for p, _ in stand_in.hooks()] == ["/hooks/refund"]
+    replayer = Replayer(workflows=[], plugins=[SegmentsPlugin(engine=engine)])  # the plugin adds ours
+    for handle in handles:
+        await replayer.replay_workflow(await handle.fetch_history())

@@ -28,6 +28,8 @@ from segmentflow.services.membership import UnknownContactError, contact_segment
 
 __all__ = [
     "ActionSpec",
+    "CatalogAction",
+    "CatalogInstruction",
     "ImportReport",
     "InstructionSpec",
     "MessageCatalog",
@@ -190,27 +192,61 @@ def list_instructions(*, session: Session) -> list[Instruction]:
     return list(session.exec(select(Instruction).order_by(Instruction.key)))
 
 
+@dataclass(frozen=True, slots=True)
+class CatalogAction:
+    """A stored action as the hot path reads it (plain attributes, shared read-only by the cache)."""
+
+    key: str
+    name: str
+    description: str
+    restricted_to_segments: tuple[str, ...]
+    trigger_phrases: tuple[str, ...]
+    parameters: dict[str, Any]
+    webhook: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogInstruction:
+    key: str
+    text: str
+    restricted_to_segments: tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class MessageCatalog:
     """Every action and instruction compiled against the stored segment keys, filtered per contact."""
 
-    actions: RestrictionIndex[Action]
-    instructions: RestrictionIndex[Instruction]
+    actions: RestrictionIndex[CatalogAction]
+    instructions: RestrictionIndex[CatalogInstruction]
     segments: frozenset[str]
-    by_key: dict[str, Action]
+    by_key: dict[str, CatalogAction]
+    instructions_by_key: dict[str, CatalogInstruction]
 
 
 def load_catalog(*, session: Session) -> MessageCatalog:
-    actions = list_actions(session=session)
-    instructions = list_instructions(session=session)
-    for item in (*actions, *instructions):
-        session.expunge(item)  # kept across sessions by the cache, read-only
+    actions = [
+        CatalogAction(
+            key=a.key,
+            name=a.name,
+            description=a.description,
+            restricted_to_segments=tuple(a.restricted_to_segments),
+            trigger_phrases=tuple(a.trigger_phrases),
+            parameters=a.parameters,
+            webhook=a.webhook,
+        )
+        for a in list_actions(session=session)
+    ]
+    instructions = [
+        CatalogInstruction(key=i.key, text=i.text, restricted_to_segments=tuple(i.restricted_to_segments))
+        for i in list_instructions(session=session)
+    ]
     segments = existing_segment_keys(session=session)
     return MessageCatalog(
         actions=RestrictionIndex(actions, segments),
         instructions=RestrictionIndex(instructions, segments),
         segments=segments,
         by_key={a.key: a for a in actions},
+        instructions_by_key={i.key: i for i in instructions},
     )
 
 
@@ -263,9 +299,10 @@ class Resolution:
 
     contact_key: str | None
     segments: frozenset[str] | None
-    actions: list[Action]
-    instructions: list[Instruction]
+    actions: list[CatalogAction]
+    instructions: list[CatalogInstruction]
     withheld: list[tuple[str, Withheld]]
+    catalog: MessageCatalog
 
 
 def resolve_message(*, session: Session, catalog: MessageCatalog, contact_key: str | None) -> Resolution:
@@ -279,6 +316,7 @@ def resolve_message(*, session: Session, catalog: MessageCatalog, contact_key: s
         actions=catalog.actions.applicable(segments),
         instructions=catalog.instructions.applicable(segments),
         withheld=withheld,
+        catalog=catalog,
     )
 
 
@@ -288,7 +326,7 @@ class UnknownActionError(LookupError):
 
 def check_action(
     *, session: Session, catalog: MessageCatalog, action_key: str, contact_key: str | None
-) -> tuple[Action, Decision]:
+) -> tuple[CatalogAction, Decision]:
     """May this contact use this action now? Reads the contact's memberships (fresh)."""
     action = catalog.by_key.get(action_key)
     if action is None:
