@@ -106,14 +106,19 @@ class SequenceActivities:
         self, outgoing: list[Outgoing], client: httpx.AsyncClient, pacers: dict[str, _Pacer], concurrency: int
     ) -> list[tuple[Outgoing, Delivery]]:
         gate = asyncio.Semaphore(concurrency)
+        done = 0
 
         async def one(item: Outgoing) -> tuple[Outgoing, Delivery]:
+            nonlocal done
             async with gate:
                 await pacers[item.channel].wait()
                 delivery = await post_webhook(
                     client, url=item.url, payload=item.payload, idempotency_key=item.idempotency_key
                 )
-                return item, delivery
+            done += 1
+            if done % 50 == 0:  # a rate-limited batch can outlast the heartbeat timeout
+                activity.heartbeat(done)
+            return item, delivery
 
         return list(await asyncio.gather(*(one(item) for item in outgoing)))
 

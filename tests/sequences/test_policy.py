@@ -149,6 +149,7 @@ def test_walk_branches_on_membership_and_on_a_clause() -> None:
     free = parse_context({"kind": "user", "key": "u2", "plan": "free"})
     assert walk(program, 3, now=NOW, zone=UTC, segments=set(), context=free).position == 5
     assert walk(program, None, now=NOW, zone=UTC, segments=set(), context=CONTEXT).outcome == "completed"
+    assert walk(program, 99, now=NOW, zone=UTC, segments=set(), context=CONTEXT).outcome == "completed"
 
 
 def test_wait_until_is_read_in_the_contacts_time_zone() -> None:

@@ -338,8 +338,8 @@ def walk(
 ) -> Stop:
     """Run the steps that take no time (branches, exit) from `position` until a send, a wait or the end.
     `segments` are the keys of the segments the contact is in; `context` is needed only by clause
-    branches."""
-    while position is not None:
+    branches. A position past the last step (the sequence was shortened since) is the end."""
+    while position is not None and position < len(program.nodes):
         node = program.nodes[position]
         step = node.step
         if isinstance(step, SendStep):
