@@ -4,7 +4,8 @@ headers, and refuse a restricted action on the workflow side and again on the wo
 Three checks stand between a workflow and an action's webhook, each refusing with the same non-retryable
 `ApplicationError(type="SegmentRestricted")` and each recording the refusal in the audit table:
 
-1. Workflow side (outbound, in the sandbox). Scheduling `segmentflow.RunAction` is checked against what
+1. Workflow side (outbound, in the sandbox). Scheduling `segmentflow.RunAction` (as an activity or a local
+   activity) is checked against what
    the workflow knows the contact may run. That knowledge comes from `segmentflow.ResolveMessage`: when a
    workflow runs it (as `HandleMessage` does once per message, or a host workflow through
    `segmentflow.workflows.resolve_message`), this interceptor remembers the offered action keys from its

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from temporalio import workflow
+from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
@@ -46,3 +46,26 @@ class HostRunsAction:
                 "activity": exc.activity_type if isinstance(exc, ActivityError) else None,
             }
         return {"outcome": "ran"}
+
+
+@activity.defn(name="tests.WhoIsServed")
+async def who_is_served() -> str | None:
+    """A host activity reading the contact its workflow serves, from the header. (Imported here: the
+    sandbox imports this module for the workflows, and must not pull in the plugin's database layer.)"""
+    from segmentflow.plugins import current_contact
+
+    return current_contact()
+
+
+@workflow.defn(name="tests.AsksWhoIsServed")
+class AsksWhoIsServed:
+    """Asks its activity, and a child workflow's activity, which contact is served."""
+
+    @workflow.run
+    async def run(self, depth: int) -> list[str | None]:
+        timeout = timedelta(seconds=10)
+        here = await workflow.execute_activity(who_is_served, start_to_close_timeout=timeout)
+        if depth == 0:
+            return [here]
+        below: list[str | None] = await workflow.execute_child_workflow(AsksWhoIsServed.run, depth - 1)
+        return [here, *below]

@@ -25,7 +25,7 @@ from segmentflow.services.segment_admin import delete_segment
 from segmentflow.services.segments import load_index
 from segmentflow.settings import Settings
 from tests.messages.conftest import StandIn, refusals, tool_call
-from tests.messages.host_workflows import HostRunsAction
+from tests.messages.host_workflows import AsksWhoIsServed, HostRunsAction, who_is_served
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -290,3 +290,19 @@ async def test_handle_message_histories_replay_with_the_plugin(
     replayer = Replayer(workflows=[], plugins=[SegmentsPlugin(engine=engine)])  # the plugin adds ours
     for handle in handles:
         await replayer.replay_workflow(await handle.fetch_history())
+
+
+async def test_current_contact_travels_to_activities_and_child_workflows(
+    dev_env: WorkflowEnvironment, engine: Engine, task_queue: str
+) -> None:
+    client = _client(dev_env, engine)
+    async with Worker(client, task_queue=task_queue, workflows=[AsksWhoIsServed], activities=[who_is_served]):
+        with serving_contact("u-eu"):
+            served = await client.execute_workflow(
+                AsksWhoIsServed.run, 1, id=f"who-{uuid.uuid4()}", task_queue=task_queue
+            )
+        nobody = await client.execute_workflow(
+            AsksWhoIsServed.run, 0, id=f"who-{uuid.uuid4()}", task_queue=task_queue
+        )
+    assert served == ["u-eu", "u-eu"]
+    assert nobody == [None]
