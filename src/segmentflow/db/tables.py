@@ -166,7 +166,9 @@ class Action(SQLModel, table=True):
     key: str = Field(sa_column=sa.Column(sa.String(256), nullable=False, unique=True))
     name: str = Field(sa_column=sa.Column(sa.String(512), nullable=False))
     description: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False))
-    restricted_to_segments: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    restricted_to_segments: list[str] = Field(
+        default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False)
+    )
     trigger_phrases: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
     #: JSON schema of the arguments.
     parameters: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(sa.JSON, nullable=False))
@@ -184,7 +186,9 @@ class Instruction(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(sa_column=sa.Column(sa.String(256), nullable=False, unique=True))
     text: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
-    restricted_to_segments: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    restricted_to_segments: list[str] = Field(
+        default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False)
+    )
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False))
 
@@ -209,7 +213,6 @@ action_table = _table(Action)
 instruction_table = _table(Instruction)
 refusal_table = _table(ActionRefusal)
 __all__ += ["Action", "ActionRefusal", "Instruction", "action_table", "instruction_table", "refusal_table"]
-
 
 
 # --- Outbound sequences: definitions, enrollments, sends (migration 0005) ---
