@@ -46,6 +46,7 @@ from segmentflow.services.messages import (
     MessageCatalog,
     MessageCatalogCache,
     UnknownActionError,
+    argument_errors,
     check_action,
     record_refusal,
     resolve_message,
@@ -243,6 +244,14 @@ class MessageActivities:
             action = verified[1]
         else:
             action = await self.check_run_action(params, None, "activity")
+        # After the permission check, so a contact who may not use the action learns nothing about it.
+        errors = argument_errors(action.parameters, params.arguments)
+        if errors:
+            raise ApplicationError(
+                f'action "{action.key}": arguments do not match its parameters: {"; ".join(errors)}',
+                type="InvalidActionArguments",
+                non_retryable=True,
+            )
         if action.webhook is None:
             return RunActionResult(action=action.key, contact_key=params.contact_key, status=None)
         payload: dict[str, Any] = {

@@ -17,7 +17,11 @@ class HostRunsAction:
 
     @workflow.run
     async def run(self, args: dict[str, Any]) -> dict[str, Any]:
-        run_input = {"action": args["action"], "contactKey": args["contactKey"], "arguments": {}}
+        run_input = {
+            "action": args["action"],
+            "contactKey": args["contactKey"],
+            "arguments": args.get("arguments", {}),
+        }
         retry = RetryPolicy(maximum_attempts=3)
         timeout = timedelta(seconds=10)
         try:

@@ -11,7 +11,9 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from jsonschema import Draft202012Validator, SchemaError
+from jsonschema import ValidationError as ArgumentsError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlmodel import Session, col, select
 
 from segmentflow.db.tables import (
@@ -38,6 +40,7 @@ __all__ = [
     "SpecError",
     "UnknownActionError",
     "WebhookSpec",
+    "argument_errors",
     "check_action",
     "contact_memberships",
     "existing_segment_keys",
@@ -84,6 +87,28 @@ class ActionSpec(_Spec):
     trigger_phrases: list[str] = Field(default_factory=list)
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
     webhook: WebhookSpec | None = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _valid_schema(cls, schema: dict[str, Any]) -> dict[str, Any]:
+        """A JSON Schema (draft 2020-12, as tool-calling APIs take them), refused when it is not one."""
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            where = "/".join(str(p) for p in exc.absolute_path)
+            raise ValueError(f"not a JSON Schema{f' at /{where}' if where else ''}: {exc.message}") from None
+        return schema
+
+
+def argument_errors(schema: dict[str, Any], arguments: Any) -> list[str]:
+    """Why `arguments` do not satisfy an action's `parameters` schema: one line per error, each naming
+    where in the arguments (`/path`), in a stable order; empty when they do."""
+
+    def line(error: ArgumentsError) -> str:
+        return f"/{'/'.join(str(p) for p in error.absolute_path)}: {error.message}"
+
+    errors = Draft202012Validator(schema).iter_errors(arguments)
+    return sorted(line(e) for e in errors)
 
 
 class InstructionSpec(_Spec):
