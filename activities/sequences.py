@@ -27,7 +27,7 @@ from sqlmodel import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from segmentflow.services.delivery import Delivery, post_webhook, webhook_client
+from segmentflow.services.delivery import Delivery, SmtpServer, post_webhook, send_email, webhook_client
 from segmentflow.services.sequences import (
     ClaimResult,
     CompiledSequence,
@@ -39,6 +39,7 @@ from segmentflow.services.sequences import (
     record_deliveries,
     sync_enrollments,
 )
+from segmentflow.settings import Settings
 
 __all__ = ["SequenceActivities"]
 
@@ -77,10 +78,24 @@ class _Pacer:
 class SequenceActivities:
     """Sequence rounds over one database engine and one pooled HTTP client."""
 
-    def __init__(self, engine: Engine, *, http_timeout: float = 10.0) -> None:
+    def __init__(self, engine: Engine, settings: Settings | None = None) -> None:
+        settings = settings or Settings()
         self._engine = engine
         self._programs = ProgramCache()
-        self._http_timeout = http_timeout
+        self._http_timeout = settings.http_timeout
+        self._smtp = (
+            None
+            if settings.smtp_host is None
+            else SmtpServer(
+                host=settings.smtp_host,
+                port=settings.smtp_port,
+                sender=settings.smtp_sender,
+                username=settings.smtp_username,
+                password=settings.smtp_password,
+                start_tls=settings.smtp_start_tls,
+                timeout=settings.http_timeout,
+            )
+        )
         self._clients: dict[int, httpx.AsyncClient] = {}
 
     def _client(self, concurrency: int) -> httpx.AsyncClient:
@@ -112,15 +127,28 @@ class SequenceActivities:
             nonlocal done
             async with gate:
                 await pacers[item.channel].wait()
-                delivery = await post_webhook(
-                    client, url=item.url, payload=item.payload, idempotency_key=item.idempotency_key
-                )
+                delivery = await self._send(item, client)
             done += 1
             if done % 50 == 0:  # a rate-limited batch can outlast the heartbeat timeout
                 activity.heartbeat(done)
             return item, delivery
 
         return list(await asyncio.gather(*(one(item) for item in outgoing)))
+
+    async def _send(self, item: Outgoing, client: httpx.AsyncClient) -> Delivery:
+        if item.channel == "email":
+            p = item.payload
+            return await send_email(
+                self._smtp,
+                to=p["to"],
+                subject=p["subject"],
+                body=p["body"],
+                idempotency_key=item.idempotency_key,
+            )
+        assert item.url is not None
+        return await post_webhook(
+            client, url=item.url, payload=item.payload, idempotency_key=item.idempotency_key
+        )
 
     @activity.defn(name=PROCESS_SEQUENCE)
     async def process_sequence(self, params: ProcessSequenceInput) -> ProcessSequenceResult:
@@ -139,7 +167,7 @@ class SequenceActivities:
         if sequence.status != "active":
             return ProcessSequenceResult(status=sequence.status, counts=counts, next_due_at=None, more=False)
         rates = sequence.definition.rate_limit or {}
-        pacers = {channel: _Pacer(rates.get(channel)) for channel in ("webhook",)}
+        pacers = {channel: _Pacer(rates.get(channel)) for channel in ("webhook", "email")}
         client = self._client(params.concurrency)
         more = False
         now = clock()

@@ -72,7 +72,7 @@ class SegmentsPlugin(SimplePlugin):
         self.engine = engine
         self.membership_activities = MembershipActivities(engine)
         self.message_activities = MessageActivities(engine, settings or Settings())
-        self.sequence_activities = SequenceActivities(engine)
+        self.sequence_activities = SequenceActivities(engine, settings or Settings())
         self.sla_activities = SlaActivities(engine)
         # Each feature's activity class holds the engine; `all()` lists its bound activity methods.
         activities = [

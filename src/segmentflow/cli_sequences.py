@@ -276,7 +276,8 @@ async def _send_on_temporal(engine: Engine, key: str) -> None:
 
 
 async def _send_in_process(engine: Engine, key: str) -> None:
-    """The same claim -> deliver -> record rounds the runner's activity does, without Temporal."""
+    """The same claim -> deliver -> record rounds the runner's activity does, without Temporal (webhook
+    steps only: the demo has no other)."""
     from sqlmodel import Session
 
     from segmentflow.cli import _now
@@ -295,7 +296,7 @@ async def _send_in_process(engine: Engine, key: str) -> None:
                 (
                     o,
                     await post_webhook(
-                        client, url=o.url, payload=o.payload, idempotency_key=o.idempotency_key
+                        client, url=o.url or "", payload=o.payload, idempotency_key=o.idempotency_key
                     ),
                 )
                 for o in claim.outgoing

@@ -26,3 +26,10 @@ class Settings(BaseSettings):
     openai_model: str = "gpt-4o-mini"
     reply_template: str | None = None
     http_timeout: float = 10.0
+    #: Outbound sequences' email channel: the SMTP server (none configured: email sends fail), the sender.
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_sender: str = "segmentflow@localhost"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_start_tls: bool = False

@@ -51,6 +51,7 @@ __all__ = [
     "WaitUntilStep",
     "cap_release",
     "compile_sequence",
+    "contact_attribute",
     "contact_zone",
     "local_time_after",
     "may_enroll",
@@ -93,12 +94,23 @@ class _Model(BaseModel):
 
 
 class SendStep(_Model):
-    """POST the rendered template to `url` (channel `webhook`)."""
+    """Channel `webhook`: POST the rendered `template` to `url`. Channel `email`: mail it through the
+    configured SMTP server to the address in the contact's `to_attribute`, with `subject` (a template too)."""
 
     type: Literal["send"]
-    channel: Literal["webhook"]
-    url: str = Field(pattern=r"^https?://\S+$")
+    channel: Literal["webhook", "email"]
+    url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    subject: str | None = None
+    to_attribute: str = "email"
     template: str
+
+    @model_validator(mode="after")
+    def _channel_fields(self) -> SendStep:
+        if self.channel == "webhook" and self.url is None:
+            raise ValueError("a webhook send needs a url")
+        if self.channel == "email" and self.subject is None:
+            raise ValueError("an email send needs a subject")
+        return self
 
 
 class WaitStep(_Model):
@@ -188,7 +200,7 @@ class SequenceDefinition(_Model):
     quiet_hours: QuietHours | None = None
     frequency_cap: FrequencyCap | None = None
     #: Messages per second per channel, e.g. {"webhook": 50}; a channel not listed is not limited.
-    rate_limit: dict[Literal["webhook"], float] | None = None
+    rate_limit: dict[Literal["webhook", "email"], float] | None = None
     #: The contact attribute holding its IANA time zone (e.g. "Europe/Paris"); UTC when missing.
     timezone_attribute: str = "timezone"
 
@@ -360,21 +372,28 @@ def walk(
     return Stop("completed", None, None)
 
 
+def contact_attribute(context: Mapping[str, Any], attribute: str) -> Any:
+    """A top-level attribute of a single-kind context, or of the first kind of a multi-kind context that
+    has it (user first); None when none has it."""
+    if context.get("kind") != "multi":
+        return context.get(attribute)
+    kinds = sorted((k for k in context if k != "kind"), key=lambda k: (k != "user", k))
+    for kind in kinds:
+        value = context[kind].get(attribute) if isinstance(context[kind], dict) else None
+        if value is not None:
+            return value
+    return None
+
+
 def contact_zone(context: Mapping[str, Any], attribute: str) -> tzinfo:
-    """The contact's time zone: `attribute` of a single-kind context, or of the first kind of a multi-kind
-    context that has it (user first). Missing, non-text or unknown names mean UTC."""
-    candidates: list[Any] = []
-    if context.get("kind") == "multi":
-        kinds = sorted((k for k in context if k != "kind"), key=lambda k: (k != "user", k))
-        candidates = [context[k].get(attribute) for k in kinds if isinstance(context[k], dict)]
-    else:
-        candidates = [context.get(attribute)]
-    for name in candidates:
-        if isinstance(name, str) and name:
-            try:
-                return ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError):
-                return UTC
+    """The contact's time zone, from `attribute` (see `contact_attribute`). Missing, non-text or unknown
+    names mean UTC."""
+    name = contact_attribute(context, attribute)
+    if isinstance(name, str) and name:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            return UTC
     return UTC
 
 

@@ -19,11 +19,13 @@ import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from email.message import EmailMessage
 from typing import Any, Literal
 
+import aiosmtplib
 import httpx
 
-__all__ = ["Delivery", "KeepAliveTransport", "post_webhook", "webhook_client"]
+__all__ = ["Delivery", "KeepAliveTransport", "SmtpServer", "post_webhook", "send_email", "webhook_client"]
 
 _TRANSIENT_STATUS = frozenset({408, 425, 429})
 _RECORDED_BODY = 2000
@@ -198,3 +200,69 @@ def webhook_client(
         transport=transport or KeepAliveTransport(max_connections=max_connections, timeout=timeout),
         timeout=timeout,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpServer:
+    host: str
+    port: int = 25
+    sender: str = "segmentflow@localhost"
+    username: str | None = None
+    password: str | None = None
+    start_tls: bool = False
+    timeout: float = 10.0
+
+
+async def send_email(
+    smtp: SmtpServer | None,
+    *,
+    to: str,
+    subject: str,
+    body: str,
+    idempotency_key: str,
+    attempts: int = 3,
+    backoff: float = 0.2,
+) -> Delivery:
+    """Mail `body` to `to` through `smtp`. SMTP has no idempotency contract: the key goes out as the
+    `Message-ID` (`<key@segmentflow>`, which mail stores and many receivers deduplicate on) and as an
+    `Idempotency-Key` header, so after a crash between the server's acceptance and our record the same
+    message can be delivered twice unless the receiving side deduplicates. 5xx replies fail the send;
+    4xx replies and connection errors are retried."""
+    if smtp is None:
+        return Delivery("failed", None, "no SMTP server configured (SEGMENTFLOW_SMTP_HOST)")
+    message = EmailMessage()
+    message["From"] = smtp.sender
+    message["To"] = to
+    message["Subject"] = subject
+    message["Message-ID"] = f"<{idempotency_key}@segmentflow>"
+    message["Idempotency-Key"] = idempotency_key
+    message.set_content(body)
+    last = Delivery("retry")
+    for attempt in range(attempts):
+        if attempt:
+            await asyncio.sleep(backoff * 2 ** (attempt - 1))
+        try:
+            await aiosmtplib.send(
+                message,
+                hostname=smtp.host,
+                port=smtp.port,
+                username=smtp.username,
+                password=smtp.password,
+                start_tls=smtp.start_tls,
+                timeout=smtp.timeout,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [reply.code for reply in exc.recipients]
+            code = codes[0] if codes else None
+            outcome: Literal["failed", "retry"] = "failed" if code is None or code >= 500 else "retry"
+            last = Delivery(outcome, code, str(exc)[:_RECORDED_BODY])
+        except aiosmtplib.SMTPResponseException as exc:
+            outcome = "failed" if exc.code >= 500 else "retry"
+            last = Delivery(outcome, exc.code, exc.message[:_RECORDED_BODY])
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            last = Delivery("retry", None, f"{type(exc).__name__}: {exc}"[:_RECORDED_BODY])
+        else:
+            return Delivery("sent", 250, None)
+        if last.outcome == "failed":
+            return last
+    return last

@@ -41,6 +41,7 @@ from segmentflow.policies.sequences import (
     SequenceDefinition,
     cap_release,
     compile_sequence,
+    contact_attribute,
     contact_zone,
     may_enroll,
     parse_duration,
@@ -151,6 +152,8 @@ class CompiledSequence:
     status: str
     program: Program
     templates: dict[int, Template]
+    #: Subject templates of the email steps.
+    subjects: dict[int, Template] = field(default_factory=dict)
 
     @property
     def definition(self) -> SequenceDefinition:
@@ -163,7 +166,9 @@ class ProgramCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._programs: dict[tuple[uuid.UUID, int], tuple[Program, dict[int, Template]]] = {}
+        self._programs: dict[
+            tuple[uuid.UUID, int], tuple[Program, dict[int, Template], dict[int, Template]]
+        ] = {}
 
     def get(self, *, session: Session, key: str) -> CompiledSequence:
         record = _require(session, key)
@@ -177,7 +182,12 @@ class ProgramCache:
                 for n in program.nodes
                 if isinstance(n.step, SendStep)
             }
-            found = (program, templates)
+            subjects = {
+                n.index: compile_template(n.step.subject)
+                for n in program.nodes
+                if isinstance(n.step, SendStep) and n.step.subject is not None
+            }
+            found = (program, templates, subjects)
             with self._lock:
                 self._programs[stamp] = found
         return CompiledSequence(record.id, record.key, record.version, record.status, *found)
@@ -374,7 +384,7 @@ class Outgoing:
     enrollment_id: int
     step: int
     channel: str
-    url: str
+    url: str | None
     idempotency_key: str
     payload: dict[str, Any]
     attempts: int
@@ -394,6 +404,19 @@ class ClaimResult:
 def idempotency_key(sequence_id: uuid.UUID, enrollment_id: int, step: int) -> str:
     """The provider's deduplication key of a send row: stable for the row's whole life."""
     return f"sf-{sequence_id.hex}-{enrollment_id}-{step}"
+
+
+class _NoAddressError(ValueError):
+    pass
+
+
+def _address(context: dict[str, Any], attribute: str) -> str:
+    """The contact's email address: `attribute` of a single-kind context, or of the first kind of a
+    multi-kind one that has it (user first)."""
+    found = contact_attribute(context, attribute)
+    if not isinstance(found, str) or "@" not in found:
+        raise _NoAddressError(f'the contact has no address in "{attribute}"')
+    return found
 
 
 def _memberships(session: Session, contact_ids: Sequence[int]) -> dict[int, set[str]]:
@@ -535,13 +558,21 @@ def claim_due(
             update(row, "active", step, later, None)
             result.deferred += 1
             continue
-        if earlier is None:
-            try:
+        payload: dict[str, Any] = {"contactKey": row.contact_key, "sequence": sequence.key, "step": step}
+        try:
+            if node.step.channel == "email":
+                payload["to"] = _address(raw, node.step.to_attribute)
+                payload["subject"] = render_template(
+                    sequence.subjects[step], contact=raw, segments=sorted(member_of)
+                )
+            if earlier is None:
                 body = render_template(sequence.templates[step], contact=raw, segments=sorted(member_of))
-            except TemplateError as exc:
-                update(row, "failed", step, None, f"step {step}: template {exc}")
-                result.failed += 1
-                continue
+        except (TemplateError, _NoAddressError) as exc:
+            kind = "template" if isinstance(exc, TemplateError) else "recipient"
+            update(row, "failed", step, None, f"step {step}: {kind} {exc}")
+            result.failed += 1
+            continue
+        if earlier is None:
             attempts = 0
             new_sends.append(
                 (
@@ -568,7 +599,7 @@ def claim_due(
                 channel=node.step.channel,
                 url=node.step.url,
                 idempotency_key=idempotency_key(sequence.id, row.id, step),
-                payload={"contactKey": row.contact_key, "sequence": sequence.key, "step": step, "body": body},
+                payload={**payload, "body": body},
                 attempts=attempts,
             )
         )

@@ -47,6 +47,8 @@ def check_templates(definition: SequenceDefinition) -> None:
         if isinstance(node.step, SendStep):
             try:
                 compile_template(node.step.template)
+                if node.step.subject is not None:
+                    compile_template(node.step.subject)
             except TemplateError as exc:
                 raise SequenceError(
                     f'sequence "{definition.key}": step {node.index}: template {exc}'
