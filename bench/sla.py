@@ -295,6 +295,18 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
+def _cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of a process (None: this one)."""
+    if pid is None:
+        times = os.times()
+        return times.user + times.system
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -358,6 +370,12 @@ async def bench_workflows(n: int, due_s: int, database_url: str | None, dynamic_
         run = uuid.uuid4().hex[:6]
         async with Worker(env.client, task_queue=queue, max_cached_workflows=max(1000, n)):
             rss_before = _rss_kib(os.getpid())
+            servers = [
+                p
+                for p in _children(os.getpid())
+                if "temporal" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
+            ]
+            cpu_before = (_cpu_s(None), sum(_cpu_s(p) for p in servers))
             t0 = time.perf_counter()
             handles = []
             for chunk in range(0, n, 200):
@@ -385,12 +403,14 @@ async def bench_workflows(n: int, due_s: int, database_url: str | None, dynamic_
                 if count >= 2 * n:
                     break
                 await asyncio.sleep(1)
+            wall = time.perf_counter() - t0
+            cpu_worker = _cpu_s(None) - cpu_before[0]
+            cpu_server = sum(_cpu_s(p) for p in servers) - cpu_before[1]
+            print(
+                f"  CPU from the first start to the last event ({wall:.0f} s wall): worker process "
+                f"{cpu_worker:.0f} s, dev server {cpu_server:.0f} s (2 cores, shared)"
+            )
             rss_worker = _rss_kib(os.getpid())
-            servers = [
-                p
-                for p in _children(os.getpid())
-                if "temporal" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
-            ]
             rss_server = sum(_rss_kib(p) for p in servers)
             with engine.connect() as conn:
                 rows = conn.execute(

@@ -5,8 +5,11 @@ The workflow is a small state machine over clocks (`first_reply` and `resolution
 `next_reply` when a customer writes after an agent's reply); it computes no times itself. Each change
 (priority, channel, tags, status, a membership change of the contact, the end of a pause) asks the
 `segmentflow.PlanTicketSla` activity to select the policy again and compute the due and warning times in
-business hours. Keeping that arithmetic in an activity records its answer in the history: a tz database
-update on a worker (new DST rules) can then never make a replay disagree with the timers already set.
+business hours. Keeping that arithmetic in an activity records its answer in the history (local activity
+results are recorded too): a tz database update on a worker (new DST rules) can then never make a replay
+disagree with the timers already set. `PlanTicketSla` and `segmentflow.RecordSlaEvent` are short database
+calls run as local activities, so a timer firing costs one workflow task rather than two plus an activity
+task: that throughput bounds timer lateness when thousands of tickets come due together (bench/sla.py).
 Warnings and breaches are recorded (`segmentflow.RecordSlaEvent`) and POSTed to the webhook in the
 background (`segmentflow.PostSlaWebhook`), so a slow endpoint never delays the next timer. `pending` pauses
 every running clock (the paused business time moves the due times on), `solved` stops them and ends the
@@ -194,7 +197,7 @@ class TicketSla:
 
     async def _plan(self) -> None:
         running = {metric: c.started_at for metric, c in self._clocks.items() if c.running()}
-        plan: PlanTicketSlaResult = await workflow.execute_activity(
+        plan: PlanTicketSlaResult = await workflow.execute_local_activity(
             PLAN_TICKET_SLA,
             PlanTicketSlaInput(
                 ticket_id=self._params.ticket_id,
@@ -249,7 +252,7 @@ class TicketSla:
             due_at=clock.due_at,
             fired_at=workflow.now(),
         )
-        recorded: RecordSlaEventResult = await workflow.execute_activity(
+        recorded: RecordSlaEventResult = await workflow.execute_local_activity(
             RECORD_SLA_EVENT,
             event,
             result_type=RecordSlaEventResult,

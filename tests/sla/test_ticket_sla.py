@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
+from segmentflow.plugins import SegmentsPlugin
 from segmentflow.workflows.sla import TicketSla, WatchSlaMembershipChanges
 from segmentflow.workflows.sla_models import (
     SlaTicket,
@@ -25,7 +26,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 
 from segmentflow.policies.sla import parse_policies
 from segmentflow.services.membership import recompute_all
@@ -139,6 +140,9 @@ async def test_warning_then_breach_fire_at_their_moments_and_reach_the_webhook(
         await handle.signal(TicketSla.change, TicketChange(status="solved"))
         final = await handle.result()
         assert final.status == "solved" and final.events == ["first_reply:warning", "first_reply:breach"]
+    # Determinism: the history (timers, local activities, signals, the webhook task) replays cleanly.
+    replayer = Replayer(workflows=[], plugins=[SegmentsPlugin(engine=engine)])  # the plugin brings TicketSla
+    await replayer.replay_workflow(await handle.fetch_history())
 
 
 async def test_an_agent_reply_stops_the_first_reply_clock(
