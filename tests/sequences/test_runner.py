@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from segmentflow.workflows import RunSequence, RunSequenceInput
 from sqlalchemy.engine import Engine
-from temporalio.client import WorkflowHandle
+from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -58,31 +58,40 @@ def vip(key: str, **attributes: Any) -> dict[str, Any]:
     return {"kind": "user", "key": key, "plan": "vip", **attributes}
 
 
-Handles = dict[str, WorkflowHandle[Any, Any]]
+class Handles(dict[str, WorkflowHandle[Any, Any]]):
+    """The runners by sequence key; `start` adds one."""
+
+    def __init__(self, client: Client, task_queue: str) -> None:
+        super().__init__()
+        self._client, self._task_queue = client, task_queue
+
+    async def start(self, key: str) -> None:
+        self[key] = await self._client.start_workflow(
+            RunSequence.run,
+            RunSequenceInput(sequence_key=key, poll_interval=timedelta(hours=6)),
+            id=f"seq-{key}-{uuid.uuid4()}",
+            task_queue=self._task_queue,
+        )
 
 
 @asynccontextmanager
 async def runners(
     env: WorkflowEnvironment, engine: Engine, task_queue: str, *keys: str
 ) -> AsyncIterator[Handles]:
-    """A worker with the plugin, and one runner per sequence; on exit each is paused and must stop."""
+    """A worker with the plugin, and one runner per sequence; on exit every one is paused and must stop
+    (all paused and woken before any result is awaited: awaiting a result lets the server skip time)."""
     client = await plugin_client(env, engine)
     async with Worker(client, task_queue=task_queue):
-        handles = {
-            key: await client.start_workflow(
-                RunSequence.run,
-                RunSequenceInput(sequence_key=key, poll_interval=timedelta(hours=6)),
-                id=f"seq-{key}-{uuid.uuid4()}",
-                task_queue=task_queue,
-            )
-            for key in keys
-        }
+        handles = Handles(client, task_queue)
+        for key in keys:
+            await handles.start(key)
         try:
             yield handles
         finally:
             for key, handle in handles.items():
                 pause(engine, key)
                 await handle.signal(RunSequence.wake)
+            for handle in handles.values():
                 assert (await handle.result()).status == "paused"
 
 
@@ -205,16 +214,16 @@ async def test_the_frequency_cap_counts_every_sequences_sends(
         sequence("first", [send(provider.url + "/ok")], frequency_cap=cap),
         at=await skipping_env.get_current_time(),
     )
-    async with runners(skipping_env, engine, task_queue, "first"):
+    async with runners(skipping_env, engine, task_queue, "first") as handles:
         await eventually(lambda: len(provider.deliveries()) == 1, what="the first sequence's send")
-    [earlier] = sends(engine, "first")
-    save_sequence(
-        engine,
-        sequence("second", [send(provider.url + "/ok")], frequency_cap=cap),
-        at=await skipping_env.get_current_time(),
-    )
-    async with runners(skipping_env, engine, task_queue, "second"):
+        [earlier] = sends(engine, "first")
         released = earlier.created_at + timedelta(days=1)
+        save_sequence(
+            engine,
+            sequence("second", [send(provider.url + "/ok")], frequency_cap=cap),
+            at=await skipping_env.get_current_time(),
+        )
+        await handles.start("second")
         await eventually(
             lambda: enrollments(engine, "second")[0].next_due_at == released, what="the deferral"
         )
