@@ -378,7 +378,11 @@ app.add_typer(keys_app, name="keys")
 @keys_app.command("create")
 def keys_create(
     scope: Annotated[
-        list[str], typer.Option("--scope", help="Repeatable: segments:read, segments:write, contacts:write.")
+        list[str],
+        typer.Option(
+            "--scope",
+            help="Repeatable: segments:read, segments:write, contacts:write, ... (see docs/api.md).",
+        ),
     ],
     name: Annotated[str, typer.Option("--name", help="A label shown by `keys list`.")] = "",
 ) -> None:
