@@ -53,7 +53,7 @@ def sequences_import(file: Path) -> None:
         except SequenceError as exc:
             raise InputError(f"{file}: {exc}") from None
         summary = [f"{r.key} (v{r.version}, {'created' if new else r.status})" for r, new in records]
-    out.print(f"imported {len(summary)} sequence(s): " + ", ".join(summary))
+    out.print(f"imported {len(summary)} sequence(s): " + ", ".join(summary), soft_wrap=True)
 
 
 def _client_settings() -> tuple[str, str, str]:
@@ -110,7 +110,7 @@ def sequences_launch(
     except RuntimeError as exc:  # temporalio reports an unreachable server as RuntimeError
         _fail(f"cannot reach Temporal at {address}: {str(exc).splitlines()[0]} (the sequence stays active)")
         return
-    out.print(f"runner workflow {workflow_id} on task queue {queue}")
+    out.print(f"runner workflow {workflow_id} on task queue {queue}", soft_wrap=True)
 
 
 @sequences_app.command("pause")

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from segmentflow.workflows import RunSequence
 from sqlalchemy.engine import Engine
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from tests.sequences.helpers import load_segments, put_contacts
+from tests.temporal.conftest import plugin_client
 from tests.test_cli import run
 
 SEGMENTS = [{"key": "vip", "rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["vip"]}]}]}]
@@ -102,3 +108,34 @@ def test_the_demo_sends_a_sequence_to_a_local_webhook(
     line = next(x for x in out.splitlines() if x.startswith("sequence welcome-vip:"))
     sent = int(line.split("sent=")[1].split()[0])
     assert sent > 0 and f"the webhook got {sent} distinct message(s)" in line
+
+
+async def test_launch_starts_the_runner_workflow_and_pause_stops_it(
+    capsys: pytest.CaptureFixture[str],
+    engine: Engine,
+    tmp_path: Path,
+    dev_env: WorkflowEnvironment,
+    task_queue: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    load_segments(engine, SEGMENTS)
+    put_contacts(engine, [{"kind": "user", "key": "u0", "plan": "vip"}])
+    cli(
+        capsys,
+        engine,
+        "import",
+        sequence_file(tmp_path, {"key": "live", "name": "Live", "segment": "vip", "steps": [SEND]}),
+    )
+    monkeypatch.setenv("SEGMENTFLOW_TEMPORAL_ADDRESS", dev_env.client.service_client.config.target_host)
+    monkeypatch.setenv("SEGMENTFLOW_TASK_QUEUE", task_queue)
+    code, out, err = await asyncio.to_thread(cli, capsys, engine, "launch", "live")
+    assert code == 0, err
+    assert f"runner workflow segmentflow-sequence-live on task queue {task_queue}" in out
+    handle = dev_env.client.get_workflow_handle("segmentflow-sequence-live")
+    assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+    client = await plugin_client(dev_env, engine)
+    async with Worker(client, task_queue=task_queue):
+        code, out, _ = await asyncio.to_thread(cli, capsys, engine, "pause", "live")
+        assert out.strip() == "paused live"
+        result = await client.get_workflow_handle_for(RunSequence.run, "segmentflow-sequence-live").result()
+    assert result.status == "paused"
