@@ -78,10 +78,11 @@ def calendars(draw: st.DrawFn) -> BusinessHours:
     return BusinessHours.model_validate({"timezone": zone, "hours": hours, "holidays": holidays})
 
 
-# Weeks around both DST changes in Europe (Mar 29 / Oct 25 2026) and the US (Mar 8 / Nov 1 2026).
+# Weeks around the DST changes in Europe (Mar 29 / Oct 25 2026) and the US (Mar 8 / Nov 1), and New Year.
 starts = st.one_of(
     st.datetimes(datetime(2026, 3, 1), datetime(2026, 4, 5)),
     st.datetimes(datetime(2026, 10, 20), datetime(2026, 11, 5)),
+    st.datetimes(datetime(2026, 12, 26), datetime(2027, 1, 3)),  # across the year end (cached per year)
 ).map(lambda d: d.replace(second=0, microsecond=0, tzinfo=UTC))
 
 

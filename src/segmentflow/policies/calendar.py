@@ -142,39 +142,41 @@ def _offset(zone: ZoneInfo, moment: datetime) -> timedelta:
 
 
 @cache
-def _transitions(zone_name: str, year: int) -> tuple[datetime, ...]:
-    """UTC instants in `year` at which the zone's UTC offset changes (found by sampling each UTC midnight and
-    bisecting to the second; real zones never change offset twice within a day)."""
+def _year(zone_name: str, year: int) -> tuple[timedelta, tuple[datetime, ...], tuple[timedelta, ...]]:
+    """The zone's offset at the start of `year` (UTC), the UTC instants in the year at which it changes and
+    the offset from each on (found by sampling each UTC midnight and bisecting to the second; real zones
+    never change offset twice within a day). Cached: the walk then never converts a time zone itself."""
     zone = ZoneInfo(zone_name)
-    found: list[datetime] = []
+    instants: list[datetime] = []
+    offsets: list[timedelta] = []
     day = datetime(year, 1, 1, tzinfo=UTC)
-    previous = _offset(zone, day)
+    first = previous = _offset(zone, day)
     while day.year == year:
         following = day + _DAY
         offset = _offset(zone, following)
         if offset != previous:
             low, high = day, following  # offset(low) == previous, offset(high) != previous
             while high - low > timedelta(seconds=1):
-                middle = low + (high - low) / 2
-                middle = middle.replace(microsecond=0)
+                middle = (low + (high - low) / 2).replace(microsecond=0)
                 if _offset(zone, middle) == previous:
                     low = middle
                 else:
                     high = middle
-            found.append(high)
+            instants.append(high)
+            offsets.append(_offset(zone, high))
             previous = offset
         day = following
-    return tuple(found)
+    return first, tuple(instants), tuple(offsets)
 
 
-def _piece_end(zone: ZoneInfo, moment: datetime) -> datetime:
-    """The next offset change after `moment`, or the start of the year after next (a harmless cut)."""
-    for year in (moment.year, moment.year + 1):
-        instants = _transitions(zone.key, year)
-        index = bisect.bisect_right(instants, moment)
-        if index < len(instants):
-            return instants[index]
-    return datetime(moment.year + 2, 1, 1, tzinfo=UTC)
+def _piece(zone: ZoneInfo, moment: datetime) -> tuple[timedelta, datetime]:
+    """The UTC offset at `moment` and the end of the stretch it holds for: the next offset change, or the
+    end of the UTC year (a harmless cut)."""
+    first, instants, offsets = _year(zone.key, moment.year)
+    index = bisect.bisect_right(instants, moment)
+    offset = offsets[index - 1] if index else first
+    end = instants[index] if index < len(instants) else datetime(moment.year + 1, 1, 1, tzinfo=UTC)
+    return offset, end
 
 
 def _open_spans(hours: BusinessHours, start: datetime) -> Iterator[tuple[datetime, datetime]]:
@@ -182,8 +184,7 @@ def _open_spans(hours: BusinessHours, start: datetime) -> Iterator[tuple[datetim
     zone, week, holidays = hours.zone, hours.week, hours.holiday_set
     cursor = start
     while True:
-        offset = _offset(zone, cursor)
-        end = _piece_end(zone, cursor)
+        offset, end = _piece(zone, cursor)
         # Within [cursor, end) the offset is constant, so local time is plain naive arithmetic.
         local_cursor = (cursor + offset).replace(tzinfo=None)
         local_end = (end + offset).replace(tzinfo=None)
@@ -234,8 +235,7 @@ def _walk(hours: BusinessHours, start: datetime, targets: list[timedelta]) -> li
     elapsed = _ZERO
     cursor = start
     while True:
-        offset = _offset(zone, cursor)
-        end = _piece_end(zone, cursor)
+        offset, end = _piece(zone, cursor)
         local_cursor = (cursor + offset).replace(tzinfo=None)
         local_end = (end + offset).replace(tzinfo=None)
         day = local_cursor.date()
