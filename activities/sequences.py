@@ -58,6 +58,9 @@ def _record(
     return record_deliveries(session=session, sequence=sequence, results=results, now=now)
 
 
+_HEARTBEAT_EVERY = 5.0  # seconds
+
+
 class _Pacer:
     """Start times spaced 1/rate apart: a rate limit in messages per second (None: unlimited)."""
 
@@ -71,8 +74,10 @@ class _Pacer:
         now = time.monotonic()
         slot = max(self._next, now)
         self._next = slot + self._gap
-        if slot > now:
-            await asyncio.sleep(slot - now)
+        while slot > now:  # a slow rate must not starve the heartbeat
+            await asyncio.sleep(min(slot - now, _HEARTBEAT_EVERY))
+            activity.heartbeat()
+            now = time.monotonic()
 
 
 class SequenceActivities:
@@ -122,14 +127,16 @@ class SequenceActivities:
     ) -> list[tuple[Outgoing, Delivery]]:
         gate = asyncio.Semaphore(concurrency)
         done = 0
+        beat = time.monotonic()
 
         async def one(item: Outgoing) -> tuple[Outgoing, Delivery]:
-            nonlocal done
+            nonlocal done, beat
             async with gate:
                 await pacers[item.channel].wait()
                 delivery = await self._send(item, client)
             done += 1
-            if done % 50 == 0:  # a rate-limited batch can outlast the heartbeat timeout
+            if time.monotonic() - beat > 1.0:  # a long (rate-limited) batch keeps the heartbeat going
+                beat = time.monotonic()
                 activity.heartbeat(done)
             return item, delivery
 
@@ -170,14 +177,19 @@ class SequenceActivities:
         pacers = {channel: _Pacer(rates.get(channel)) for channel in ("webhook", "email")}
         client = self._client(params.concurrency)
         more = False
+        deadline = time.monotonic() + params.round_time.total_seconds()
+        # Under a rate limit a batch takes size/rate seconds: keep one within a round's time.
+        limit = params.batch_size
+        if rates:
+            limit = min(limit, max(1, int(min(rates.values()) * params.round_time.total_seconds())))
         now = clock()
-        claim = await self._run(partial(_claim, sequence=sequence, now=now, limit=params.batch_size))
+        claim = await self._run(partial(_claim, sequence=sequence, now=now, limit=limit))
         batch = 0
         while claim.claimed:
             # The next batch is claimed while this one is on the wire (its enrollments, still due until
             # recorded, are left out), so the database and the provider work at the same time.
             delivering = self._deliver(claim.outgoing, client, pacers, params.concurrency)
-            last = batch == params.max_batches - 1
+            last = batch == params.max_batches - 1 or time.monotonic() > deadline
             if last:
                 results, following = await delivering, ClaimResult()
             else:
@@ -190,7 +202,7 @@ class SequenceActivities:
                             _claim,
                             sequence=sequence,
                             now=next_now,
-                            limit=params.batch_size,
+                            limit=limit,
                             exclude=in_flight,
                         )
                     ),
@@ -208,7 +220,7 @@ class SequenceActivities:
             )
             activity.heartbeat(batch, counts.sent)
             if last:
-                more = claim.claimed == params.batch_size
+                more = claim.claimed == limit
                 break
             claim, now, batch = following, next_now, batch + 1
         due = await self._run(lambda s: next_due_at(session=s, sequence_id=sequence.id))

@@ -54,6 +54,9 @@ class ProcessSequenceInput(Payload):
     max_batches: int = Field(default=100, ge=1)
     #: Provider calls in flight at once (before any rate limit).
     concurrency: int = Field(default=64, ge=1)
+    #: No batch starts after this long: a long (rate-limited) round ends with `more` and the runner
+    #: schedules the next one, so no round nears its start-to-close timeout.
+    round_time: timedelta = timedelta(minutes=5)
 
 
 class ProcessSequenceResult(Payload):
@@ -73,6 +76,7 @@ class RunSequenceInput(Payload):
     batch_size: int = Field(default=500, ge=1)
     max_batches: int = Field(default=100, ge=1)
     concurrency: int = Field(default=64, ge=1)
+    round_time: timedelta = timedelta(minutes=5)
     poll_interval: timedelta = timedelta(seconds=30)
     heartbeat_timeout: timedelta = timedelta(seconds=30)
     #: Rounds per workflow run before continuing as new (bounds each run's history).

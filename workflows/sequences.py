@@ -57,6 +57,7 @@ class RunSequence:
                     batch_size=params.batch_size,
                     max_batches=params.max_batches,
                     concurrency=params.concurrency,
+                    round_time=params.round_time,
                 ),
                 result_type=ProcessSequenceResult,
                 start_to_close_timeout=timedelta(hours=1),
