@@ -18,13 +18,14 @@ different keys). Targets from the issue: >= 1,000 sends/s, >= 40x the baseline, 
 Exit status 1 on any duplicate or missing send; speed is printed, never asserted.
 
 Usage: .venv/bin/python bench/sequences.py [--contacts 10000] [--baseline 500] [--batch-size 1000]
-       [--concurrency 64]
+       [--concurrency 64] [--postgres-admin-url postgresql://postgres@127.0.0.1:5432/test]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -51,7 +52,7 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.worker import Worker
 
     from segmentflow.db.engine import make_engine, migrate
-    from segmentflow.db.tables import contact_table, enrollment_table, send_table
+    from segmentflow.db.tables import contact_table, enrollment_table, send_table, sequence_table
     from segmentflow.policies.sequences import parse_sequences
     from segmentflow.rules import parse_context, parse_segments
     from segmentflow.services.membership import upsert_and_recompute
@@ -284,8 +285,15 @@ async def main_async(args: argparse.Namespace) -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     sink = subprocess.Popen([sys.executable, __file__, "--sink", str(port)])
-    with tempfile.TemporaryDirectory() as tmp:
-        engine = make_engine(f"sqlite:///{Path(tmp) / 'bench.db'}")
+    with contextlib.ExitStack() as stack:
+        if args.postgres_admin_url:
+            from recompute import scratch_postgres
+
+            engine = make_engine(stack.enter_context(scratch_postgres(args.postgres_admin_url)))
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory())
+            engine = make_engine(f"sqlite:///{Path(tmp) / 'bench.db'}")
+        print(f"database: {engine.dialect.name}")
         try:
             for _ in range(200):
                 try:
@@ -317,7 +325,9 @@ async def main_async(args: argparse.Namespace) -> int:
                     save_and_launch(engine, "bench-baseline", url + "/baseline")
                     with Session(engine) as session, session.begin():  # never run by a runner
                         session.execute(
-                            sa.text("UPDATE sequence SET status = 'paused' WHERE key = 'bench-baseline'")
+                            sequence_table.update()
+                            .where(sequence_table.c.key == "bench-baseline")
+                            .values(status="paused")
                         )
                     base_s = await run_baseline(env.client, engine, queue, args.baseline)
                 if baseline._client is not None:
@@ -364,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "--postgres-admin-url", help="run on a scratch database of this PostgreSQL server instead of SQLite"
+    )
     os.environ.setdefault("PYTHONHASHSEED", "0")
     return asyncio.run(main_async(parser.parse_args(argv)))
 
