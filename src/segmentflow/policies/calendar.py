@@ -162,7 +162,7 @@ def _year(zone_name: str, year: int) -> tuple[timedelta, tuple[datetime, ...], t
                     low = middle
                 else:
                     high = middle
-            instants.append(high)
+            instants.append(high.replace(tzinfo=None))  # naive UTC, as the walk keeps its instants
             offsets.append(_offset(zone, high))
             previous = offset
         day = following
@@ -170,24 +170,26 @@ def _year(zone_name: str, year: int) -> tuple[timedelta, tuple[datetime, ...], t
 
 
 def _piece(zone: ZoneInfo, moment: datetime) -> tuple[timedelta, datetime]:
-    """The UTC offset at `moment` and the end of the stretch it holds for: the next offset change, or the
-    end of the UTC year (a harmless cut)."""
+    """The UTC offset at `moment` (naive UTC) and the end of the stretch it holds for: the next offset
+    change, or the end of the UTC year (a harmless cut)."""
     first, instants, offsets = _year(zone.key, moment.year)
     index = bisect.bisect_right(instants, moment)
     offset = offsets[index - 1] if index else first
-    end = instants[index] if index < len(instants) else datetime(moment.year + 1, 1, 1, tzinfo=UTC)
+    end = instants[index] if index < len(instants) else datetime(moment.year + 1, 1, 1)
     return offset, end
 
 
 def _open_spans(hours: BusinessHours, start: datetime) -> Iterator[tuple[datetime, datetime]]:
-    """Business spans as UTC `(from, to)` pairs, in order, from `start` (UTC) on: endless."""
+    """Business spans as naive UTC `(from, to)` pairs, in order, from `start` (naive UTC) on: endless.
+
+    Instants stay naive inside the walk (aware arithmetic and `replace(tzinfo=...)` cost more than the
+    rest of a step); the public functions convert at their edges."""
     zone, week, holidays = hours.zone, hours.week, hours.holiday_set
     cursor = start
     while True:
         offset, end = _piece(zone, cursor)
         # Within [cursor, end) the offset is constant, so local time is plain naive arithmetic.
-        local_cursor = (cursor + offset).replace(tzinfo=None)
-        local_end = (end + offset).replace(tzinfo=None)
+        local_cursor, local_end = cursor + offset, end + offset
         day = local_cursor.date()
         while True:
             midnight = datetime.combine(day, time())
@@ -198,7 +200,7 @@ def _open_spans(hours: BusinessHours, start: datetime) -> Iterator[tuple[datetim
                     a = max(midnight + span_start, local_cursor)
                     b = min(midnight + span_end, local_end)
                     if a < b:
-                        yield (a - offset).replace(tzinfo=UTC), (b - offset).replace(tzinfo=UTC)
+                        yield a - offset, b - offset
             day += _DAY
         cursor = end
 
@@ -220,24 +222,23 @@ def add_business_times(calendar: Calendar, start: datetime, durations: Sequence[
     found: list[datetime] = [begin] * len(durations)
     pending = [i for i in order if durations[i] > _ZERO]
     if pending:
-        for index, instant in zip(
-            pending, _walk(calendar, begin, [durations[i] for i in pending]), strict=True
-        ):
-            found[index] = instant
+        reached = _walk(calendar, begin.replace(tzinfo=None), [durations[i] for i in pending])
+        for index, instant in zip(pending, reached, strict=True):
+            found[index] = instant.replace(tzinfo=UTC)
     return found
 
 
 def _walk(hours: BusinessHours, start: datetime, targets: list[timedelta]) -> list[datetime]:
     """The instants at which business time elapsed since `start` reaches each of `targets` (ascending,
-    positive). Whole weeks without a holiday or an offset change are skipped in one step."""
+    positive), naive UTC like `start`. Whole weeks without a holiday or an offset change are skipped in one
+    step."""
     zone, week, week_total = hours.zone, hours.week, hours.week_total
     out: list[datetime] = []
     elapsed = _ZERO
     cursor = start
     while True:
         offset, end = _piece(zone, cursor)
-        local_cursor = (cursor + offset).replace(tzinfo=None)
-        local_end = (end + offset).replace(tzinfo=None)
+        local_cursor, local_end = cursor + offset, end + offset
         day = local_cursor.date()
         while True:
             midnight = datetime.combine(day, time())
@@ -259,7 +260,7 @@ def _walk(hours: BusinessHours, start: datetime, targets: list[timedelta]) -> li
                     if a >= b:
                         continue
                     while elapsed + (b - a) >= targets[len(out)]:
-                        out.append((a + (targets[len(out)] - elapsed) - offset).replace(tzinfo=UTC))
+                        out.append(a + (targets[len(out)] - elapsed) - offset)
                         if len(out) == len(targets):
                             return out
                     elapsed += b - a
@@ -276,10 +277,11 @@ def business_time_between(calendar: Calendar, start: datetime, end: datetime) ->
         return finish - begin
     assert isinstance(calendar, BusinessHours)
     total = _ZERO
-    for a, b in _open_spans(calendar, begin):
-        if a >= finish:
+    until = finish.replace(tzinfo=None)
+    for a, b in _open_spans(calendar, begin.replace(tzinfo=None)):
+        if a >= until:
             break
-        total += min(b, finish) - a
+        total += min(b, until) - a
     return total
 
 
