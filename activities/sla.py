@@ -36,7 +36,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from segmentflow.policies.sla import Selection, SlaPolicyError, TicketFacts
+from segmentflow.policies.sla import Selection, TicketFacts
 from segmentflow.services.reports import list_changes
 from segmentflow.services.sla import (
     last_change_seq,
@@ -85,7 +85,7 @@ class SlaActivities:
     async def _run(self, work: Callable[[Session], T]) -> T:
         try:
             return await asyncio.to_thread(self._in_transaction, work)
-        except SlaPolicyError as exc:  # a stored policy that no longer loads
+        except ValueError as exc:  # a stored policy that no longer loads, a due time past the year 9999
             raise ApplicationError(str(exc), type="InvalidInput", non_retryable=True) from None
 
     @activity.defn(name=SELECT_SLA_POLICY)

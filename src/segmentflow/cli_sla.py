@@ -89,7 +89,10 @@ def sla_select(
         raise InputError(f"{option}: {error['msg']}") from None
     engine = _engine()
     with Session(engine) as session, session.begin():
-        selection = select_for_contact(session=session, contact_key=contact, ticket=ticket_facts(ticket))
+        try:
+            selection = select_for_contact(session=session, contact_key=contact, ticket=ticket_facts(ticket))
+        except ValueError as exc:
+            raise InputError(f"--created-at: {exc}") from None
     sys.stdout.write(selection_result(selection).model_dump_json(by_alias=True, indent=2) + "\n")
 
 

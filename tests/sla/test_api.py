@@ -112,3 +112,11 @@ def test_events_of_a_ticket_and_the_report_by_segment(
         {"segment": "-", "warnings": 0, "breaches": 1},
         {"segment": "vip", "warnings": 1, "breaches": 1},
     ]
+
+
+def test_a_due_time_past_the_year_9999_is_a_422(client: TestClient, tokens: dict[str, str]) -> None:
+    client.put("/sla/policies", json=POLICIES, headers=bearer(tokens["sla:write"]))
+    body = {"contactKey": None, "ticket": {"priority": "normal", "createdAt": "9999-12-31T20:00:00Z"}}
+    response = client.post("/sla/select", json=body, headers=bearer(tokens["sla:read"]))
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "ticket", "createdAt"]

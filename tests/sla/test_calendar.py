@@ -232,3 +232,10 @@ def test_bad_calendars_are_refused_when_loaded(data: dict[str, object], message:
 def test_naive_datetimes_are_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         add_business_time(_office(), datetime(2026, 1, 1), timedelta(hours=1))
+
+
+def test_a_due_time_past_the_year_9999_is_a_value_error() -> None:
+    late = datetime(9999, 12, 31, 12, 0, tzinfo=UTC)
+    for calendar in (_office(), ALWAYS_OPEN):
+        with pytest.raises(ValueError, match="year 9999"):
+            add_business_time(calendar, late, timedelta(days=3))

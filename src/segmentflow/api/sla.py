@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Path, Query
 from pydantic import BaseModel, Field
 
 from segmentflow.activities.sla import selection_result, ticket_facts
@@ -77,17 +77,25 @@ def replace_policies(
     return [p.to_json() for p in parsed]
 
 
-@router.post("/select", responses=responses(401, 403))
+@router.post("/select", responses=responses(400, 401, 403))
 def select(session: ReadSession, _key: SlaReadKey, params: SelectSlaPolicyInput) -> SelectSlaPolicyResult:
     """The policy a ticket gets and its due times (`"policy": null`: none matched, no SLA), as the
     `segmentflow.SelectSlaPolicy` activity answers. Scope `sla:read`."""
-    return selection_result(
-        select_policy(session=session, contact_key=params.contact_key, ticket=ticket_facts(params.ticket))
-    )
+    try:
+        chosen = select_policy(
+            session=session, contact_key=params.contact_key, ticket=ticket_facts(params.ticket)
+        )
+    except ValueError as exc:  # a due time past the year 9999
+        raise invalid(["body", "ticket", "createdAt"], str(exc)) from None
+    return selection_result(chosen)
 
 
 @router.get("/tickets/{ticket_id}/events", responses=responses(401, 403))
-async def read_ticket_events(ticket_id: str, session: ReadSession, _key: SlaReadKey) -> SlaEventsPublic:
+async def read_ticket_events(
+    ticket_id: Annotated[str, Path(pattern=r"^[^\x00]+$", max_length=256)],
+    session: ReadSession,
+    _key: SlaReadKey,
+) -> SlaEventsPublic:
     """A ticket's warnings and breaches in the order they fired. Scope `sla:read`."""
     rows = list_events(session=session, ticket_id=ticket_id)
     return SlaEventsPublic(

@@ -216,13 +216,19 @@ def add_business_times(calendar: Calendar, start: datetime, durations: Sequence[
         raise ValueError("a business duration cannot be negative")
     begin = _utc(start)
     if calendar == ALWAYS_OPEN:
-        return [begin + d for d in durations]
+        try:
+            return [begin + d for d in durations]
+        except OverflowError:
+            raise ValueError("the business time runs past the year 9999") from None
     assert isinstance(calendar, BusinessHours)
     order = sorted(range(len(durations)), key=lambda i: durations[i])
     found: list[datetime] = [begin] * len(durations)
     pending = [i for i in order if durations[i] > _ZERO]
     if pending:
-        reached = _walk(calendar, begin.replace(tzinfo=None), [durations[i] for i in pending])
+        try:
+            reached = _walk(calendar, begin.replace(tzinfo=None), [durations[i] for i in pending])
+        except (OverflowError, ValueError):  # past datetime.max
+            raise ValueError("the business time runs past the year 9999") from None
         for index, instant in zip(pending, reached, strict=True):
             found[index] = instant.replace(tzinfo=UTC)
     return found
