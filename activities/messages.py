@@ -46,7 +46,6 @@ from segmentflow.services.messages import (
     MessageCatalog,
     MessageCatalogCache,
     UnknownActionError,
-    argument_errors,
     check_action,
     record_refusal,
     resolve_message,
@@ -56,9 +55,11 @@ from segmentflow.services.responders import (
     Choice,
     RejectedError,
     ResponderError,
+    TemplateError,
     call_webhook,
     choose_by_trigger,
     choose_with_chat_completions,
+    compile_reply_template,
     render_reply,
 )
 from segmentflow.settings import Settings
@@ -104,11 +105,18 @@ def _workflow_id() -> str | None:
 
 
 class MessageActivities:
-    """Message handling over one database engine and the `SEGMENTFLOW_*` settings of the responder."""
+    """Message handling over one database engine and the `SEGMENTFLOW_*` settings of the responder.
+
+    The reply template (`SEGMENTFLOW_REPLY_TEMPLATE`, else the default) is compiled here, once: one that
+    does not parse raises `ValueError` naming the setting, so a worker never starts with it."""
 
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self._engine = engine
         self._settings = settings
+        try:
+            self._reply = compile_reply_template(settings.reply_template or DEFAULT_REPLY_TEMPLATE)
+        except TemplateError as exc:
+            raise ValueError(f"SEGMENTFLOW_REPLY_TEMPLATE is not a valid Jinja2 template: {exc}") from None
         self._catalogs = MessageCatalogCache()
         self._http: httpx.AsyncClient | None = None
         self._reported: object = None
@@ -169,12 +177,7 @@ class MessageActivities:
             raise await self._refuse(params.action, params.contact_key, reason, side)
         try:
             action, decision = await self._run(
-                lambda s: check_action(
-                    session=s,
-                    catalog=self._catalogs.get(session=s),
-                    action_key=params.action,
-                    contact_key=params.contact_key,
-                )
+                lambda s: check_action(session=s, action_key=params.action, contact_key=params.contact_key)
             )
         except UnknownActionError as exc:
             raise ApplicationError(str(exc), type="ActionNotFound", non_retryable=True) from None
@@ -245,7 +248,7 @@ class MessageActivities:
         else:
             action = await self.check_run_action(params, None, "activity")
         # After the permission check, so a contact who may not use the action learns nothing about it.
-        errors = argument_errors(action.parameters, params.arguments)
+        errors = action.argument_errors(params.arguments)
         if errors:
             raise ApplicationError(
                 f'action "{action.key}": arguments do not match its parameters: {"; ".join(errors)}',
@@ -259,9 +262,15 @@ class MessageActivities:
             "contactKey": params.contact_key,
             "arguments": params.arguments,
         }
+        info = activity.info()
         try:
             status, response = await call_webhook(
-                self._client(), action.webhook, payload, timeout=self._settings.http_timeout
+                self._client(),
+                action.webhook,
+                payload,
+                timeout=self._settings.http_timeout,
+                # Stable across this activity's retries, distinct for every run of an action.
+                idempotency_key=f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}",
             )
         except RejectedError as exc:
             raise ApplicationError(str(exc), type="WebhookRejected", non_retryable=True) from None
@@ -276,7 +285,6 @@ class MessageActivities:
 
     @activity.defn(name=RENDER_REPLY)
     async def render_reply(self, params: RenderReplyInput) -> str:
-        template = self._settings.reply_template or DEFAULT_REPLY_TEMPLATE
         action = None if params.ran is None else (await self._current_views()).actions.get(params.ran)
         variables = {
             "contact_key": params.contact_key,
@@ -287,7 +295,12 @@ class MessageActivities:
             "responder_reply": params.responder_reply,
             "result": params.result,
         }
-        return render_reply(template, variables)
+        try:
+            return render_reply(self._reply, variables)
+        except TemplateError as exc:
+            raise ApplicationError(
+                f"the reply template failed: {exc}", type="ReplyTemplateFailed", non_retryable=True
+            ) from None
 
     def all(self) -> list[Callable[..., object]]:
         """Every activity method, for worker registration."""

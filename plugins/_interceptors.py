@@ -80,16 +80,37 @@ def _contact_of(headers: Headers) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _run_action_input(args: Sequence[Any]) -> RunActionInput | None:
-    """The `RunAction` input, whether a model or the JSON a caller without our models sent."""
+def _run_action_input(args: Sequence[Any], converter: PayloadConverter) -> RunActionInput | None:
+    """The `RunAction` input, whatever the caller passed: our model, plain JSON, or a host's own
+    dataclass or pydantic model (round-tripped through the payload converter, as the worker will read it).
+    None when it is not exactly one argument that reads as a valid `RunActionInput`."""
     if len(args) != 1:
         return None
-    if isinstance(args[0], RunActionInput):
-        return args[0]
+    arg = args[0]
+    if isinstance(arg, RunActionInput):
+        return arg
     try:
-        return RunActionInput.model_validate(args[0])
-    except ValidationError:
-        return None  # the activity refuses malformed input itself
+        if not isinstance(arg, dict):
+            payloads = converter.to_payloads([arg])
+            arg = converter.from_payloads(payloads, [RunActionInput])[0]
+            if isinstance(arg, RunActionInput):
+                return arg
+        return RunActionInput.model_validate(arg)
+    except Exception:  # any conversion failure is a malformed input, refused by the caller
+        return None
+
+
+def _describe(args: Sequence[Any]) -> tuple[str, str | None]:
+    """Best-effort action and contact of a malformed `RunAction` input, for the refusal's audit row."""
+    arg = args[0] if len(args) == 1 else None
+    if isinstance(arg, dict):
+        action, contact = arg.get("action"), arg.get("contactKey", arg.get("contact_key"))
+    else:
+        action, contact = getattr(arg, "action", None), getattr(arg, "contact_key", None)
+    return (
+        str(action)[:1000] if action is not None else "(unknown)",
+        str(contact)[:1000] if contact is not None else None,
+    )
 
 
 @contextmanager
@@ -151,9 +172,14 @@ class _WorkflowOutbound(temporalio.worker.WorkflowOutboundInterceptor):
     def _schedule(self, input: _Start, start: _Scheduler) -> workflow.ActivityHandle[Any]:
         input = dataclasses.replace(input, headers=_with_contact(input.headers, self._state.contact))
         if input.activity == RUN_ACTION:
-            params = _run_action_input(input.args)
-            if params is not None:
-                return self._checked(input, params, start)
+            params = _run_action_input(input.args, workflow.payload_converter())
+            if params is None:
+                action, contact = _describe(input.args)
+                refusal = RefuseActionInput(
+                    action=action, contact_key=contact, reason="malformed RunAction input", side="workflow"
+                )
+                return self._refuse_with(input, refusal, start)
+            return self._checked(input, params, start)
         handle = start(input)
         if input.activity == RESOLVE_MESSAGE:
             handle.add_done_callback(self._remember)
@@ -188,6 +214,12 @@ class _WorkflowOutbound(temporalio.worker.WorkflowOutboundInterceptor):
         refusal = RefuseActionInput(
             action=params.action, contact_key=params.contact_key, reason=reason, side="workflow"
         )
+        return self._refuse_with(input, refusal, start)
+
+    @staticmethod
+    def _refuse_with(
+        input: _Start, refusal: RefuseActionInput, start: _Scheduler
+    ) -> workflow.ActivityHandle[Any]:
         return start(
             dataclasses.replace(input, activity=REFUSE_ACTION, args=[refusal], arg_types=None, ret_type=None)
         )
@@ -249,8 +281,8 @@ class _ActivityInbound(temporalio.worker.ActivityInboundInterceptor):
         token = _activity_contact.set(contact)
         try:
             if activity.info().activity_type == RUN_ACTION:
-                params = _run_action_input(input.args)
-                if params is not None:
+                params = _run_action_input(input.args, activity.payload_converter())
+                if params is not None:  # otherwise the activity refuses the input it cannot read
                     await self._check(params, contact, "worker")
             return await super().execute_activity(input)
         finally:

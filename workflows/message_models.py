@@ -12,7 +12,9 @@ from pydantic import Field
 from segmentflow.workflows.models import Payload
 
 __all__ = [
+    "ACTION_KEY_MAX",
     "CONTACT_HEADER",
+    "CONTACT_KEY_MAX",
     "HANDLE_MESSAGE",
     "REFUSE_ACTION",
     "RENDER_REPLY",
@@ -46,11 +48,17 @@ SEGMENT_RESTRICTED = "SegmentRestricted"
 #: Workflow and activity header carrying the current contact's key (absent: anonymous or unknown).
 CONTACT_HEADER = "segmentflow-contact"
 
+#: Bounds at the edges, the column sizes of the audit table: a key of 1-256 characters for an action, at
+#: most 512 for a contact, neither with NUL (PostgreSQL's text refuses it).
+_NO_NUL = r"^[^\x00]*$"
+ACTION_KEY_MAX = 256
+CONTACT_KEY_MAX = 512
+
 
 class HandleMessageInput(Payload):
     """One message of a conversation; `contactKey` is None for an anonymous contact."""
 
-    contact_key: str | None = None
+    contact_key: str | None = Field(default=None, max_length=CONTACT_KEY_MAX, pattern=_NO_NUL)
     conversation_id: str
     text: str
 
@@ -69,8 +77,8 @@ class HandleMessageResult(Payload):
 class RunActionInput(Payload):
     """`segmentflow.RunAction`: perform `action` for `contactKey` (None: anonymous) with `arguments`."""
 
-    action: str = Field(min_length=1)
-    contact_key: str | None = None
+    action: str = Field(min_length=1, max_length=ACTION_KEY_MAX, pattern=_NO_NUL)
+    contact_key: str | None = Field(default=None, max_length=CONTACT_KEY_MAX, pattern=_NO_NUL)
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -84,7 +92,7 @@ class RunActionResult(Payload):
 
 
 class ResolveMessageInput(Payload):
-    contact_key: str | None = None
+    contact_key: str | None = Field(default=None, max_length=CONTACT_KEY_MAX, pattern=_NO_NUL)
 
 
 class OfferedAction(Payload):

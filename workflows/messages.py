@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -54,6 +55,7 @@ MESSAGE_RETRY = RetryPolicy(
         "WebhookRejected",
         "ResponderFailed",
         "ContactNotFound",
+        "ReplyTemplateFailed",
     ],
 )
 _TIMEOUT = timedelta(seconds=30)
@@ -77,7 +79,9 @@ def _refusal(exc: ActivityError) -> bool:
     return isinstance(cause, ApplicationError) and cause.type == SEGMENT_RESTRICTED
 
 
-@workflow.defn(name=HANDLE_MESSAGE)
+# An input that breaks the payload bounds (a contact key over 512 characters or with NUL) fails the run
+# with the validation error, instead of failing its workflow task again and again.
+@workflow.defn(name=HANDLE_MESSAGE, failure_exception_types=[ValidationError])
 class HandleMessage:
     @workflow.run
     async def run(self, params: HandleMessageInput) -> HandleMessageResult:

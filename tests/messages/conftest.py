@@ -96,12 +96,15 @@ def engine(engine: Engine) -> Engine:
 
 @dataclass
 class StandIn:
-    """A local HTTP server: records each request; `/chat/completions` answers with `completion`."""
+    """A local HTTP server: records each request (and its headers); `/chat/completions` answers with
+    `completion`. Each answer's status is the next of `statuses` while any are left, else `status`."""
 
     url: str
     requests: list[tuple[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
     completion: dict[str, Any] = field(default_factory=dict)
     status: int = 200
+    statuses: list[int] = field(default_factory=list)
 
     def paths(self) -> list[str]:
         return [path for path, _ in self.requests]
@@ -119,9 +122,10 @@ def stand_in() -> Iterator[StandIn]:
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length) or b"null")
             state.requests.append((self.path, body))
+            state.headers.append({k.lower(): v for k, v in self.headers.items()})
             answer = state.completion if self.path.endswith("/chat/completions") else {"ok": True}
             data = json.dumps(answer).encode()
-            self.send_response(state.status)
+            self.send_response(state.statuses.pop(0) if state.statuses else state.status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()

@@ -3,12 +3,16 @@ name with plain JSON, on a task queue they are given."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from segmentflow.workflows import resolve_message
 
 
 @workflow.defn(name="tests.HostRunsAction")
@@ -73,3 +77,79 @@ class AsksWhoIsServed:
             return [here]
         below: list[str | None] = await workflow.execute_child_workflow(AsksWhoIsServed.run, depth - 1)
         return [here, *below]
+
+
+def _outcome(exc: ActivityError | ApplicationError) -> dict[str, Any]:
+    cause = exc.cause if isinstance(exc, ActivityError) else exc
+    assert isinstance(cause, ApplicationError)
+    details = cause.details[0] if cause.details else {}
+    return {
+        "outcome": cause.type,
+        "side": details.get("side"),
+        "reason": details.get("reason"),
+        "activity": exc.activity_type if isinstance(exc, ActivityError) else None,
+    }
+
+
+@dataclass
+class HostRunArgs:
+    """A host's own input type for `segmentflow.RunAction` (not segmentflow's model, nor a dict)."""
+
+    action: str
+    contact_key: str | None
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@workflow.defn(name="tests.HostRunsActionWithOwnTypes")
+class HostRunsActionWithOwnTypes:
+    """Calls `segmentflow.RunAction` with a dataclass, or with `raw` arguments as given (malformed ones)."""
+
+    @workflow.run
+    async def run(self, args: dict[str, Any]) -> dict[str, Any]:
+        params: list[Any] = (
+            args["raw"] if "raw" in args else [HostRunArgs(args["action"], args["contactKey"])]
+        )
+        try:
+            await workflow.execute_activity(
+                "segmentflow.RunAction",
+                args=params,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=RetryPolicy(maximum_attempts=2),
+            )
+        except ActivityError as exc:
+            return _outcome(exc)
+        return {"outcome": "ran"}
+
+
+@workflow.defn(name="tests.HostResolvesThenRuns")
+class HostResolvesThenRuns:
+    """Resolves the contact through `segmentflow.workflows.resolve_message` (which arms the plugin's
+    workflow-side check), waits for the `go` signal, then runs the action."""
+
+    def __init__(self) -> None:
+        self._go = False
+        self._offered: list[str] | None = None
+
+    @workflow.signal
+    def go(self) -> None:
+        self._go = True
+
+    @workflow.query
+    def offered(self) -> list[str] | None:
+        return self._offered
+
+    @workflow.run
+    async def run(self, args: dict[str, Any]) -> dict[str, Any]:
+        resolved = await resolve_message(args["contactKey"])
+        self._offered = resolved.actions
+        await workflow.wait_condition(lambda: self._go)
+        try:
+            await workflow.execute_activity(
+                "segmentflow.RunAction",
+                {"action": args["action"], "contactKey": args["contactKey"]},
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=RetryPolicy(maximum_attempts=2),
+            )
+        except ActivityError as exc:
+            return _outcome(exc)
+        return {"outcome": "ran"}

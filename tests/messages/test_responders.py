@@ -8,13 +8,13 @@ from typing import Any
 
 import httpx
 import pytest
-from jinja2.exceptions import SecurityError
 from segmentflow.workflows.message_models import AppliedInstruction, OfferedAction
 
 from segmentflow.services.responders import (
     DEFAULT_REPLY_TEMPLATE,
     RejectedError,
     ResponderError,
+    TemplateError,
     call_webhook,
     choose_by_trigger,
     choose_with_chat_completions,
@@ -51,6 +51,8 @@ def test_built_in_responder_never_names_an_action_not_offered() -> None:
 
 
 def _mock(answer: Any, status: int = 200, seen: list[dict[str, Any]] | None = None) -> httpx.AsyncClient:
+    """A client whose every request is answered by `answer` with `status`."""
+
     def handle(request: httpx.Request) -> httpx.Response:
         if seen is not None:
             seen.append(
@@ -104,22 +106,66 @@ async def test_chat_completions_unknown_tool_name_is_passed_on_for_enforcement()
     assert choice.action == "delete_everything"
 
 
-ARRAY_ARGUMENTS = {
-    "choices": [{"message": {"tool_calls": [{"function": {"name": "refund", "arguments": "[1]"}}]}}]
-}
+def _calls(function: Any, content: Any = None) -> dict[str, Any]:
+    return {"choices": [{"message": {"content": content, "tool_calls": [{"function": function}]}}]}
 
 
-@pytest.mark.parametrize("answer", [{"choices": []}, {"nope": 1}, ARRAY_ARGUMENTS])
-async def test_chat_completions_malformed_answers_raise_responder_error(answer: Any) -> None:
-    with pytest.raises(ResponderError):
+ARRAY_ARGUMENTS = _calls({"name": "refund", "arguments": "[1]"})
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ({"choices": []}, "not a chat completion"),
+        ({"nope": 1}, "not a chat completion"),
+        (ARRAY_ARGUMENTS, "not a JSON object"),
+        (_calls({"arguments": "{}"}), "names no function"),  # no name: not a bare KeyError
+        (_calls({"name": None, "arguments": "{}"}), "names no function"),  # not the action "None"
+        (_calls({"name": "", "arguments": "{}"}), "names no function"),
+        (_calls({"name": 7}), "names no function"),
+        (_calls({"name": "refund"}, content=[{"type": "image_url"}]), "content part"),
+        (_calls({"name": "refund"}, content={"text": "x"}), "neither a string nor a list"),
+        ({"choices": [{"message": {"tool_calls": [{"id": "c"}]}}]}, "not a chat completion"),
+    ],
+)
+async def test_chat_completions_malformed_answers_raise_responder_error(answer: Any, message: str) -> None:
+    with pytest.raises(ResponderError, match=message):
         await _choose(_mock(answer))
 
 
-async def test_client_errors_are_rejected_and_server_errors_propagate_for_retry() -> None:
-    with pytest.raises(RejectedError, match="HTTP 401"):
-        await _choose(_mock({"error": "bad key"}, status=401))
+async def test_chat_completions_content_parts_are_joined_into_the_reply() -> None:
+    parts = [{"type": "text", "text": "Hello, "}, {"type": "text", "text": "there."}]
+    answer = {"choices": [{"message": {"role": "assistant", "content": parts}}]}
+    assert (await _choose(_mock(answer), [])).reply == "Hello, there."
+    choice = await _choose(_mock(_calls({"name": "refund", "arguments": "{}"}, content=parts)))
+    assert (choice.action, choice.reply) == ("refund", "Hello, there.")
+
+
+async def test_chat_completions_unknown_name_is_bounded_to_an_action_key() -> None:
+    """A made-up name longer than any key, or with NUL, still reaches the enforcement as a storable key."""
+    choice = await _choose(_mock(tool_call("x" * 1000)))
+    assert choice.action is not None and len(choice.action) == 256 and choice.action.endswith("…")
+    choice = await _choose(_mock(tool_call("evil\x00name")))
+    assert choice.action == "evil\\x00name"
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+async def test_client_errors_are_rejected(status: int) -> None:
+    with pytest.raises(RejectedError, match=f"HTTP {status}"):
+        await _choose(_mock({"error": "bad"}, status=status))
+
+
+@pytest.mark.parametrize("status", [408, 425, 429, 500, 502, 503])
+async def test_transient_answers_propagate_for_retry(status: int) -> None:
+    """Classified as the delivery channels do: 429 (rate limited) is retried, not a failed message."""
     with pytest.raises(httpx.HTTPStatusError):
-        await _choose(_mock({"error": "down"}, status=503))
+        await _choose(_mock({"error": "later"}, status=status))
+    async with _mock({}, status=status) as client:
+        with pytest.raises(httpx.HTTPStatusError):
+            await call_webhook(client, {"url": "http://hook.test/x"}, {"action": "a"}, timeout=5)
+
+
+async def test_webhook_client_errors_are_rejected() -> None:
     async with _mock({}, status=404) as client:
         with pytest.raises(RejectedError, match="webhook"):
             await call_webhook(client, {"url": "http://hook.test/x"}, {"action": "a"}, timeout=5)
@@ -133,19 +179,26 @@ async def test_webhook_posts_payload_with_configured_headers() -> None:
         )
     assert (status, body) == (200, {"status": "shipped"})
     assert seen[0]["headers"]["x-key"] == "k" and seen[0]["body"] == {"action": "a"}
+    assert "idempotency-key" not in seen[0]["headers"]
+    async with _mock({}, seen=seen) as client:
+        await call_webhook(client, {"url": "http://hook.test/x"}, {}, timeout=5, idempotency_key="wf/run/1")
+    assert seen[1]["headers"]["idempotency-key"] == "wf/run/1"
 
 
 def test_default_reply_template_covers_each_outcome() -> None:
     base: dict[str, Any] = {"refused": None, "responder_reply": None, "ran": None, "action": None}
-    assert render_reply(DEFAULT_REPLY_TEMPLATE, base | {"refused": "refund"}) == (
-        "Sorry, refund is not available to you."
-    )
+    refused = render_reply(DEFAULT_REPLY_TEMPLATE, base | {"refused": "secret-refund"})
+    assert refused == "Sorry, I can't do that for you." and "secret-refund" not in refused
     assert render_reply(DEFAULT_REPLY_TEMPLATE, base | {"ran": "refund", "action": {"name": "Refund"}}) == (
         "Done: Refund."
     )
     assert render_reply(DEFAULT_REPLY_TEMPLATE, base | {"responder_reply": "Hi!"}) == "Hi!"
 
 
-def test_reply_template_runs_in_jinja2_sandbox() -> None:
-    with pytest.raises(SecurityError):
+def test_reply_template_runs_in_jinja2_sandbox_with_strict_undefined() -> None:
+    with pytest.raises(TemplateError, match="SecurityError"):
         render_reply("{{ text.__class__.__mro__[1].__subclasses__() }}", {"text": "x"})
+    with pytest.raises(TemplateError, match="UndefinedError"):
+        render_reply("Hi {{ nobody.name }}", {"text": "x"})
+    with pytest.raises(TemplateError, match="line 1"):
+        render_reply("{% if %}", {})

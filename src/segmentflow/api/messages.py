@@ -32,11 +32,36 @@ __all__ = ["router"]
 router = APIRouter(prefix="/messages", tags=["messages"])
 
 
-class ActionPublic(ActionSpec):
+#: What a header value reads as in an answer: values are often secrets (tokens), names are not.
+REDACTED = "<redacted>"
+
+
+class WebhookPublic(BaseModel):
+    url: str
+    #: Header names, each with the value redacted.
+    headers: dict[str, str]
+
+
+class ActionPublic(BaseModel):
+    """A stored action as `GET /messages/actions` shows it: a plain model (what was stored was validated
+    on the way in), webhook header values redacted."""
+
+    key: str
     name: str
+    description: str
+    restricted_to_segments: list[str]
+    trigger_phrases: list[str]
+    parameters: dict[str, Any]
+    webhook: WebhookPublic | None
     #: Listed segments that do not exist: while any is listed, the action is withheld from everyone.
     missing_segments: list[str]
     updated_at: datetime
+
+
+def _webhook(stored: dict[str, Any] | None) -> WebhookPublic | None:
+    if stored is None:
+        return None
+    return WebhookPublic(url=stored["url"], headers=dict.fromkeys(stored.get("headers") or {}, REDACTED))
 
 
 class InstructionPublic(InstructionSpec):
@@ -60,7 +85,7 @@ class ImportedPublic(BaseModel):
 
 
 class ResolveBody(BaseModel):
-    contact_key: str | None = Field(default=None, alias="contactKey", max_length=512)
+    contact_key: str | None = Field(default=None, alias="contactKey", max_length=512, pattern=r"^[^\x00]*$")
 
 
 class WithheldPublic(BaseModel):
@@ -117,7 +142,7 @@ async def get_actions(session: ReadSession, _key: MessagesReadKey) -> ActionsPub
                 restricted_to_segments=a.restricted_to_segments,
                 trigger_phrases=a.trigger_phrases,
                 parameters=a.parameters,
-                webhook=a.webhook,
+                webhook=_webhook(a.webhook),
                 missing_segments=list(missing_segments(a.restricted_to_segments, segments)),
                 updated_at=a.updated_at,
             )

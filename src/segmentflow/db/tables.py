@@ -174,6 +174,8 @@ class Action(SQLModel, table=True):
     parameters: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(sa.JSON, nullable=False))
     #: `{"url", "headers"}`, or None for an action that calls nothing.
     webhook: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
+    #: 1 when created, +1 on every upsert: the catalog cache's staleness key is count + sum of versions.
+    version: int = Field(default=1, sa_column=sa.Column(sa.Integer, nullable=False, server_default="1"))
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False))
 
@@ -189,6 +191,7 @@ class Instruction(SQLModel, table=True):
     restricted_to_segments: list[str] = Field(
         default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False)
     )
+    version: int = Field(default=1, sa_column=sa.Column(sa.Integer, nullable=False, server_default="1"))
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False))
 

@@ -25,10 +25,24 @@ from typing import Any, Literal
 import aiosmtplib
 import httpx
 
-__all__ = ["Delivery", "KeepAliveTransport", "SmtpServer", "post_webhook", "send_email", "webhook_client"]
+__all__ = [
+    "Delivery",
+    "KeepAliveTransport",
+    "SmtpServer",
+    "post_webhook",
+    "send_email",
+    "transient_status",
+    "webhook_client",
+]
 
 _TRANSIENT_STATUS = frozenset({408, 425, 429})
 _RECORDED_BODY = 2000
+
+
+def transient_status(code: int) -> bool:
+    """Whether an HTTP error status is worth retrying: 5xx, 408, 425 and 429 are; other 4xx are the
+    caller's problem and permanent. (The one classification of webhook and other HTTP answers.)"""
+    return code >= 500 or code in _TRANSIENT_STATUS
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +76,7 @@ async def post_webhook(
         if 200 <= code < 300:
             return Delivery("sent", code, None)
         text = response.text[:_RECORDED_BODY]
-        if 400 <= code < 500 and code not in _TRANSIENT_STATUS:
+        if 400 <= code < 500 and not transient_status(code):
             return Delivery("failed", code, text)
         last = Delivery("retry", code, text)
     return last

@@ -29,6 +29,7 @@ __all__ = [
     "UnknownSegmentError",
     "apply_diff",
     "check_membership",
+    "contact_segment_set",
     "contact_segments",
     "diff_memberships",
     "evaluate_contexts",
@@ -351,6 +352,16 @@ def contact_segments(*, session: Session, contact_key: str) -> tuple[list[str], 
     for a contact never computed)."""
     contact_id, computed_at = _computed_contact(session, contact_key)
     return list_contact_segments(session=session, contact_id=contact_id), computed_at
+
+
+def contact_segment_set(*, session: Session, contact_key: str) -> frozenset[str]:
+    """The keys of the segments a contact is in, from the precomputed memberships (computed now for a
+    contact never computed); empty for a contact that is not stored (it is in no segment)."""
+    try:
+        keys, _ = contact_segments(session=session, contact_key=contact_key)
+    except UnknownContactError:
+        return frozenset()
+    return frozenset(keys)
 
 
 def member_counts(

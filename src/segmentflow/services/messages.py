@@ -4,12 +4,14 @@ Functions take the session as a keyword argument and never commit: the caller ow
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
+import httpx
 import sqlalchemy as sa
 from jsonschema import Draft202012Validator, SchemaError
 from jsonschema import ValidationError as ArgumentsError
@@ -26,7 +28,7 @@ from segmentflow.db.tables import (
     segment_table,
 )
 from segmentflow.policies.restrictions import Decision, RestrictionIndex, Withheld, decide, missing_segments
-from segmentflow.services.membership import UnknownContactError, contact_segments
+from segmentflow.services.membership import contact_segment_set
 
 __all__ = [
     "ActionSpec",
@@ -52,16 +54,22 @@ __all__ = [
     "parse_instructions",
     "record_refusal",
     "resolve_message",
+    "sanitize_column",
     "upsert_actions",
     "upsert_instructions",
 ]
 
 _KEY = r"^[^\x00]{1,256}$"
 _SEGMENT_KEY = r"^[^\x00]{1,256}$"
+_HEADER_CHARS = re.compile(r"[\x00\r\n]")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")  # an HTTP token (RFC 9110)
 
 
 class SpecError(ValueError):
     """A bad action or instruction file: the message names the item and the field."""
+
+
+SegmentKey = Annotated[str, Field(pattern=_SEGMENT_KEY)]
 
 
 class _Spec(BaseModel):
@@ -74,6 +82,32 @@ class WebhookSpec(_Spec):
     url: str = Field(pattern=r"^https?://\S+$", max_length=2048)
     headers: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, url: str) -> str:
+        """An absolute http(s) URL with a host and a valid port, as httpx will send it."""
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+            raise ValueError("control characters in the URL")
+        try:
+            parsed = httpx.URL(url)
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise ValueError(f"not a URL: {exc}") from None
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ValueError("an http:// or https:// URL with a host is required")
+        if parsed.port is not None and not 0 < parsed.port <= 65535:
+            raise ValueError(f"port {parsed.port} is out of range (1-65535)")
+        return url
+
+    @field_validator("headers")
+    @classmethod
+    def _valid_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"header name {name!r} is not a valid HTTP header name")
+            if _HEADER_CHARS.search(value):
+                raise ValueError(f'header "{name}": CR, LF and NUL are not allowed in a value')
+        return headers
+
 
 class ActionSpec(_Spec):
     """One entry of `segmentflow actions import FILE.json`. Only `key` is required: the name defaults to
@@ -83,7 +117,7 @@ class ActionSpec(_Spec):
     key: str = Field(pattern=_KEY)
     name: str | None = Field(default=None, max_length=512)
     description: str = ""
-    restricted_to_segments: list[str] = Field(default_factory=list)
+    restricted_to_segments: list[SegmentKey] = Field(default_factory=list)
     trigger_phrases: list[str] = Field(default_factory=list)
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
     webhook: WebhookSpec | None = None
@@ -100,14 +134,36 @@ class ActionSpec(_Spec):
         return schema
 
 
-def argument_errors(schema: dict[str, Any], arguments: Any) -> list[str]:
+_VALIDATORS: dict[tuple[str, int], tuple[dict[str, Any], Draft202012Validator]] = {}
+_MAX_VALIDATORS = 4096
+
+
+def _validator(schema: dict[str, Any], cache_key: tuple[str, int] | None) -> Draft202012Validator:
+    """A compiled validator, kept per (action key, version) while that version's schema is the same one
+    (compared, so two databases holding different actions under one key cannot share a validator)."""
+    if cache_key is None:
+        return Draft202012Validator(schema)
+    hit = _VALIDATORS.get(cache_key)
+    if hit is not None and hit[0] == schema:
+        return hit[1]
+    if len(_VALIDATORS) >= _MAX_VALIDATORS:
+        _VALIDATORS.clear()
+    validator = Draft202012Validator(schema)
+    _VALIDATORS[cache_key] = (schema, validator)
+    return validator
+
+
+def argument_errors(
+    schema: dict[str, Any], arguments: Any, *, cache_key: tuple[str, int] | None = None
+) -> list[str]:
     """Why `arguments` do not satisfy an action's `parameters` schema: one line per error, each naming
-    where in the arguments (`/path`), in a stable order; empty when they do."""
+    where in the arguments (`/path`), in a stable order; empty when they do. `cache_key` (the action's key
+    and version) reuses the compiled validator across calls."""
 
     def line(error: ArgumentsError) -> str:
         return f"/{'/'.join(str(p) for p in error.absolute_path)}: {error.message}"
 
-    errors = Draft202012Validator(schema).iter_errors(arguments)
+    errors = _validator(schema, cache_key).iter_errors(arguments)
     return sorted(line(e) for e in errors)
 
 
@@ -116,7 +172,7 @@ class InstructionSpec(_Spec):
 
     key: str = Field(pattern=_KEY)
     text: str
-    restricted_to_segments: list[str] = Field(default_factory=list)
+    restricted_to_segments: list[SegmentKey] = Field(default_factory=list)
 
 
 S = TypeVar("S", ActionSpec, InstructionSpec)
@@ -180,6 +236,7 @@ def upsert_actions(*, session: Session, actions: Sequence[ActionSpec], now: date
         record.parameters = dict(spec.parameters)
         record.webhook = None if spec.webhook is None else spec.webhook.model_dump()
         record.updated_at = now
+        record.version = 1 if record.id is None else record.version + 1
         session.add(record)
         missing = missing_segments(spec.restricted_to_segments, segments)
         if missing:
@@ -201,6 +258,7 @@ def upsert_instructions(
         record.text = spec.text
         record.restricted_to_segments = list(spec.restricted_to_segments)
         record.updated_at = now
+        record.version = 1 if record.id is None else record.version + 1
         session.add(record)
         missing = missing_segments(spec.restricted_to_segments, segments)
         if missing:
@@ -228,6 +286,11 @@ class CatalogAction:
     trigger_phrases: tuple[str, ...]
     parameters: dict[str, Any]
     webhook: dict[str, Any] | None
+    version: int = 1
+
+    def argument_errors(self, arguments: Any) -> list[str]:
+        """`argument_errors` against this action's parameters (its compiled validator is reused)."""
+        return argument_errors(self.parameters, arguments, cache_key=(self.key, self.version))
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,24 +311,22 @@ class MessageCatalog:
     instructions_by_key: dict[str, CatalogInstruction]
 
 
-def load_catalog(*, session: Session) -> MessageCatalog:
-    actions = [
-        CatalogAction(
-            key=a.key,
-            name=a.name,
-            description=a.description,
-            restricted_to_segments=tuple(a.restricted_to_segments),
-            trigger_phrases=tuple(a.trigger_phrases),
-            parameters=a.parameters,
-            webhook=a.webhook,
-        )
-        for a in list_actions(session=session)
-    ]
-    instructions = [
-        CatalogInstruction(key=i.key, text=i.text, restricted_to_segments=tuple(i.restricted_to_segments))
-        for i in list_instructions(session=session)
-    ]
-    segments = existing_segment_keys(session=session)
+def _catalog_action(a: Action) -> CatalogAction:
+    return CatalogAction(
+        key=a.key,
+        name=a.name,
+        description=a.description,
+        restricted_to_segments=tuple(a.restricted_to_segments),
+        trigger_phrases=tuple(a.trigger_phrases),
+        parameters=a.parameters,
+        webhook=a.webhook,
+        version=a.version,
+    )
+
+
+def _compile(
+    actions: list[CatalogAction], instructions: list[CatalogInstruction], segments: frozenset[str]
+) -> MessageCatalog:
     return MessageCatalog(
         actions=RestrictionIndex(actions, segments),
         instructions=RestrictionIndex(instructions, segments),
@@ -275,34 +336,70 @@ def load_catalog(*, session: Session) -> MessageCatalog:
     )
 
 
-def _stamp_query() -> sa.Select[Any]:
-    def aggregate(table: sa.Table) -> list[sa.ScalarSelect[Any]]:
-        return [
-            sa.select(sa.func.count()).select_from(table).scalar_subquery(),
-            sa.select(sa.func.max(table.c.updated_at)).scalar_subquery(),
-        ]
+def _load_items(session: Session) -> tuple[list[CatalogAction], list[CatalogInstruction]]:
+    actions = [_catalog_action(a) for a in list_actions(session=session)]
+    instructions = [
+        CatalogInstruction(key=i.key, text=i.text, restricted_to_segments=tuple(i.restricted_to_segments))
+        for i in list_instructions(session=session)
+    ]
+    return actions, instructions
 
-    return sa.select(*aggregate(action_table), *aggregate(instruction_table), *aggregate(segment_table))
+
+def load_catalog(*, session: Session) -> MessageCatalog:
+    actions, instructions = _load_items(session)
+    return _compile(actions, instructions, existing_segment_keys(session=session))
+
+
+def _existing_among(session: Session, keys: Collection[str]) -> frozenset[str]:
+    """Which of `keys` name stored segments (one query on the unique key index; none for no keys)."""
+    if not keys:
+        return frozenset()
+    query = sa.select(segment_table.c.key).where(
+        segment_table.c.key.in_(sa.bindparam("keys", expanding=True))
+    )
+    return frozenset(session.scalars(query, {"keys": sorted(keys)}))
+
+
+_ITEMS_STAMP = sa.select(
+    sa.select(sa.func.count()).select_from(action_table).scalar_subquery(),
+    sa.select(sa.func.coalesce(sa.func.sum(action_table.c.version), 0)).scalar_subquery(),
+    sa.select(sa.func.count()).select_from(instruction_table).scalar_subquery(),
+    sa.select(sa.func.coalesce(sa.func.sum(instruction_table.c.version), 0)).scalar_subquery(),
+)
 
 
 class MessageCatalogCache:
-    """Keeps one `MessageCatalog` until actions, instructions or segments change (count and newest update
-    of each, one query), so a message does not reload and re-index every item. Safe to share between
-    threads."""
+    """Keeps one `MessageCatalog` so a message does not reload and re-index every item.
+
+    Staleness never relies on clocks: every upsert of an action or instruction bumps its `version` in the
+    same transaction, so the count and the sum of versions of each table (one aggregate query) change with
+    every write, whoever wrote and whatever their clock said. The segments a restriction names are checked
+    for existence on every call (one indexed query for just the keys the catalog names), and the index is
+    rebuilt when that set changes, so a deleted or recreated segment is seen at once. Safe to share between
+    threads. (The permission check of a single action does not use this cache: see `check_action`.)"""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._stamp: tuple[Any, ...] | None = None
+        self._items: tuple[list[CatalogAction], list[CatalogInstruction], frozenset[str]] | None = None
         self._catalog: MessageCatalog | None = None
 
     def get(self, *, session: Session) -> MessageCatalog:
-        stamp = tuple(session.execute(_stamp_query()).one())
+        stamp = tuple(session.execute(_ITEMS_STAMP).one())
         with self._lock:
-            if self._catalog is not None and stamp == self._stamp:
-                return self._catalog
-        catalog = load_catalog(session=session)
+            items = self._items if stamp == self._stamp else None
+            catalog = self._catalog
+        if items is None:
+            actions, instructions = _load_items(session)
+            named = frozenset(s for item in (*actions, *instructions) for s in item.restricted_to_segments)
+            items = (actions, instructions, named)
+            catalog = None
+        existing = _existing_among(session, items[2])
+        if catalog is not None and catalog.segments == existing:
+            return catalog
+        catalog = _compile(items[0], items[1], existing)
         with self._lock:
-            self._stamp, self._catalog = stamp, catalog
+            self._stamp, self._items, self._catalog = stamp, items, catalog
         return catalog
 
 
@@ -311,11 +408,7 @@ def contact_memberships(*, session: Session, contact_key: str | None) -> frozens
     computed). None for an anonymous contact; a contact that is not stored is in no segment."""
     if contact_key is None:
         return None
-    try:
-        keys, _ = contact_segments(session=session, contact_key=contact_key)
-    except UnknownContactError:
-        return frozenset()
-    return frozenset(keys)
+    return contact_segment_set(session=session, contact_key=contact_key)
 
 
 @dataclass(frozen=True)
@@ -350,14 +443,26 @@ class UnknownActionError(LookupError):
 
 
 def check_action(
-    *, session: Session, catalog: MessageCatalog, action_key: str, contact_key: str | None
+    *, session: Session, action_key: str, contact_key: str | None
 ) -> tuple[CatalogAction, Decision]:
-    """May this contact use this action now? Reads the contact's memberships (fresh)."""
-    action = catalog.by_key.get(action_key)
-    if action is None:
-        raise UnknownActionError(f'unknown action "{action_key}"')
+    """May this contact use this action now? Everything is read fresh, no cache: the action's row (by its
+    unique key), whether the segments it names exist (one indexed query), and the contact's memberships."""
+    row = session.exec(select(Action).where(Action.key == action_key)).first()
+    if row is None:
+        raise UnknownActionError(f'unknown action "{sanitize_column(action_key, 256)}"')
+    action = _catalog_action(row)
+    existing = _existing_among(session, action.restricted_to_segments)
     segments = contact_memberships(session=session, contact_key=contact_key)
-    return action, decide(action.key, action.restricted_to_segments, segments, catalog.segments)
+    return action, decide(action.key, action.restricted_to_segments, segments, existing)
+
+
+def sanitize_column(value: str, limit: int | None = None) -> str:
+    """`value` as a text column can always store it: NUL escaped (PostgreSQL refuses it in text), and cut
+    to `limit` characters with a trailing "…" when longer."""
+    value = value.replace("\x00", "\\x00")
+    if limit is not None and len(value) > limit:
+        value = value[: limit - 1] + "…"
+    return value
 
 
 def record_refusal(
@@ -370,14 +475,16 @@ def record_refusal(
     now: datetime,
     workflow_id: str | None = None,
 ) -> None:
+    """Write one audit row. Whatever the values (a responder's made-up action name, a caller's oversized
+    or NUL-bearing key), the row is written: values are escaped and cut to the column sizes."""
     session.execute(
         refusal_table.insert().values(
             at=now,
-            contact_key=contact_key,
-            action_key=action_key,
-            reason=reason,
-            side=side,
-            workflow_id=workflow_id,
+            contact_key=None if contact_key is None else sanitize_column(contact_key, 512),
+            action_key=sanitize_column(action_key, 256),
+            reason=sanitize_column(reason),
+            side=sanitize_column(side, 16),
+            workflow_id=None if workflow_id is None else sanitize_column(workflow_id, 512),
         )
     )
 

@@ -16,7 +16,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from segmentflow.policies.sequences import SendStep, SequenceDefinition, SequenceError, compile_sequence
 
-__all__ = ["TemplateError", "check_templates", "compile_template", "render_template"]
+__all__ = ["TemplateError", "check_templates", "compile_template", "render_template", "render_variables"]
 
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
@@ -35,9 +35,15 @@ def compile_template(source: str) -> Template:
 def render_template(template: Template, *, contact: Mapping[str, Any], segments: Sequence[str]) -> str:
     """`contact` is the stored context (LaunchDarkly JSON: `contact.name`, `contact.user.email` for
     multi-kind contexts); `segments` the sorted keys of the segments the contact is in."""
+    return render_variables(template, {"contact": contact, "segments": list(segments)})
+
+
+def render_variables(template: Template, variables: Mapping[str, Any]) -> str:
+    """Render with exactly `variables`; any failure inside the template (a missing attribute, a sandbox
+    violation, a type error) raises `TemplateError`."""
     try:
-        return template.render(contact=contact, segments=list(segments))
-    except Exception as exc:  # any failure inside a user's template is that contact's failure
+        return template.render(**variables)
+    except Exception as exc:  # any failure inside a user's template is that render's failure
         raise TemplateError(f"{type(exc).__name__}: {exc}") from None
 
 

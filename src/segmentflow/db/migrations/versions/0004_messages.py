@@ -28,6 +28,7 @@ def upgrade() -> None:
         sa.Column("trigger_phrases", sa.JSON, nullable=False),
         sa.Column("parameters", sa.JSON, nullable=False),
         sa.Column("webhook", sa.JSON, nullable=True),
+        sa.Column("version", sa.Integer, nullable=False, server_default="1"),
         sa.Column("created_at", UTCDateTime, nullable=False),
         sa.Column("updated_at", UTCDateTime, nullable=False),
     )
@@ -37,6 +38,7 @@ def upgrade() -> None:
         sa.Column("key", sa.String(256), nullable=False, unique=True),
         sa.Column("text", sa.Text, nullable=False),
         sa.Column("restricted_to_segments", sa.JSON, nullable=False),
+        sa.Column("version", sa.Integer, nullable=False, server_default="1"),
         sa.Column("created_at", UTCDateTime, nullable=False),
         sa.Column("updated_at", UTCDateTime, nullable=False),
     )
