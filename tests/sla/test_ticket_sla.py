@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
-from segmentflow.plugins import SegmentsPlugin
+from segmentflow.plugins import SegmentsPlugin, ensure_sla_watch, start_ticket_sla
 from segmentflow.workflows.sla import TicketSla, WatchSlaMembershipChanges
 from segmentflow.workflows.sla_models import (
     SlaTicket,
@@ -28,6 +28,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
+from segmentflow.db.tables import Ticket
 from segmentflow.policies.sla import parse_policies
 from segmentflow.services.membership import recompute_all
 from segmentflow.services.sla import SlaEventRow, import_policies, last_change_seq, list_events
@@ -73,6 +74,21 @@ async def _eventually(probe: Callable[[], Awaitable[T]], done: Callable[[T], boo
 def _events(engine: Engine, ticket_id: str) -> list[SlaEventRow]:
     with Session(engine) as session:
         return list_events(session=session, ticket_id=ticket_id)
+
+
+async def _stop_watcher(handle: WorkflowHandle[Any, Any]) -> None:
+    """Terminate a watcher once it sleeps between polls: the time-skipping server keeps time locked for
+    an activity whose workflow was terminated while the activity ran, so later tests could not skip."""
+
+    async def sleeping() -> bool:
+        history = await handle.fetch_history()
+        events = [e for e in history.events if e.HasField("timer_started_event_attributes")]
+        started = [e for e in history.events if e.HasField("activity_task_scheduled_event_attributes")]
+        completed = [e for e in history.events if e.HasField("activity_task_completed_event_attributes")]
+        return bool(events) and len(started) == len(completed)
+
+    await _eventually(sleeping, bool)
+    await handle.terminate()
 
 
 async def _start(
@@ -242,7 +258,7 @@ async def test_a_contact_upgraded_to_vip_mid_ticket_gets_the_stricter_policy(
             assert due is not None and abs(due - (created + timedelta(hours=1))) < SLACK
             assert state.metrics["first_reply"].business_minutes == 60
         finally:
-            await watcher.terminate()
+            await _stop_watcher(watcher)
         await skipping_env.sleep(timedelta(hours=1))
         events = await _eventually(
             lambda: asyncio.to_thread(_events, engine, ticket_id), lambda e: len(e) >= 2
@@ -268,3 +284,67 @@ async def test_webhook_failures_never_hold_up_the_timers(
         assert [e.kind for e in events] == ["warning", "breach"]
         assert webhook.received == []
         await handle.terminate()
+
+
+async def test_a_priority_change_selects_the_policy_again(
+    skipping_env: WorkflowEnvironment, engine: Engine, task_queue: str
+) -> None:
+    _setup(engine)
+    urgent = {
+        "key": "urgent",
+        "conditions": {"priority": ["urgent"]},
+        "targets": {"urgent": {"first_reply": "PT15M"}},
+        "calendar": "24/7",
+    }
+    with Session(engine) as session, session.begin():
+        import_policies(
+            session=session, policies=parse_policies([urgent, *POLICIES]), now=datetime.now().astimezone()
+        )
+    client = await plugin_client(skipping_env, engine)
+    async with Worker(client, task_queue=task_queue):
+        handle, ticket_id, created = await _start(skipping_env, client, task_queue, "u1")
+        assert (await handle.query(TicketSla.state)).policy == "standard"
+        await handle.signal(TicketSla.change, TicketChange(priority="urgent"))
+        state = await _eventually(lambda: handle.query(TicketSla.state), lambda s: s.policy == "urgent")
+        first = state.metrics["first_reply"]
+        assert first.business_minutes == 15 and first.due_at is not None
+        assert abs(first.due_at - (created + timedelta(minutes=15))) < SLACK
+        assert state.metrics["resolution"].due_at is None  # the urgent policy sets no resolution target
+        await skipping_env.sleep(timedelta(minutes=16))
+        events = await _eventually(
+            lambda: asyncio.to_thread(_events, engine, ticket_id), lambda e: len(e) >= 2
+        )
+        assert [(e.policy_key, e.kind) for e in events] == [("urgent", "warning"), ("urgent", "breach")]
+        with Session(engine) as session:
+            row = session.get(Ticket, ticket_id)
+            assert row is not None and (row.priority, row.policy_key, row.status) == (
+                "urgent",
+                "urgent",
+                "open",
+            )
+        await handle.signal(TicketSla.change, TicketChange(status="solved"))
+        await handle.result()
+        with Session(engine) as session:
+            row = session.get(Ticket, ticket_id)
+            assert row is not None and row.status == "solved"
+
+
+async def test_client_helpers_join_the_running_workflows(
+    skipping_env: WorkflowEnvironment, engine: Engine, task_queue: str
+) -> None:
+    _setup(engine)
+    client = await plugin_client(skipping_env, engine)
+    async with Worker(client, task_queue=task_queue):
+        created = await skipping_env.get_current_time()
+        ticket = SlaTicket(priority="normal", created_at=created)
+        first = await start_ticket_sla(client, task_queue=task_queue, ticket_id="t-join", ticket=ticket)
+        again = await start_ticket_sla(client, task_queue=task_queue, ticket_id="t-join", ticket=ticket)
+        assert first.id == again.id == ticket_workflow_id("t-join")
+        assert first.result_run_id == again.result_run_id
+        watch_id = f"sla-watch-{uuid.uuid4()}"
+        one = await ensure_sla_watch(client, task_queue=task_queue, workflow_id=watch_id)
+        two = await ensure_sla_watch(client, task_queue=task_queue, workflow_id=watch_id)
+        assert one.result_run_id == two.result_run_id
+        await _stop_watcher(one)
+        await first.signal(TicketSla.change, TicketChange(status="solved"))
+        assert (await first.result()).policy == "standard"
