@@ -242,7 +242,10 @@ class TicketSla:
 
     async def _fire(self, metric: Metric, kind: Kind) -> None:
         clock = self._clocks[metric]
-        assert self._policy is not None and clock.due_at is not None
+        due = clock.deadline()
+        if self._policy is None or self._paused_since is not None or due is None or due[1] != kind:
+            return  # a signal in the same workflow task fulfilled, paused or moved the clock
+        assert clock.due_at is not None  # a deadline implies a due time
         event = RecordSlaEventInput(
             ticket_id=self._params.ticket_id,
             contact_key=self._params.contact_key,
