@@ -102,7 +102,7 @@ def _run_action_input(args: Sequence[Any], converter: PayloadConverter) -> RunAc
 
 def _describe(args: Sequence[Any]) -> tuple[str, str | None]:
     """Best-effort action and contact of a malformed `RunAction` input, for the refusal's audit row."""
-    arg = args[0] if len(args) == 1 else None
+    arg = args[0] if args else None
     if isinstance(arg, dict):
         action, contact = arg.get("action"), arg.get("contactKey", arg.get("contact_key"))
     else:

@@ -68,6 +68,9 @@ def test_resolve_shows_what_applies_to_a_contact(client: TestClient, token: str,
     [
         [{"key": "x"}, {"key": "x"}],
         [{"key": "x", "webhook": {"url": "not a url"}}],
+        [{"key": "x", "webhook": {"url": "http://:80"}}],
+        [{"key": "x", "webhook": {"url": "http://h.test", "headers": {"X-A": "v\r\nX-B: w"}}}],
+        [{"key": "x", "restricted_to_segments": [""]}],
         [{"key": "x", "unknown": 1}],
         {"key": "x"},
     ],
@@ -76,6 +79,24 @@ def test_bad_action_bodies_are_422_and_store_nothing(client: TestClient, token: 
     answer = client.post("/messages/actions", json=body, headers=bearer(token))
     assert answer.status_code == 422
     assert client.get("/messages/actions", headers=bearer(token)).json() == {"data": []}
+
+
+def test_listed_webhooks_show_header_names_with_values_redacted(client: TestClient, token: str) -> None:
+    body = [
+        {"key": "x", "webhook": {"url": "https://h.test/x", "headers": {"Authorization": "Bearer s3cret"}}}
+    ]
+    assert client.post("/messages/actions", json=body, headers=bearer(token)).status_code == 200
+    answer = client.get("/messages/actions", headers=bearer(token))
+    assert answer.json()["data"][0]["webhook"] == {
+        "url": "https://h.test/x",
+        "headers": {"Authorization": "<redacted>"},
+    }
+    assert "s3cret" not in answer.text
+
+
+def test_resolve_refuses_a_contact_key_with_nul(client: TestClient, token: str) -> None:
+    answer = client.post("/messages/resolve", json={"contactKey": "a\x00b"}, headers=bearer(token))
+    assert answer.status_code == 422
 
 
 def test_refusals_newest_first(client: TestClient, token: str, engine: Engine) -> None:

@@ -96,6 +96,28 @@ def test_instructions_import_and_list(
         ("actions", [{"key": "x", "colour": "red"}], 'action "x": colour: Extra inputs are not permitted'),
         ("actions", [{"key": "x", "webhook": {"url": "ftp://x"}}], 'action "x": webhook.url'),
         ("actions", [{"key": "x"}, {"key": "x"}], 'action "x" appears twice'),
+        ("actions", [{"key": "x", "webhook": {"url": "http://:80"}}], "with a host is required"),
+        ("actions", [{"key": "x", "webhook": {"url": "http://h.test:70000/"}}], "port 70000 is out of range"),
+        ("actions", [{"key": "x", "webhook": {"url": "http://h.test/\x01"}}], "control characters"),
+        ("actions", [{"key": "x", "webhook": {"url": "gopher://h.test/"}}], 'action "x": webhook.url'),
+        (
+            "actions",
+            [{"key": "x", "webhook": {"url": "http://h.test", "headers": {"X-A": "v\r\nX-B: w"}}}],
+            "CR, LF and NUL are not allowed",
+        ),
+        (
+            "actions",
+            [{"key": "x", "webhook": {"url": "http://h.test", "headers": {"X A": "v"}}}],
+            "not a valid HTTP header name",
+        ),
+        ("actions", [{"key": "x", "restricted_to_segments": [""]}], "restricted_to_segments.0"),
+        ("actions", [{"key": "x", "restricted_to_segments": ["a\x00"]}], "restricted_to_segments.0"),
+        ("actions", [{"key": "x", "restricted_to_segments": ["s" * 257]}], "restricted_to_segments.0"),
+        (
+            "instructions",
+            [{"key": "i", "text": "t", "restricted_to_segments": [""]}],
+            "restricted_to_segments.0",
+        ),
         ("instructions", [{"key": "i"}], 'instruction "i": text: Field required'),
         (
             "instructions",
@@ -106,6 +128,7 @@ def test_instructions_import_and_list(
 )
 def test_bad_files_exit_2_with_one_line_naming_the_item(
     url: str,
+    engine: Engine,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     command: str,
@@ -117,3 +140,5 @@ def test_bad_files_exit_2_with_one_line_naming_the_item(
     assert code == 2
     assert err.startswith(f"segmentflow: error: {path}: ") and message in err
     assert len(err.strip().splitlines()) == 1
+    with Session(engine) as session:  # the whole file is refused: nothing was stored
+        assert list_actions(session=session) == [] and list_instructions(session=session) == []

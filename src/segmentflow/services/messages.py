@@ -391,7 +391,9 @@ class MessageCatalogCache:
             catalog = self._catalog
         if items is None:
             actions, instructions = _load_items(session)
-            named = frozenset(s for item in (*actions, *instructions) for s in item.restricted_to_segments)
+            named = frozenset(s for a in actions for s in a.restricted_to_segments) | frozenset(
+                s for i in instructions for s in i.restricted_to_segments
+            )
             items = (actions, instructions, named)
             catalog = None
         existing = _existing_among(session, items[2])
