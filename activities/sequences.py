@@ -2,16 +2,20 @@
 
 Database work runs in worker threads, one transaction per step: a claim (pending send rows committed before
 any provider call), the provider calls (concurrent, paced by the sequence's rate limit), then the record of
-what was delivered. The round heartbeats after every batch, so a killed worker's round is retried
-elsewhere within the heartbeat timeout, and the retry re-sends only pending rows, with their same keys.
+what was delivered. The round heartbeats all along (a background beat every few seconds, with progress
+after every batch), so a killed worker's round is retried elsewhere within the heartbeat timeout, and the
+retry re-sends only pending rows, with their same keys, once their lease (`lease`) has run out. A batch's
+provider calls are cut at half the lease (the unfinished ones are recorded as retries), so no claim can
+take a row whose send is still in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TypeVar
 
@@ -47,9 +51,15 @@ T = TypeVar("T")
 
 
 def _claim(
-    session: Session, *, sequence: CompiledSequence, now: datetime, limit: int, exclude: Sequence[int] = ()
+    session: Session,
+    *,
+    sequence: CompiledSequence,
+    now: datetime,
+    limit: int,
+    lease: timedelta,
+    exclude: Sequence[int] = (),
 ) -> ClaimResult:
-    return claim_due(session=session, sequence=sequence, now=now, limit=limit, exclude=exclude)
+    return claim_due(session=session, sequence=sequence, now=now, limit=limit, exclude=exclude, lease=lease)
 
 
 def _record(
@@ -59,6 +69,31 @@ def _record(
 
 
 _HEARTBEAT_EVERY = 5.0  # seconds
+#: Under a rate limit a batch holds about this many seconds of sends, so the membership read at its claim
+#: (exit on leave) is at most that old when the last of its messages goes out.
+_PACED_BATCH_SECONDS = 2.0
+
+
+@contextlib.asynccontextmanager
+async def _heartbeating() -> AsyncIterator[None]:
+    """Heartbeat in the background while the body runs (database steps in threads, provider calls)."""
+    timeout = activity.info().heartbeat_timeout
+    every = (
+        _HEARTBEAT_EVERY if timeout is None else max(0.1, min(_HEARTBEAT_EVERY, timeout.total_seconds() / 4))
+    )
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(every)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class _Pacer:
@@ -67,6 +102,10 @@ class _Pacer:
     def __init__(self, rate: float | None) -> None:
         self._gap = 0.0 if rate is None else 1.0 / rate
         self._next = time.monotonic()
+
+    @property
+    def paced(self) -> bool:
+        return bool(self._gap)
 
     async def wait(self) -> None:
         if not self._gap:
@@ -123,26 +162,45 @@ class SequenceActivities:
             raise ApplicationError(str(exc), type="SequenceNotFound", non_retryable=True) from None
 
     async def _deliver(
-        self, outgoing: list[Outgoing], client: httpx.AsyncClient, pacers: dict[str, _Pacer], concurrency: int
+        self,
+        outgoing: list[Outgoing],
+        client: httpx.AsyncClient,
+        pacers: dict[str, _Pacer],
+        concurrency: int,
+        cut_after: float,
     ) -> list[tuple[Outgoing, Delivery]]:
+        """Each item's delivery; one that raises, or is still in flight after `cut_after` seconds, is a
+        `retry` (its row stays pending and goes out again with the same key)."""
         gate = asyncio.Semaphore(concurrency)
-        done = 0
-        beat = time.monotonic()
 
-        async def one(item: Outgoing) -> tuple[Outgoing, Delivery]:
-            nonlocal done, beat
+        async def one(item: Outgoing) -> Delivery:
             async with gate:
-                await pacers[item.channel].wait()
-                delivery = await self._send(item, client)
-            done += 1
-            if time.monotonic() - beat > 1.0:  # a long (rate-limited) batch keeps the heartbeat going
-                beat = time.monotonic()
-                activity.heartbeat(done)
-            return item, delivery
+                pacer = pacers[item.channel]
+                await pacer.wait()
+                try:
+                    return await self._send(item, client, paced=pacer.paced)
+                except Exception as exc:  # one bad send must not sink the batch
+                    return Delivery("retry", None, f"{type(exc).__name__}: {exc}"[:2000])
 
-        return list(await asyncio.gather(*(one(item) for item in outgoing)))
+        tasks = [asyncio.create_task(one(item)) for item in outgoing]
+        if tasks:
+            _, unfinished = await asyncio.wait(tasks, timeout=cut_after)
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
+        return [
+            (
+                item,
+                task.result()
+                if not task.cancelled()
+                else Delivery("retry", None, f"not delivered within {cut_after:g} s (half the lease)"),
+            )
+            for item, task in zip(outgoing, tasks, strict=True)
+        ]
 
-    async def _send(self, item: Outgoing, client: httpx.AsyncClient) -> Delivery:
+    async def _send(self, item: Outgoing, client: httpx.AsyncClient, *, paced: bool = False) -> Delivery:
+        """`paced`: the channel has a rate limit, so no in-request retry of a response goes around it
+        (a transient status comes back as `retry` and is rescheduled)."""
         if item.channel == "email":
             p = item.payload
             return await send_email(
@@ -151,15 +209,26 @@ class SequenceActivities:
                 subject=p["subject"],
                 body=p["body"],
                 idempotency_key=item.idempotency_key,
+                attempts=1 if paced else 3,
             )
         assert item.url is not None
         return await post_webhook(
-            client, url=item.url, payload=item.payload, idempotency_key=item.idempotency_key
+            client,
+            url=item.url,
+            payload=item.payload,
+            idempotency_key=item.idempotency_key,
+            retry_status=not paced,
         )
 
     @activity.defn(name=PROCESS_SEQUENCE)
     async def process_sequence(self, params: ProcessSequenceInput) -> ProcessSequenceResult:
+        async with _heartbeating():
+            return await self._round(params)
+
+    async def _round(self, params: ProcessSequenceInput) -> ProcessSequenceResult:
         key = params.sequence_key
+        lease = params.lease
+        cut_after = lease.total_seconds() / 2
 
         def clock() -> datetime:  # never behind the workflow's clock (a time-skipping server runs ahead)
             return max(params.now, datetime.now(UTC))
@@ -178,17 +247,18 @@ class SequenceActivities:
         client = self._client(params.concurrency)
         more = False
         deadline = time.monotonic() + params.round_time.total_seconds()
-        # Under a rate limit a batch takes size/rate seconds: keep one within a round's time.
+        # Under a rate limit a batch takes size/rate seconds: keep it to a couple of seconds of sends, so
+        # the membership read at its claim is fresh when its last message goes out (exit on leave).
         limit = params.batch_size
         if rates:
-            limit = min(limit, max(1, int(min(rates.values()) * params.round_time.total_seconds())))
+            limit = min(limit, max(1, int(min(rates.values()) * _PACED_BATCH_SECONDS)))
         now = clock()
-        claim = await self._run(partial(_claim, sequence=sequence, now=now, limit=limit))
+        claim = await self._run(partial(_claim, sequence=sequence, now=now, limit=limit, lease=lease))
         batch = 0
         while claim.claimed:
             # The next batch is claimed while this one is on the wire (its enrollments, still due until
             # recorded, are left out), so the database and the provider work at the same time.
-            delivering = self._deliver(claim.outgoing, client, pacers, params.concurrency)
+            delivering = self._deliver(claim.outgoing, client, pacers, params.concurrency, cut_after)
             last = batch == params.max_batches - 1 or time.monotonic() > deadline
             if last:
                 results, following = await delivering, ClaimResult()
@@ -203,6 +273,7 @@ class SequenceActivities:
                             sequence=sequence,
                             now=next_now,
                             limit=limit,
+                            lease=lease,
                             exclude=in_flight,
                         )
                     ),

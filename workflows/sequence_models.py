@@ -57,6 +57,10 @@ class ProcessSequenceInput(Payload):
     #: No batch starts after this long: a long (rate-limited) round ends with `more` and the runner
     #: schedules the next one, so no round nears its start-to-close timeout.
     round_time: timedelta = timedelta(minutes=5)
+    #: A claimed send's enrollment is not claimed again for this long (an overlapping attempt of the
+    #: round); a batch's provider calls are cut at half of it. After a crash, pending sends go out again
+    #: once it has run out.
+    lease: timedelta = timedelta(minutes=10)
 
 
 class ProcessSequenceResult(Payload):
@@ -77,8 +81,12 @@ class RunSequenceInput(Payload):
     max_batches: int = Field(default=100, ge=1)
     concurrency: int = Field(default=64, ge=1)
     round_time: timedelta = timedelta(minutes=5)
+    #: See `ProcessSequenceInput.lease`.
+    lease: timedelta = timedelta(minutes=10)
     poll_interval: timedelta = timedelta(seconds=30)
-    heartbeat_timeout: timedelta = timedelta(seconds=30)
+    #: The round heartbeats every few seconds in the background, so this only bounds how long a dead
+    #: worker's round goes unnoticed; well above a single send's worst case (3 tries of 10 s).
+    heartbeat_timeout: timedelta = timedelta(minutes=2)
     #: Rounds per workflow run before continuing as new (bounds each run's history).
     rounds_per_run: int = Field(default=200, ge=1)
     counts: SequenceCounts = SequenceCounts()

@@ -58,6 +58,7 @@ class RunSequence:
                     max_batches=params.max_batches,
                     concurrency=params.concurrency,
                     round_time=params.round_time,
+                    lease=params.lease,
                 ),
                 result_type=ProcessSequenceResult,
                 start_to_close_timeout=timedelta(hours=1),

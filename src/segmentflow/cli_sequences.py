@@ -19,17 +19,6 @@ __all__ = ["sequences_app", "show_sequence_demo"]
 sequences_app = typer.Typer(no_args_is_help=True, help="Segment-targeted outbound sequences.")
 
 
-def _read(file: Path) -> object:
-    from segmentflow.inputs import InputError
-
-    try:
-        return json.loads(file.read_text())
-    except OSError as exc:
-        raise InputError(f"{file}: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{file}: line {exc.lineno}: invalid JSON: {exc.msg}") from None
-
-
 @sequences_app.command("import")
 def sequences_import(file: Path) -> None:
     """Insert or replace sequences by key from a JSON object or list; all are validated (templates
@@ -37,11 +26,11 @@ def sequences_import(file: Path) -> None:
     from sqlmodel import Session
 
     from segmentflow.cli import _engine, _now, out
-    from segmentflow.inputs import InputError
+    from segmentflow.inputs import InputError, read_json
     from segmentflow.policies.sequences import SequenceError, parse_sequences
     from segmentflow.services.sequences import import_sequences
 
-    data = _read(file)
+    data = read_json(file)
     try:
         definitions = parse_sequences(data)
     except SequenceError as exc:

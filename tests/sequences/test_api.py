@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -56,16 +57,53 @@ def test_save_launch_read_and_pause(engine: Engine, client: TestClient) -> None:
 
 def test_bad_definitions_and_unknown_keys(engine: Engine, client: TestClient) -> None:
     auth = headers(engine, "sequences:read", "sequences:write")
+    load_segments(engine, SEGMENTS)
     broken = {**DEFINITION, "steps": [{**DEFINITION["steps"][0], "template": "{% if %}"}]}
     refused = client.put("/sequences/welcome", json=broken, headers=auth)
     assert refused.status_code == 422 and "template" in refused.json()["detail"][0]["msg"]
+    assert client.get("/sequences/welcome", headers=auth).status_code == 404  # nothing was written
+    assert client.get("/sequences", headers=auth).json()["data"] == []
     assert (
         client.put("/sequences/welcome", json={**DEFINITION, "key": "other"}, headers=auth).status_code == 422
     )
     assert client.get("/sequences/nope", headers=auth).status_code == 404
     assert client.post("/sequences/nope/launch", headers=auth).status_code == 404
-    client.put("/sequences/welcome", json=DEFINITION, headers=auth)
-    assert client.post("/sequences/welcome/launch", headers=auth).status_code == 409  # segment not stored
+
+
+def test_unknown_segments_and_out_of_range_values_are_refused_on_save(
+    engine: Engine, client: TestClient
+) -> None:
+    auth = headers(engine, "sequences:read", "sequences:write")
+    load_segments(engine, SEGMENTS)
+    branch = {"type": "branch", "segment": "ghost", "then": [DEFINITION["steps"][0]]}
+    cases = [
+        ({**DEFINITION, "segment": "ghost"}, 'segment "ghost" is not stored'),
+        ({**DEFINITION, "steps": [*DEFINITION["steps"], branch]}, 'step 1: branch segment "ghost"'),
+        ({**DEFINITION, "steps": [{"type": "wait", "duration": "P9999999999D"}]}, "longest duration"),
+        ({**DEFINITION, "reentry": "P999999999D"}, "longest duration"),
+        ({**DEFINITION, "reentry": "PT0S"}, "longer than zero"),
+        ({**DEFINITION, "frequency_cap": {"max": 1, "period": "P0D"}}, "longer than zero"),
+    ]
+    for body, message in cases:
+        refused = client.put("/sequences/welcome", json=body, headers=auth)
+        assert refused.status_code == 422, body
+        assert message in refused.json()["detail"][0]["msg"]
+    for rate in ("NaN", "Infinity"):  # JSON extensions Python's parser accepts
+        raw = json.dumps({**DEFINITION, "rate_limit": {"webhook": 1}}).replace(
+            '"webhook": 1', f'"webhook": {rate}'
+        )
+        refused = client.put(
+            "/sequences/welcome", content=raw, headers={**auth, "Content-Type": "application/json"}
+        )
+        assert refused.status_code == 422, rate
+    assert client.get("/sequences", headers=auth).json()["data"] == []
+    # An active sequence keeps its segment: a new one is refused, the old one stays.
+    load_segments(engine, [{**SEGMENTS[0], "key": "eu"}])
+    assert client.put("/sequences/welcome", json=DEFINITION, headers=auth).status_code == 201
+    assert client.post("/sequences/welcome/launch", headers=auth).status_code == 200
+    moved = client.put("/sequences/welcome", json={**DEFINITION, "segment": "eu"}, headers=auth)
+    assert moved.status_code == 422 and "cannot move" in moved.json()["detail"][0]["msg"]
+    assert client.get("/sequences/welcome", headers=auth).json()["segment"] == "vip"
 
 
 def test_scopes_are_required(engine: Engine, client: TestClient) -> None:

@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 from segmentflow.workflows import RunSequence
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from tests.sequences.helpers import load_segments, put_contacts
+from segmentflow.services.segment_admin import delete_segment
+from tests.sequences.helpers import load_segments, now, put_contacts
 from tests.temporal.conftest import plugin_client
 from tests.test_cli import run
 
@@ -67,7 +69,30 @@ def test_import_launch_status_pause(
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("{not json", "line 1: invalid JSON"),
+        ("{not json", "not valid JSON"),
+        (b"\xff\xfe{}", "not UTF-8 text"),
+        ([], "no sequence: expected a sequence object or a non-empty list"),
+        ([1], "item 0 of the list is not a sequence: expected a JSON object, got a number"),
+        ('"text"', "the document is not a sequence: expected a JSON object, got a string"),
+        ({"key": "x", "name": "X", "segment": "ghost", "steps": [SEND]}, 'segment "ghost" is not stored'),
+        (
+            {
+                "key": "x",
+                "name": "X",
+                "segment": "vip",
+                "steps": [SEND, {"type": "branch", "segment": "ghost", "then": [SEND]}],
+            },
+            'sequence "x": step 1: branch segment "ghost" is not stored',
+        ),
+        (
+            {
+                "key": "x",
+                "name": "X",
+                "segment": "vip",
+                "steps": [{"type": "wait", "duration": "P9999999999D"}],
+            },
+            "longer than the longest duration allowed",
+        ),
         ({"key": "x", "name": "X", "segment": "vip", "steps": []}, 'sequence "x": steps'),
         (
             {"key": "x", "name": "X", "segment": "vip", "steps": [{**SEND, "template": "{{ oops"}]},
@@ -78,11 +103,17 @@ def test_import_launch_status_pause(
 def test_bad_files_exit_2_with_one_line(
     capsys: pytest.CaptureFixture[str], engine: Engine, tmp_path: Path, content: Any, message: str
 ) -> None:
+    load_segments(engine, SEGMENTS)
     path = tmp_path / "bad.json"
-    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
     code, out, err = cli(capsys, engine, "import", str(path))
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and message in err
+    code, out, _ = cli(capsys, engine, "status", "x")
+    assert code == 2  # nothing was written
 
 
 def test_unknown_sequence_or_segment_exits_2(
@@ -90,12 +121,11 @@ def test_unknown_sequence_or_segment_exits_2(
 ) -> None:
     code, _, err = cli(capsys, engine, "status", "nope")
     assert code == 2 and 'unknown sequence "nope"' in err
-    cli(
-        capsys,
-        engine,
-        "import",
-        sequence_file(tmp_path, {"key": "x", "name": "X", "segment": "ghost", "steps": [SEND]}),
-    )
+    load_segments(engine, [{**SEGMENTS[0], "key": "ghost"}])
+    file = sequence_file(tmp_path, {"key": "x", "name": "X", "segment": "ghost", "steps": [SEND]})
+    assert cli(capsys, engine, "import", file)[0] == 0
+    with Session(engine) as session, session.begin():  # the segment goes away after the import
+        delete_segment(session=session, ref="ghost", expected_version=None, now=now())
     code, _, err = cli(capsys, engine, "launch", "x", "--no-start")
     assert code == 2 and 'segment "ghost", which is not stored' in err
 

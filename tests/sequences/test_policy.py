@@ -50,7 +50,9 @@ def test_duration_parses_iso_8601(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize("text", ["P", "PT", "P1M", "P1Y", "2D", "P1DT", "PT-1H", ""])
+@pytest.mark.parametrize(
+    "text", ["P", "PT", "P1M", "P1Y", "2D", "P1DT", "PT-1H", "", "P9999999999D", "P999999999D", "P3654D"]
+)
 def test_duration_refuses_calendar_units_and_junk(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
@@ -85,6 +87,14 @@ def test_sequence_json_round_trips_with_wire_names() -> None:
         ([{"type": "wait_until", "time": "25:00"}], {}, "steps[0]"),
         ([{"type": "branch", "then": []}], {}, "exactly one of segment and clause"),
         ([SEND], {"rate_limit": {"webhook": 0}}, "rate_limit"),
+        ([SEND], {"rate_limit": {"webhook": float("nan")}}, "finite and positive"),
+        ([SEND], {"rate_limit": {"webhook": float("inf")}}, "finite and positive"),
+        ([SEND], {"reentry": "PT0S"}, "reentry"),
+        ([SEND], {"reentry": "P999999999D"}, "longest duration"),
+        ([SEND], {"frequency_cap": {"max": 1, "period": "P0D"}}, "longer than zero"),
+        ([SEND], {"frequency_cap": {"max": 1, "period": "P99999999999W"}}, "longest duration"),
+        ([{"type": "wait", "duration": "P9999999999D"}], {}, "longest duration"),
+        ([{"type": "wait", "duration": "PT0S"}], {}, "longer than zero"),
         ([SEND], {"reentry": "sometimes"}, "reentry"),
         ([SEND], {"surprise": 1}, "surprise"),
         ([{"type": "branch", "clause": {"attribute": "plan", "op": "nope", "values": []}}], {}, "step 0"),
@@ -169,6 +179,55 @@ def test_local_time_now_is_due_now_and_dst_is_followed() -> None:
     assert local_time_after(before, time(9, 0), ZoneInfo("America/New_York")) == datetime(
         2026, 3, 8, 13, 0, tzinfo=UTC
     )
+
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+@pytest.mark.parametrize(
+    ("at", "clock", "expected"),
+    [
+        # Fall-back 2024-10-27: 03:00 CEST -> 02:00 CET at 01:00Z, so 02:00-02:59 local happen twice.
+        (datetime(2024, 10, 27, 1, 15, tzinfo=UTC), time(2, 30), datetime(2024, 10, 27, 1, 30, tzinfo=UTC)),
+        (datetime(2024, 10, 26, 23, 0, tzinfo=UTC), time(2, 30), datetime(2024, 10, 27, 0, 30, tzinfo=UTC)),
+        (datetime(2024, 10, 27, 0, 45, tzinfo=UTC), time(2, 30), datetime(2024, 10, 27, 1, 30, tzinfo=UTC)),
+        (datetime(2024, 10, 27, 1, 45, tzinfo=UTC), time(2, 30), datetime(2024, 10, 28, 1, 30, tzinfo=UTC)),
+        # Spring-forward 2024-03-31: 02:30 never shows; it resolves as zoneinfo's fold=0 does (01:30Z).
+        (datetime(2024, 3, 31, 0, 45, tzinfo=UTC), time(2, 30), datetime(2024, 3, 31, 1, 30, tzinfo=UTC)),
+    ],
+)
+def test_local_time_after_takes_the_first_of_a_repeated_hour_not_before_now(
+    at: datetime, clock: time, expected: datetime
+) -> None:
+    assert local_time_after(at, clock, PARIS) == expected
+
+
+def test_quiet_hours_ending_in_the_repeated_hour_end_that_night() -> None:
+    at = datetime(2024, 10, 27, 1, 15, tzinfo=UTC)  # 02:15 CET, the second 02:15 of the night
+    quiet = QuietHours(start="22:00", end="02:30")
+    assert quiet_until(at, quiet, PARIS) == datetime(2024, 10, 27, 1, 30, tzinfo=UTC)
+
+
+def test_an_exit_step_stops_at_its_own_index() -> None:
+    [parsed] = parse_sequences(
+        sequence([{"type": "branch", "segment": "vip", "then": [{"type": "exit"}], "else": []}, SEND])
+    )
+    stop = walk(compile_sequence(parsed), 0, now=NOW, zone=UTC, segments={"vip"}, context=CONTEXT)
+    assert (stop.outcome, stop.position) == ("exited", 1)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([], "no sequence"),
+        ([1], "item 0 of the list is not a sequence: expected a JSON object, got a number"),
+        ("text", "the document is not a sequence: expected a JSON object, got a string"),
+    ],
+)
+def test_files_without_sequence_objects_are_refused_clearly(data: Any, message: str) -> None:
+    with pytest.raises(SequenceError) as caught:
+        parse_sequences(data)
+    assert message in str(caught.value)
 
 
 @pytest.mark.parametrize(

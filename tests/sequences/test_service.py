@@ -12,9 +12,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from segmentflow.policies.sequences import SequenceError, parse_sequences
-from segmentflow.services.delivery import post_webhook
+from segmentflow.services.delivery import Delivery, post_webhook
+from segmentflow.services.segment_admin import delete_segment
 from segmentflow.services.sequences import (
+    DEFAULT_LEASE,
     ClaimResult,
+    Outgoing,
     ProgramCache,
     UnknownSegmentForSequenceError,
     claim_due,
@@ -30,6 +33,7 @@ from tests.sequences.helpers import (
     enrollments,
     load_segments,
     now,
+    pause,
     put_contacts,
     save_sequence,
     sends,
@@ -81,6 +85,7 @@ def test_a_template_that_does_not_parse_is_refused_at_save(engine: Engine) -> No
 
 
 def test_reimport_bumps_the_version_only_when_the_definition_changes(engine: Engine) -> None:
+    load_segments(engine, SEGMENTS)
     save_sequence(engine, welcome("http://127.0.0.1:1/ok"), launch=False)
     save_sequence(engine, welcome("http://127.0.0.1:1/ok"), launch=False)
     save_sequence(engine, welcome("http://127.0.0.1:1/ok", exit_on_leave=False), launch=False)
@@ -99,8 +104,39 @@ def test_launch_enrolls_current_members_once(engine: Engine, provider: Provider)
     assert sorted(e.contact_key for e in enrollments(engine, "welcome")) == ["u0", "u1", "u2"]
 
 
-def test_launch_refuses_a_segment_that_is_not_stored(engine: Engine) -> None:
+def test_import_refuses_unknown_segments_and_writes_nothing(engine: Engine) -> None:
+    load_segments(engine, SEGMENTS)
+    branch = {"type": "branch", "segment": "ghost", "then": [], "else": [{"type": "exit"}]}
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"segment": "ghost"}, 'sequence "welcome": segment: segment "ghost" is not stored'),
+        ({"steps": [branch]}, 'sequence "welcome": step 0: branch segment "ghost" is not stored'),
+    ]
+    for options, message in cases:
+        definition = {**welcome("http://127.0.0.1:1/ok"), **options}
+        with Session(engine) as session, session.begin(), pytest.raises(SequenceError) as caught:
+            import_sequences(session=session, sequences=parse_sequences(definition), now=now())
+        assert str(caught.value) == message
+        with Session(engine) as session:
+            assert list_sequences(session=session) == []
+
+
+def test_an_active_sequence_cannot_move_to_another_segment_but_a_draft_can(engine: Engine) -> None:
+    load_segments(engine, [*SEGMENTS, {**SEGMENTS[0], "key": "eu"}])
     save_sequence(engine, welcome("http://127.0.0.1:1/ok"), launch=False)
+    save_sequence(engine, {**welcome("http://127.0.0.1:1/ok"), "segment": "eu"}, launch=False)
+    save_sequence(engine, welcome("http://127.0.0.1:1/ok"))  # back to vip, then launched
+    with pytest.raises(SequenceError, match='it is active on segment "vip" and cannot move to "eu"'):
+        save_sequence(engine, {**welcome("http://127.0.0.1:1/ok"), "segment": "eu"}, launch=False)
+    with Session(engine) as session:
+        [record] = list_sequences(session=session)
+        assert (record.segment_key, record.version) == ("vip", 3)
+
+
+def test_launch_refuses_a_segment_that_is_not_stored(engine: Engine) -> None:
+    load_segments(engine, SEGMENTS)
+    save_sequence(engine, welcome("http://127.0.0.1:1/ok"), launch=False)
+    with Session(engine) as session, session.begin():
+        delete_segment(session=session, ref="vip", expected_version=None, now=now())
     with (
         Session(engine) as session,
         session.begin(),
@@ -122,7 +158,8 @@ async def test_pending_rows_are_committed_before_sending_and_resent_with_the_sam
     async with httpx.AsyncClient() as client:
         o = first.outgoing[0]
         await post_webhook(client, url=o.url, payload=o.payload, idempotency_key=o.idempotency_key)
-    again = claim(engine)
+    assert claim(engine).claimed == 0  # leased: an overlapping claim does not take them
+    again = claim(engine, at=now() + DEFAULT_LEASE + timedelta(seconds=1))  # the lease ran out
     assert sorted(o.idempotency_key for o in again.outgoing) == sorted(
         o.idempotency_key for o in first.outgoing
     )
@@ -228,3 +265,106 @@ def provider() -> Any:
 
     with webhook_provider() as running:
         yield running
+
+
+def compiled(engine: Engine) -> Any:
+    with Session(engine) as session:
+        return ProgramCache().get(session=session, key="welcome")
+
+
+def record(engine: Engine, results: list[tuple[Outgoing, Delivery]], sequence: Any = None) -> dict[str, int]:
+    with Session(engine) as session, session.begin():
+        program = sequence or ProgramCache().get(session=session, key="welcome")
+        return record_deliveries(session=session, sequence=program, results=results, now=now())
+
+
+def test_two_consecutive_claims_never_return_the_same_row(engine: Engine) -> None:
+    load_segments(engine, SEGMENTS)
+    put_contacts(engine, people(5))
+    save_sequence(engine, welcome("http://127.0.0.1:1/ok"))
+    first, second, third = claim(engine, limit=3), claim(engine, limit=3), claim(engine, limit=3)
+    ids = [o.enrollment_id for o in first.outgoing], [o.enrollment_id for o in second.outgoing]
+    assert (len(ids[0]), len(ids[1]), third.claimed) == (3, 2, 0)
+    assert not set(ids[0]) & set(ids[1])
+    assert len(sends(engine, "welcome")) == 5
+
+
+def test_a_stale_retry_after_a_recorded_send_changes_nothing(engine: Engine) -> None:
+    load_segments(engine, SEGMENTS)
+    put_contacts(engine, people(1))
+    save_sequence(engine, welcome("http://127.0.0.1:1/ok"))
+    [outgoing] = claim(engine).outgoing
+    assert record(engine, [(outgoing, Delivery("sent", 200))])["sent"] == 1
+    # An overlapping attempt's late result for the same row: the row stays sent, the enrollment done.
+    record(engine, [(outgoing, Delivery("retry", 503, "busy"))])
+    [send] = sends(engine, "welcome")
+    assert (send.status, send.attempts, send.response_status) == ("sent", 1, 200)
+    [enrollment] = enrollments(engine, "welcome")
+    assert (enrollment.status, enrollment.next_due_at) == ("completed", None)
+
+
+def test_a_result_recorded_after_the_contact_exited_does_not_resurrect_it(engine: Engine) -> None:
+    load_segments(engine, SEGMENTS)
+    put_contacts(engine, people(1))
+    step = {"type": "send", "channel": "webhook", "url": "http://127.0.0.1:1/ok", "template": "x"}
+    save_sequence(engine, welcome("", steps=[step, step]))
+    [outgoing] = claim(engine).outgoing
+    put_contacts(engine, [{"kind": "user", "key": "u0", "plan": "free"}])
+    with Session(engine) as session, session.begin():
+        assert sync_enrollments(session=session, key="welcome", now=now()).exited == 1
+    record(engine, [(outgoing, Delivery("sent", 200))])
+    [enrollment] = enrollments(engine, "welcome")
+    assert (enrollment.status, enrollment.position, enrollment.reason) == ("exited", 0, "left_segment")
+    assert [s.status for s in sends(engine, "welcome")] == ["sent"]  # what the provider did is kept
+
+
+def test_a_paused_sequence_claims_nothing_even_mid_round(engine: Engine) -> None:
+    load_segments(engine, SEGMENTS)
+    put_contacts(engine, people(2))
+    save_sequence(engine, welcome("http://127.0.0.1:1/ok"))
+    running = compiled(engine)  # what a round in progress holds: compiled while active
+    pause(engine, "welcome")
+    with Session(engine) as session, session.begin():
+        late = claim_due(session=session, sequence=running, now=now(), limit=10)
+    assert (late.claimed, late.outgoing) == (0, [])
+    assert sends(engine, "welcome") == []
+
+
+def test_membership_is_read_again_at_claim_without_a_change_feed_read(engine: Engine) -> None:
+    load_segments(engine, SEGMENTS)
+    put_contacts(engine, people(2))
+    save_sequence(engine, welcome("http://127.0.0.1:1/ok"))
+    put_contacts(engine, [{"kind": "user", "key": "u0", "plan": "free"}])  # left; the feed is not read
+    claimed = claim(engine)
+    assert ([o.payload["contactKey"] for o in claimed.outgoing], claimed.exited) == (["u1"], 1)
+    status = {e.contact_key: (e.status, e.reason) for e in enrollments(engine, "welcome")}
+    assert status["u0"] == ("exited", "left_segment")
+    assert len(sends(engine, "welcome")) == 1
+
+
+def test_without_exit_on_leave_a_leaver_still_gets_its_steps(engine: Engine) -> None:
+    load_segments(engine, SEGMENTS)
+    put_contacts(engine, people(2))
+    save_sequence(engine, welcome("http://127.0.0.1:1/ok", exit_on_leave=False))
+    put_contacts(engine, people(1, plan="free"))
+    with Session(engine) as session, session.begin():
+        assert sync_enrollments(session=session, key="welcome", now=now()).exited == 0
+    claimed = claim(engine)
+    assert sorted(o.payload["contactKey"] for o in claimed.outgoing) == ["u0", "u1"]
+    assert claimed.exited == 0
+
+
+def test_an_exit_step_is_reported_at_its_own_step(engine: Engine) -> None:
+    load_segments(engine, SEGMENTS)
+    put_contacts(engine, people(1))
+    steps = [
+        {"type": "branch", "segment": "vip", "then": [{"type": "exit"}], "else": []},
+        {"type": "send", "channel": "webhook", "url": "http://127.0.0.1:1/ok", "template": "x"},
+    ]
+    save_sequence(engine, welcome("", steps=steps))
+    assert claim(engine).exited == 1
+    [enrollment] = enrollments(engine, "welcome")
+    assert (enrollment.status, enrollment.position, enrollment.reason) == ("exited", 1, "exit_step")
+    with Session(engine) as session:
+        report = sequence_status(session=session, key="welcome")
+    assert [(s.step, s.exited) for s in report.steps] == [(0, 0), (1, 1), (2, 0)]

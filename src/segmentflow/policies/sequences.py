@@ -24,6 +24,7 @@ or unknown means UTC); a local time that does not exist (DST gap) resolves as `z
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from segmentflow.rules import CompiledSegment, Context, RuleError, compile_segments, matches, parse_segment
 
 __all__ = [
+    "MAX_DURATION",
     "BranchStep",
     "ExitStep",
     "FrequencyCap",
@@ -64,6 +66,8 @@ __all__ = [
 _DURATION = re.compile(
     r"^P(?:(?P<w>\d+)W)?(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
 )
+#: The longest wait, period or cooldown accepted: ten years (so due times stay far inside datetime's range).
+MAX_DURATION = timedelta(days=3653)
 _CLOCK = re.compile(r"^(?P<h>[01]\d|2[0-3]):(?P<m>[0-5]\d)(?::(?P<s>[0-5]\d))?$")
 
 
@@ -72,14 +76,27 @@ class SequenceError(ValueError):
 
 
 def parse_duration(text: str) -> timedelta:
-    """An ISO 8601 duration (`P2D`, `PT30M`, `P1W`, `P1DT12H`) as a timedelta; years and months refused."""
+    """An ISO 8601 duration (`P2D`, `PT30M`, `P1W`, `P1DT12H`) as a timedelta; years and months refused,
+    and so is anything longer than MAX_DURATION (ten years)."""
     found = _DURATION.match(text)
     if found is None or text in ("P", "PT") or text.endswith("T"):
         raise ValueError(f'"{text}" is not an ISO 8601 duration in weeks, days, hours, minutes or seconds')
     parts = {k: float(v) if v else 0.0 for k, v in found.groupdict().items()}
-    return timedelta(
-        weeks=parts["w"], days=parts["d"], hours=parts["h"], minutes=parts["m"], seconds=parts["s"]
-    )
+    try:
+        value = timedelta(
+            weeks=parts["w"], days=parts["d"], hours=parts["h"], minutes=parts["m"], seconds=parts["s"]
+        )
+    except OverflowError:
+        value = timedelta.max
+    if value > MAX_DURATION:
+        raise ValueError(f'"{text}" is longer than the longest duration allowed (P3653D, ten years)')
+    return value
+
+
+def _positive_duration(text: str, what: str) -> str:
+    if parse_duration(text) <= timedelta(0):
+        raise ValueError(f"{what} must be longer than zero")
+    return text
 
 
 def _parse_clock(text: str) -> time:
@@ -120,9 +137,7 @@ class WaitStep(_Model):
     @field_validator("duration")
     @classmethod
     def _valid_duration(cls, value: str) -> str:
-        if parse_duration(value) <= timedelta(0):
-            raise ValueError("a wait must be longer than zero")
-        return value
+        return _positive_duration(value, "a wait")
 
 
 class WaitUntilStep(_Model):
@@ -185,8 +200,7 @@ class FrequencyCap(_Model):
     @field_validator("period")
     @classmethod
     def _valid_period(cls, value: str) -> str:
-        parse_duration(value)
-        return value
+        return _positive_duration(value, "a frequency cap period")
 
 
 class SequenceDefinition(_Model):
@@ -208,14 +222,14 @@ class SequenceDefinition(_Model):
     @classmethod
     def _valid_reentry(cls, value: str) -> str:
         if value != "never":
-            parse_duration(value)
+            _positive_duration(value, 'reentry (a cooldown, or "never")')
         return value
 
     @field_validator("rate_limit")
     @classmethod
     def _positive_rates(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        if value is not None and any(rate <= 0 for rate in value.values()):
-            raise ValueError("rate limits are messages per second and must be positive")
+        if value is not None and any(not math.isfinite(rate) or rate <= 0 for rate in value.values()):
+            raise ValueError("rate limits are messages per second and must be finite and positive")
         return value
 
     def reentry_cooldown(self) -> timedelta | None:
@@ -230,20 +244,35 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
 
 
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if isinstance(value, list) else type(value).__name__
+
+
 def parse_sequences(data: Any) -> list[SequenceDefinition]:
     """One sequence object or a list of them; errors name the sequence key and the field path."""
     items = data if isinstance(data, list) else [data]
+    if not items:
+        raise SequenceError("no sequence: expected a sequence object or a non-empty list of them")
     out: list[SequenceDefinition] = []
     seen: set[str] = set()
     for number, item in enumerate(items):
-        label = (
-            item.get("key") if isinstance(item, dict) and isinstance(item.get("key"), str) else f"#{number}"
-        )
+        if not isinstance(item, dict):
+            where = f"item {number} of the list" if isinstance(data, list) else "the document"
+            raise SequenceError(f"{where} is not a sequence: expected a JSON object, got {_json_type(item)}")
+        label = item.get("key") if isinstance(item.get("key"), str) else f"#{number}"
         try:
             sequence = SequenceDefinition.model_validate(item)
         except ValidationError as exc:
             first = exc.errors()[0]
-            where = _location(tuple(first["loc"]))
+            where = _location(tuple(first["loc"])) or "definition"
             raise SequenceError(f'sequence "{label}": {where}: {first["msg"]}') from None
         if sequence.key in seen:
             raise SequenceError(f'sequence "{sequence.key}" appears twice')
@@ -332,7 +361,7 @@ def _compile_clause(key: str, index: int, clause: dict[str, Any]) -> CompiledSeg
 @dataclass(frozen=True, slots=True)
 class Stop:
     """Where a walk through the program stops: at a `send` due now, at a wait (the step after it, due at
-    `due_at`), or at the end (`completed`, or `exited` by an exit step)."""
+    `due_at`), or at the end (`completed`; `exited` by an exit step, whose index is `position`)."""
 
     outcome: Literal["send", "wait", "completed", "exited"]
     position: int | None
@@ -361,7 +390,7 @@ def walk(
         if isinstance(step, WaitUntilStep):
             return Stop("wait", node.next, local_time_after(now, _parse_clock(step.time), zone))
         if isinstance(step, ExitStep):
-            return Stop("exited", None, None)
+            return Stop("exited", position, None)
         if node.condition is None:
             taken = step.segment in segments
         elif context is None:
@@ -398,12 +427,19 @@ def contact_zone(context: Mapping[str, Any], attribute: str) -> tzinfo:
 
 
 def local_time_after(now: datetime, clock: time, zone: tzinfo) -> datetime:
-    """The first instant at or after `now` when the clock in `zone` shows `clock`, in UTC."""
+    """The first instant at or after `now` when the clock in `zone` shows `clock`, in UTC. A time shown
+    twice (DST fall-back) is either instant, the first one not before `now`; a time never shown (DST gap)
+    resolves as `zoneinfo` does with fold=0."""
     local = now.astimezone(zone)
-    candidate = datetime.combine(local.date(), clock).replace(tzinfo=zone)
-    if candidate < now:
-        candidate = datetime.combine(local.date() + timedelta(days=1), clock).replace(tzinfo=zone)
-    return candidate.astimezone(UTC)
+    found: list[datetime] = []
+    for day in (local.date(), local.date() + timedelta(days=1)):
+        wall = datetime.combine(day, clock)
+        for fold in (0, 1):
+            instant = wall.replace(tzinfo=zone, fold=fold).astimezone(UTC)
+            shown = instant.astimezone(zone).replace(tzinfo=None) == wall
+            if (shown or fold == 0) and instant >= now:
+                found.append(instant)
+    return min(found)
 
 
 def quiet_until(now: datetime, quiet: QuietHours | None, zone: tzinfo) -> datetime | None:

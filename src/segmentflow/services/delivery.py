@@ -8,9 +8,11 @@ has already accepted is acknowledged without a second delivery (as Stripe's, Pos
 receivers' APIs do). The tests' local HTTP server records every request and deduplicates by that header,
 and they check that each member got each step exactly once after the worker was killed mid-batch.
 
-Outcomes: 2xx sent; 4xx (but 408 and 429) failed for good with the response recorded; 5xx, 408, 429,
-timeouts and connection errors are retried here with exponential backoff, then reported as `retry` so the
-caller reschedules the send (same row, same key) instead of blocking the rest of the batch.
+Outcomes: 2xx sent; 4xx other than 408, 425 and 429 failed for good with the response recorded; 5xx, 408,
+425, 429, timeouts, refused connections and unresolvable hosts are retried here with exponential backoff
+(transport errors only, when the caller paces requests), then reported as `retry` so the caller
+reschedules the send (same row, same key) instead of blocking the rest of the batch. `KeepAliveTransport`
+raises only `httpx.TransportError` subclasses, connecting included (with the timeout).
 """
 
 from __future__ import annotations
@@ -60,16 +62,20 @@ async def post_webhook(
     idempotency_key: str,
     attempts: int = 3,
     backoff: float = 0.2,
+    retry_status: bool = True,
 ) -> Delivery:
     """POST `payload` as JSON to `url` with the `Idempotency-Key` header, retrying transient failures up
-    to `attempts` times (waiting `backoff`, then twice that, ...)."""
+    to `attempts` times (waiting `backoff`, then twice that, ...). With `retry_status=False` only
+    transport errors are retried here; a transient status (5xx, 408, 425, 429) is reported as `retry` at
+    once, so a caller pacing its requests (a rate limit) re-paces the next try instead of this function
+    sending it outside the pace."""
     last = Delivery("retry")
     for attempt in range(attempts):
         if attempt:
             await asyncio.sleep(backoff * 2 ** (attempt - 1))
         try:
             response = await client.post(url, json=payload, headers={"Idempotency-Key": idempotency_key})
-        except httpx.TransportError as exc:  # timeouts, refused connections, resets
+        except httpx.TransportError as exc:  # timeouts, refused connections, unknown hosts, resets
             last = Delivery("retry", None, f"{type(exc).__name__}: {exc}"[:_RECORDED_BODY])
             continue
         code = response.status_code
@@ -79,6 +85,8 @@ async def post_webhook(
         if 400 <= code < 500 and not transient_status(code):
             return Delivery("failed", code, text)
         last = Delivery("retry", code, text)
+        if not retry_status:
+            break
     return last
 
 
@@ -118,8 +126,19 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         if scheme == "https":
             self._ssl = self._ssl or ssl.create_default_context()
             context = self._ssl
-        reader, writer = await asyncio.open_connection(host, port, ssl=context)
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=context), self._timeout
+        )
         return _Connection(reader, writer)
+
+    async def _open(self, request: httpx.Request, origin: tuple[str, str, int]) -> _Connection:
+        """A new connection, failures as httpx errors (refused, unresolvable host, TLS, timeout)."""
+        try:
+            return await self._connect(*origin)
+        except TimeoutError:
+            raise httpx.ConnectTimeout("timed out connecting", request=request) from None
+        except (OSError, ssl.SSLError) as exc:  # ConnectionRefusedError, socket.gaierror, ...
+            raise httpx.ConnectError(f"{type(exc).__name__}: {exc}", request=request) from None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -135,7 +154,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         async with self._gate:
             pool = self._idle.setdefault(origin, [])
             reused = bool(pool)
-            connection = pool.pop() if pool else await self._connect(*origin)
+            connection = pool.pop() if pool else await self._open(request, origin)
             try:
                 status, response_headers, content, keep = await asyncio.wait_for(
                     self._exchange(connection, message), self._timeout
@@ -157,14 +176,16 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
     async def _retry_fresh(
         self, request: httpx.Request, origin: tuple[str, str, int], message: bytes
     ) -> httpx.Response:
+        connection = await self._open(request, origin)
         try:
-            connection = await self._connect(*origin)
             status, headers, content, keep = await asyncio.wait_for(
                 self._exchange(connection, message), self._timeout
             )
         except TimeoutError:
+            connection.close()
             raise httpx.ReadTimeout("timed out waiting for the response", request=request) from None
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            connection.close()
             raise httpx.ConnectError(f"{type(exc).__name__}: {exc}", request=request) from None
         if keep:
             self._idle.setdefault(origin, []).append(connection)

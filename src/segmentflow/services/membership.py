@@ -38,6 +38,7 @@ __all__ = [
     "recompute_all",
     "recompute_contacts",
     "recompute_page",
+    "take_feed_lock",
     "upsert_and_recompute",
 ]
 
@@ -83,7 +84,10 @@ def diff_memberships(desired: set[Pair], stored: set[Pair]) -> MembershipDiff:
     return MembershipDiff(entered=desired - stored, exited=stored - desired)
 
 
-def _take_feed_lock(session: Session) -> None:
+def take_feed_lock(session: Session) -> None:
+    """Serialise with the change-feed writers (PostgreSQL; SQLite writers are serial anyway): taken by a
+    writer, so seq commits in order, and by a reader that needs the feed's last seq and the memberships it
+    reads next to agree. Held until the transaction ends."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _FEED_LOCK})
 
@@ -122,7 +126,7 @@ def apply_diff(
     changes = [("entered", pair) for pair in entered] + [
         ("exited", pair) for pair in sorted(diff.exited, key=order)
     ]
-    _take_feed_lock(session)
+    take_feed_lock(session)
     bulk_insert(
         session,
         change_table,

@@ -36,9 +36,11 @@ from segmentflow.db.tables import (
     sequence_table,
 )
 from segmentflow.policies.sequences import (
+    BranchStep,
     Program,
     SendStep,
     SequenceDefinition,
+    SequenceError,
     cap_release,
     compile_sequence,
     contact_attribute,
@@ -50,9 +52,11 @@ from segmentflow.policies.sequences import (
 )
 from segmentflow.rules import parse_context
 from segmentflow.services.delivery import Delivery
+from segmentflow.services.membership import take_feed_lock
 from segmentflow.services.templates import TemplateError, check_templates, compile_template, render_template
 
 __all__ = [
+    "DEFAULT_LEASE",
     "MAX_SEND_ATTEMPTS",
     "ClaimResult",
     "CompiledSequence",
@@ -62,9 +66,11 @@ __all__ = [
     "SequenceStatus",
     "StepStatus",
     "SyncResult",
+    "UnknownSegmentForSequenceError",
     "UnknownSequenceError",
     "claim_due",
     "get_sequence",
+    "idempotency_key",
     "import_sequences",
     "launch_sequence",
     "list_sequences",
@@ -76,7 +82,10 @@ __all__ = [
 ]
 
 _CHUNK = 500
-_FEED_LOCK = 0x5E6F10  # the change-feed writers' PostgreSQL advisory lock (services.membership)
+#: How long a claimed send's enrollment stays out of other claims (an overlapping attempt of the round
+#: after a heartbeat timeout): longer than any batch's provider calls take (the activity cuts a batch's
+#: calls at half of it and records the rest as retries).
+DEFAULT_LEASE = timedelta(minutes=10)
 #: Provider attempts (each already retried in-process by the delivery layer) before a send fails for good.
 MAX_SEND_ATTEMPTS = 8
 _RETRY_BASE = timedelta(seconds=30)
@@ -94,11 +103,35 @@ def import_sequences(
 ) -> list[tuple[SequenceRecord, bool]]:
     """Insert or replace sequences by key (the version grows when the definition changes); each template
     must parse. Returns each record and whether it was created. A running sequence keeps its status and
-    enrollments: they continue with the new steps from their stored position."""
+    enrollments: they continue with the new steps from their stored position. Refused (SequenceError,
+    nothing written): a template that does not parse, a target or branch segment that is not stored, and a
+    new target segment for a sequence that is no longer a draft (its enrollments came from the old one)."""
     for definition in sequences:
         check_templates(definition)
+    wanted = {d.segment for d in sequences} | {
+        step.segment for d in sequences for step in _branch_steps(d).values() if step.segment is not None
+    }
+    stored = set(session.scalars(sa.select(segment_table.c.key).where(segment_table.c.key.in_(wanted))))
     keys = [d.key for d in sequences]
-    existing = {r.key: r for r in session.exec(select(SequenceRecord).where(sa.column("key").in_(keys)))}
+    existing = {r.key: r for r in session.exec(select(SequenceRecord).where(sequence_table.c.key.in_(keys)))}
+    for definition in sequences:
+        if definition.segment not in stored:
+            raise SequenceError(
+                f'sequence "{definition.key}": segment: segment "{definition.segment}" is not stored'
+            )
+        for index, step in _branch_steps(definition).items():
+            if step.segment is not None and step.segment not in stored:
+                raise SequenceError(
+                    f'sequence "{definition.key}": step {index}: branch segment "{step.segment}" '
+                    "is not stored"
+                )
+        record = existing.get(definition.key)
+        if record is not None and record.status != "draft" and record.segment_key != definition.segment:
+            raise SequenceError(
+                f'sequence "{definition.key}": segment: it is {record.status} on segment '
+                f'"{record.segment_key}" and cannot move to "{definition.segment}" '
+                "(import it under a new key)"
+            )
     out: list[tuple[SequenceRecord, bool]] = []
     for definition in sequences:
         data = definition.to_json()
@@ -124,6 +157,10 @@ def import_sequences(
         out.append((record, False))
     session.flush()
     return out
+
+
+def _branch_steps(definition: SequenceDefinition) -> dict[int, BranchStep]:
+    return {n.index: n.step for n in compile_sequence(definition).nodes if isinstance(n.step, BranchStep)}
 
 
 def get_sequence(*, session: Session, key: str) -> SequenceRecord | None:
@@ -205,12 +242,6 @@ class LaunchResult:
     changed: bool
 
 
-def _take_feed_lock(session: Session) -> None:
-    """Wait for change-feed writers in flight, so the feed's last seq and the memberships read next agree."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _FEED_LOCK})
-
-
 class UnknownSegmentForSequenceError(LookupError):
     """The sequence targets a segment that is not stored."""
 
@@ -223,7 +254,7 @@ def launch_sequence(*, session: Session, key: str, now: datetime) -> LaunchResul
         return LaunchResult(key, "active", 0, False)
     enrolled = 0
     if record.status == "draft":
-        _take_feed_lock(session)
+        take_feed_lock(session)
         segment_id = session.scalar(
             sa.select(segment_table.c.id).where(segment_table.c.key == record.segment_key)
         )
@@ -454,6 +485,7 @@ def claim_due(
     now: datetime,
     limit: int,
     exclude: Collection[int] = (),
+    lease: timedelta = DEFAULT_LEASE,
 ) -> ClaimResult:
     """Take up to `limit` enrollments due at `now` and move each to its next send, wait or end; for a send,
     write its pending row (or find the pending row of an earlier attempt) and return it as `Outgoing`.
@@ -461,15 +493,25 @@ def claim_due(
     Just before the send the contact's membership is read again: with `exit_on_leave`, a contact no longer
     in the segment exits here and gets nothing. Quiet hours and the frequency cap defer the send (same
     step, later due time); a template failing for the contact fails the enrollment and sends nothing.
-    `exclude` leaves out enrollments whose sends the caller still has in flight."""
+    `exclude` leaves out enrollments whose sends the caller still has in flight.
+
+    A send's enrollment is leased: due again only at `now + lease`, so an overlapping claim (a second
+    attempt of the round while the first still sends) does not take it; `record_deliveries` sets its real
+    next due time, and after a crash the lease runs out and the pending row is sent again with its key.
+    On PostgreSQL the claimed rows are locked and concurrent claims skip them. Nothing is claimed once the
+    sequence is no longer active (paused mid-round)."""
     definition = sequence.definition
     program = sequence.program
     e = enrollment_table
+    status = session.scalar(sa.select(sequence_table.c.status).where(sequence_table.c.id == sequence.id))
+    if status != "active":
+        return ClaimResult()
     query = (
         sa.select(e.c.id, e.c.contact_id, e.c.contact_key, e.c.position)
         .where(e.c.sequence_id == sequence.id, e.c.status == "active", e.c.next_due_at <= now)
         .order_by(e.c.next_due_at, e.c.id)
         .limit(limit)
+        .with_for_update(skip_locked=True, of=e)
     )
     if exclude:
         query = query.where(e.c.id.not_in(list(exclude)))
@@ -525,7 +567,7 @@ def claim_due(
             result.completed += 1
             continue
         if stop.outcome == "exited":
-            update(row, "exited", row.position, None, "exit_step")
+            update(row, "exited", stop.position, None, "exit_step")
             result.exited += 1
             continue
         if stop.outcome == "wait":
@@ -591,7 +633,7 @@ def claim_due(
         else:
             body, attempts = earlier.body, earlier.attempts
         # The walk may have taken a branch: store the send's step so a retry does not re-decide it.
-        update(row, "active", step, now, None)
+        update(row, "active", step, now + lease, None)
         result.outgoing.append(
             Outgoing(
                 enrollment_id=row.id,
@@ -624,13 +666,17 @@ def claim_due(
     return result
 
 
-def _apply_updates(session: Session, updates: list[dict[str, Any]]) -> None:
+def _apply_updates(session: Session, updates: list[dict[str, Any]], *, guarded: bool = False) -> None:
+    """Write enrollment moves; `guarded`: only to enrollments still active at the step in `at_step`."""
     if not updates:
         return
     e = enrollment_table
+    where = [e.c.id == sa.bindparam("eid")]
+    if guarded:
+        where += [e.c.status == "active", e.c.position == sa.bindparam("at_step")]
     session.execute(
         e.update()
-        .where(e.c.id == sa.bindparam("eid"))
+        .where(*where)
         .values(
             status=sa.bindparam("st"),
             position=sa.bindparam("pos"),
@@ -651,7 +697,10 @@ def record_deliveries(
 ) -> dict[str, int]:
     """Write what the channel said: a sent row moves its enrollment to the next step (due now) or to the
     end; a refused one (4xx) fails the enrollment with the response kept on the row; a transient failure
-    keeps the row pending and the enrollment due again after a growing delay, until MAX_SEND_ATTEMPTS."""
+    keeps the row pending and the enrollment due again after a growing delay, until MAX_SEND_ATTEMPTS.
+
+    Only a still-pending send row and an enrollment still active at that send's step are written: a stale
+    result (an overlapping attempt's, or one recorded after the contact exited) changes nothing."""
     program = sequence.program
     counts = {"sent": 0, "failed": 0, "retry": 0}
     send_updates: list[dict[str, Any]] = []
@@ -673,7 +722,7 @@ def record_deliveries(
             }
         )
         step = outgoing.step
-        row: dict[str, Any] = {"eid": outgoing.enrollment_id, "fin": None, "why": None}
+        row: dict[str, Any] = {"eid": outgoing.enrollment_id, "at_step": step, "fin": None, "why": None}
         if outcome == "sent":
             following = program.nodes[step].next if step < len(program.nodes) else None
             if following is None:
@@ -692,7 +741,7 @@ def record_deliveries(
         s = send_table
         session.execute(
             s.update()
-            .where(s.c.idempotency_key == sa.bindparam("k"))
+            .where(s.c.idempotency_key == sa.bindparam("k"), s.c.status == "pending")
             .values(
                 status=sa.bindparam("st"),
                 attempts=sa.bindparam("n"),
@@ -702,7 +751,7 @@ def record_deliveries(
             ),
             send_updates,
         )
-    _apply_updates(session, updates)
+    _apply_updates(session, updates, guarded=True)
     return counts
 
 

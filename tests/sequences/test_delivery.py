@@ -1,0 +1,102 @@
+"""The webhook channel's transport against real sockets: a refused connection and an unresolvable host are
+httpx transport errors (so a send is rescheduled, never an exception out of the batch), a paced send does
+not retry a response outside the pace, and one bad send in a batch does not sink the others."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from segmentflow.activities import SequenceActivities
+from segmentflow.workflows.sequence_models import ProcessSequenceInput
+from sqlalchemy.engine import Engine
+from temporalio.testing import ActivityEnvironment
+
+from segmentflow.services.delivery import post_webhook, webhook_client
+from tests.sequences.helpers import (
+    Provider,
+    enrollments,
+    load_segments,
+    now,
+    put_contacts,
+    save_sequence,
+    sends,
+    webhook_provider,
+)
+
+SEGMENTS = [
+    {"key": "vip", "rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["vip"]}]}]},
+    {"key": "de", "rules": [{"clauses": [{"attribute": "country", "op": "in", "values": ["DE"]}]}]},
+]
+
+
+@pytest.fixture
+def provider() -> Iterator[Provider]:
+    with webhook_provider() as running:
+        yield running
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "segmentflow-test.invalid"])
+async def test_unreachable_hosts_are_transport_errors_and_a_retry(host: str) -> None:
+    url = f"http://{host.format(port=closed_port())}/hook"
+    async with webhook_client(timeout=5.0) as client:
+        with pytest.raises(httpx.TransportError):
+            await client.post(url, json={})
+        delivery = await post_webhook(client, url=url, payload={}, idempotency_key="k", attempts=2, backoff=0)
+    assert (delivery.outcome, delivery.status_code) == ("retry", None)
+    assert (delivery.response or "").startswith("Connect")
+
+
+async def test_a_paced_send_reports_a_transient_status_without_retrying_it(provider: Provider) -> None:
+    async with webhook_client() as client:
+        paced = await post_webhook(
+            client, url=provider.url + "/flaky", payload={}, idempotency_key="a", retry_status=False
+        )
+        unpaced = await post_webhook(client, url=provider.url + "/flaky", payload={}, idempotency_key="b")
+    assert (paced.outcome, paced.status_code) == ("retry", 503)
+    assert unpaced.outcome == "sent"
+    assert [r.key for r in provider.requests] == ["a", "b", "b"]
+
+
+async def test_one_bad_send_becomes_a_retry_and_the_rest_of_the_batch_is_recorded(
+    engine: Engine, provider: Provider
+) -> None:
+    load_segments(engine, SEGMENTS)
+    put_contacts(
+        engine,
+        [
+            {"kind": "user", "key": "ana", "plan": "vip", "country": "FR"},
+            {"kind": "user", "key": "refused", "plan": "vip", "country": "DE"},
+        ],
+    )
+    bad: dict[str, Any] = {
+        "type": "send",
+        "channel": "webhook",
+        "url": f"http://127.0.0.1:{closed_port()}/hook",
+        "template": "x",
+    }
+    good = {**bad, "url": provider.url + "/ok"}
+    branch = {"type": "branch", "segment": "de", "then": [bad], "else": [good]}
+    save_sequence(engine, {"key": "mixed", "name": "Mixed", "segment": "vip", "steps": [branch]})
+    activities = SequenceActivities(engine)
+    try:
+        result = await ActivityEnvironment().run(
+            activities.process_sequence, ProcessSequenceInput(sequence_key="mixed", now=now())
+        )
+    finally:
+        await activities.aclose()
+    assert (result.counts.sent, result.counts.retried) == (1, 1)
+    assert provider.deliveries() == [("ana", 2)]
+    by_step = {s.step: (s.status, s.attempts) for s in sends(engine, "mixed")}
+    assert by_step == {1: ("pending", 1), 2: ("sent", 1)}
+    state = {e.contact_key: e.status for e in enrollments(engine, "mixed")}
+    assert state == {"ana": "completed", "refused": "active"}
