@@ -32,6 +32,7 @@ from tests.sequences.helpers import (
 from tests.temporal.conftest import plugin_client
 
 MEMBERS = 300
+BATCH = 50
 
 
 async def test_worker_killed_mid_batch_sends_each_step_exactly_once(
@@ -67,7 +68,11 @@ async def test_worker_killed_mid_batch_sends_each_step_exactly_once(
             handle = await client.start_workflow(
                 RunSequence.run,
                 RunSequenceInput(
-                    sequence_key="burst", batch_size=50, concurrency=4, heartbeat_timeout=timedelta(seconds=2)
+                    sequence_key="burst",
+                    batch_size=BATCH,
+                    concurrency=4,
+                    heartbeat_timeout=timedelta(seconds=2),
+                    lease=timedelta(seconds=6),  # the killed round's claimed rows go out again after it
                 ),
                 id=f"seq-burst-{uuid.uuid4()}",
                 task_queue=task_queue,
@@ -97,6 +102,9 @@ async def test_worker_killed_mid_batch_sends_each_step_exactly_once(
         assert provider.deliveries() == sorted((m, s) for m in members for s in (0, 1))
         rows = sends(engine, "burst")
         assert len(rows) == 2 * MEMBERS and {r.status for r in rows} == {"sent"}
+        # Only what was in flight at the kill went out twice: at most the batch on the wire and the one
+        # claimed behind it.
+        assert len(provider.requests) - len(provider.delivered) <= 2 * BATCH
         # Every repeated request carried a key the provider had already seen, with the same body.
         repeats = Counter(r.key for r in provider.requests)
         assert set(repeats) == set(provider.delivered)

@@ -247,6 +247,9 @@ async def test_the_rate_limit_spaces_requests(
     assert len(times) == 30
     # 30 starts 1/20 s apart span at least 29/20 s (a lower bound only: slower is never a failure).
     assert times[-1] - times[0] >= 29 / 20 * 0.95
+    # Nor a burst: no one-second window holds more than the rate (plus a margin for scheduling jitter).
+    busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+    assert busiest <= 20 + 4
 
 
 async def test_a_branch_on_membership_picks_the_step(
