@@ -27,7 +27,7 @@ from segmentflow.policies.sla import (
     due_times,
     select_and_schedule,
 )
-from segmentflow.services.membership import UnknownContactError, contact_segments
+from segmentflow.services.membership import contact_segment_set as membership_segment_set
 
 __all__ = [
     "PlannedTicket",
@@ -70,11 +70,7 @@ def contact_segment_set(*, session: Session, contact_key: str | None) -> frozens
     """The segments the contact is in; empty for no contact or one that is not stored."""
     if contact_key is None:
         return frozenset()
-    try:
-        segments, _ = contact_segments(session=session, contact_key=contact_key)
-    except UnknownContactError:
-        return frozenset()
-    return frozenset(segments)
+    return membership_segment_set(session=session, contact_key=contact_key)
 
 
 def select_for_contact(*, session: Session, contact_key: str | None, ticket: TicketFacts) -> Selection:
