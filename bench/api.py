@@ -25,7 +25,6 @@ import asyncio
 import json
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,8 +37,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import httpx
-from common import make_contexts, make_segments
-from recompute import percentile, scratch_postgres
+from common import free_port, make_contexts, make_segments, percentile, scratch_postgres
 from sqlmodel import Session
 
 from segmentflow.db.engine import make_engine, migrate
@@ -106,16 +104,10 @@ def in_process(url: str, pairs: list[Pair], args: argparse.Namespace) -> float:
         engine.dispose()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def server(url: str) -> Iterator[int]:
     """`segmentflow serve` in its own process; its port once /healthz answers."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "segmentflow.cli", "--database-url", url, "serve", "--port", str(port)],
         stdout=subprocess.DEVNULL,

@@ -9,17 +9,51 @@ organizations alone, with the attributes those rules read (some missing, null, m
 real data is). Each rule's match rate is estimated from the generator's own distributions and segments are
 redrawn until the estimate lies in 5-40%. The same seed always gives the same JSON: randomness comes only
 from `random.Random` seeded with strings, which does not depend on `PYTHONHASHSEED`.
+
+Also the benches' small shared helpers: `percentile`, `free_port` (a local TCP port nobody listens on) and
+`scratch_postgres` (a throwaway PostgreSQL database for one run).
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-__all__ = ["make_contexts", "make_segments", "mutate_context"]
+__all__ = ["free_port", "make_contexts", "make_segments", "mutate_context", "percentile", "scratch_postgres"]
+
+
+def percentile(samples: list[float], share: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def free_port() -> int:
+    """A local TCP port free right now (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def scratch_postgres(admin_url: str) -> Iterator[str]:
+    """A fresh database on the server for this run, dropped at the end whatever happens."""
+    import psycopg
+
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{admin_url.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
 
 Json = dict[str, Any]
 Draw = tuple[Json, float]  # a clause and the estimated share of all contexts it matches

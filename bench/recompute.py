@@ -26,15 +26,11 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from common import make_contexts, make_segments, mutate_context
+from common import make_contexts, make_segments, mutate_context, percentile, scratch_postgres
 from ldclient.context import Context as LDContext
 from ldclient.impl.evaluator import Evaluator
 from ldclient.impl.evaluator_common import EvalResult
@@ -69,11 +65,6 @@ class LaunchDarkly:
         return {c.fully_qualified_key: self.memberships(c) for c in contexts}
 
 
-def percentile(samples: list[float], share: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
-
-
 def stored_memberships(engine: Engine) -> dict[str, list[str]]:
     with Session(engine) as session:
         return dict(iter_memberships(session=session))
@@ -84,19 +75,6 @@ def compare(name: str, stored: dict[str, list[str]], expected: dict[str, list[st
     for key in sorted(bad)[:10]:
         print(f"  MISMATCH ({name}) {key}: stored={stored.get(key)} LaunchDarkly={expected.get(key)}")
     return len(bad)
-
-
-@contextmanager
-def scratch_postgres(admin_url: str) -> Iterator[str]:
-    """A fresh database on the server for this run, dropped at the end whatever happens."""
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{admin_url.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def print_profile(profiler: cProfile.Profile, top: int, title: str) -> None:

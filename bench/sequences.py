@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from temporalio import activity, workflow
 with workflow.unsafe.imports_passed_through():
     import httpx
     import sqlalchemy as sa
+    from common import free_port, scratch_postgres
     from segmentflow.plugins import DEV_SERVER_ARGS, SegmentsPlugin, start_sequence_runner, temporal_cli_path
     from segmentflow.workflows.sequence_models import RunSequenceInput
     from sqlalchemy.engine import Engine
@@ -104,12 +104,6 @@ def run_sink(port: int) -> None:
         await send({"type": "http.response.body", "body": payload})
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def sink_stats(url: str) -> dict[str, int]:
@@ -287,8 +281,6 @@ async def main_async(args: argparse.Namespace) -> int:
     sink = subprocess.Popen([sys.executable, __file__, "--sink", str(port)])
     with contextlib.ExitStack() as stack:
         if args.postgres_admin_url:
-            from recompute import scratch_postgres
-
             engine = make_engine(stack.enter_context(scratch_postgres(args.postgres_admin_url)))
         else:
             tmp = stack.enter_context(tempfile.TemporaryDirectory())
