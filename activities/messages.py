@@ -16,6 +16,7 @@ from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import httpx
+from pydantic import ValidationError
 from segmentflow.workflows.message_models import (
     REFUSE_ACTION,
     RENDER_REPLY,
@@ -32,6 +33,7 @@ from segmentflow.workflows.message_models import (
     RespondInput,
     RespondResult,
     RunActionInput,
+    RunActionRequest,
     RunActionResult,
     WithheldItem,
 )
@@ -238,10 +240,25 @@ class MessageActivities:
                 raise ApplicationError(str(exc), type="ResponderFailed", non_retryable=True) from None
         return RespondResult(action=choice.action, arguments=choice.arguments, reply=choice.reply)
 
+    async def _well_formed(self, request: RunActionRequest) -> RunActionInput:
+        """The input as `RunActionInput`, or the refusal (recorded) of one that is not."""
+        if isinstance(request, RunActionInput):
+            return request
+        try:
+            return RunActionInput.model_validate(request.model_dump(by_alias=True, exclude_unset=True))
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(p) for p in error["loc"]) or "input"
+            action = "(unknown)" if request.action is None else str(request.action)[:1000]
+            contact = None if request.contact_key is None else str(request.contact_key)[:1000]
+            reason = f"malformed RunAction input: {where}: {error['msg']}"
+            raise await self._refuse(action, contact, reason, "activity") from None
+
     @activity.defn(name=RUN_ACTION)
-    async def run_action(self, params: RunActionInput) -> RunActionResult:
+    async def run_action(self, request: RunActionRequest) -> RunActionResult:
         """Perform an action for a contact: the permission check first (unless this worker's interceptor
-        just made it for this very input), then the webhook."""
+        just made it for this very input), then the webhook. A malformed input is refused."""
+        params = await self._well_formed(request)
         verified = _verified.get()
         if verified is not None and verified[0] == params:
             action = verified[1]

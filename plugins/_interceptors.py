@@ -50,6 +50,7 @@ from segmentflow.workflows.message_models import (
     ResolveMessageInput,
     ResolveMessageResult,
     RunActionInput,
+    RunActionRequest,
 )
 from temporalio import activity, workflow
 from temporalio.converter import PayloadConverter
@@ -89,6 +90,8 @@ def _run_action_input(args: Sequence[Any], converter: PayloadConverter) -> RunAc
     arg = args[0]
     if isinstance(arg, RunActionInput):
         return arg
+    if isinstance(arg, RunActionRequest):  # as the worker decodes it: only the fields the caller sent
+        arg = arg.model_dump(by_alias=True, exclude_unset=True)
     try:
         if not isinstance(arg, dict):
             payloads = converter.to_payloads([arg])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 from segmentflow.workflows.models import Payload
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "RespondInput",
     "RespondResult",
     "RunActionInput",
+    "RunActionRequest",
     "RunActionResult",
     "WithheldItem",
 ]
@@ -74,8 +75,22 @@ class HandleMessageResult(Payload):
     reply: str
 
 
-class RunActionInput(Payload):
+class RunActionRequest(Payload):
+    """`segmentflow.RunAction`'s input as a worker reads it off the wire: any JSON object, so a malformed
+    one reaches the activity, which refuses it (audited, non-retryable `SegmentRestricted`) instead of
+    Temporal failing to decode it on every retry. Callers build `RunActionInput`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    action: Any = None
+    contact_key: Any = None
+    arguments: Any = None
+
+
+class RunActionInput(RunActionRequest):
     """`segmentflow.RunAction`: perform `action` for `contactKey` (None: anonymous) with `arguments`."""
+
+    model_config = ConfigDict(extra="forbid")
 
     action: str = Field(min_length=1, max_length=ACTION_KEY_MAX, pattern=_NO_NUL)
     contact_key: str | None = Field(default=None, max_length=CONTACT_KEY_MAX, pattern=_NO_NUL)

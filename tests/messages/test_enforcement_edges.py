@@ -11,11 +11,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from segmentflow.activities import MessageActivities
 from segmentflow.plugins import SegmentsPlugin
 from segmentflow.workflows.message_models import HANDLE_MESSAGE, HandleMessageInput, HandleMessageResult
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -244,3 +246,42 @@ async def test_a_reply_template_failing_to_render_fails_the_message_without_retr
     history = await handle.fetch_history()
     attempts = [e for e in history.events if e.HasField("marker_recorded_event_attributes")]
     assert len(attempts) <= 3  # resolve, respond, one failed render: no retry loop
+
+
+@pytest.mark.parametrize(
+    ("action", "contact", "audited"),
+    [
+        ("x" * 300, "u-vip", ("u-vip", "x" * 255 + "…")),
+        ("refund", "u\x00vip", ("u\\x00vip", "refund")),
+    ],
+)
+async def test_malformed_input_from_a_host_without_the_plugin_is_refused_once_by_run_action(
+    dev_env: WorkflowEnvironment,
+    engine: Engine,
+    task_queue: str,
+    seeded: None,
+    stand_in: StandIn,
+    action: str,
+    contact: str,
+    audited: tuple[str, str],
+) -> None:
+    """No workflow-side check and no interceptor: RunAction reads the input itself and refuses it for
+    good (not Temporal's retryable "Failed decoding arguments"), with its audit row."""
+    host = Client(**{**dev_env.client.config(), "data_converter": pydantic_data_converter})
+    activities = MessageActivities(engine, Settings())
+    try:
+        async with Worker(
+            host, task_queue=task_queue, workflows=[HostRunsAction], activities=activities.all()
+        ):
+            result = await _run(
+                host, task_queue, "tests.HostRunsAction", {"action": action, "contactKey": contact}
+            )
+    finally:
+        await activities.aclose()
+    assert (result["outcome"], result["side"], result["nonRetryable"]) == (
+        "SegmentRestricted",
+        "activity",
+        True,
+    )
+    assert stand_in.hooks() == []
+    assert refusals(engine) == [(*audited, "activity")]
