@@ -222,15 +222,23 @@ def due_times(
     if targets is None:
         return {}
     calendar = policy.business_calendar
-    out: dict[Metric, Due] = {}
+    # Clocks sharing a start are walked together: one pass over the calendar for all their instants.
+    by_start: dict[datetime, list[tuple[Metric, timedelta, timedelta, timedelta]]] = {}
     for metric, start in starts.items():
         target = targets.of(metric)
-        if target is None:
-            continue
-        extra = (paused or {}).get(metric, timedelta(0))
-        warn_after = timedelta(seconds=round(target.total_seconds() * policy.warning_threshold))
-        warn_at, due_at = add_business_times(calendar, start, (warn_after + extra, target + extra))
-        out[metric] = Due(due_at=due_at, warn_at=warn_at, business_minutes=target // _MINUTE)
+        if target is not None:
+            extra = (paused or {}).get(metric, timedelta(0))
+            warn_after = timedelta(seconds=round(target.total_seconds() * policy.warning_threshold))
+            by_start.setdefault(start, []).append((metric, target, warn_after + extra, target + extra))
+    out: dict[Metric, Due] = {}
+    for start, clocks in by_start.items():
+        instants = add_business_times(calendar, start, [d for _, _, warn, due in clocks for d in (warn, due)])
+        for index, (metric, target, _, _) in enumerate(clocks):
+            out[metric] = Due(
+                due_at=instants[2 * index + 1],
+                warn_at=instants[2 * index],
+                business_minutes=target // _MINUTE,
+            )
     return out
 
 
