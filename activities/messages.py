@@ -11,6 +11,7 @@ Every refusal is written to the audit table before the non-retryable `SegmentRes
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -104,6 +105,15 @@ class _Views:
 
 def _workflow_id() -> str | None:
     return activity.info().workflow_id if activity.in_activity() else None
+
+
+def _idempotency_key() -> str:
+    """The same for every retry of one activity (workflow, run, activity id), unique otherwise; a call
+    outside an activity (a direct call in process) gets a fresh one."""
+    if not activity.in_activity():
+        return f"direct/{uuid.uuid4()}"
+    info = activity.info()
+    return f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}"
 
 
 class MessageActivities:
@@ -279,7 +289,6 @@ class MessageActivities:
             "contactKey": params.contact_key,
             "arguments": params.arguments,
         }
-        info = activity.info()
         try:
             status, response = await call_webhook(
                 self._client(),
@@ -287,7 +296,7 @@ class MessageActivities:
                 payload,
                 timeout=self._settings.http_timeout,
                 # Stable across this activity's retries, distinct for every run of an action.
-                idempotency_key=f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}",
+                idempotency_key=_idempotency_key(),
             )
         except RejectedError as exc:
             raise ApplicationError(str(exc), type="WebhookRejected", non_retryable=True) from None
