@@ -13,7 +13,9 @@ Three checks stand between a workflow and an action's webhook, each refusing wit
    that never resolved the contact gets the resolution scheduled for it first (one more activity, before
    each such `RunAction`). A refused action is never scheduled: `segmentflow.RefuseAction` takes its place,
    which records the refusal and fails, so the caller sees the same `ActivityError` a worker-side refusal
-   gives. This module imports nothing but temporalio and the pydantic payloads, so it is safe in the
+   gives. The input is read whatever its type (our model, plain JSON, a host's own dataclass or pydantic
+   model, through the workflow's payload converter); one that is not exactly one valid `RunAction` input is
+   refused the same way ("malformed RunAction input"), never passed through unchecked. This module imports nothing but temporalio and the pydantic payloads, so it is safe in the
    sandbox; the database is reached only through activities.
 2. Worker side (inbound). Before `segmentflow.RunAction` runs on a worker of this plugin, the contact's
    memberships are read fresh and checked (a callable given by the plugin), whoever scheduled it: this
