@@ -37,7 +37,8 @@ class Request:
 @dataclass
 class Provider:
     """`/ok` accepts; `/reject` answers 422; `/flaky` answers 503 to the first try of each key; `/slow`
-    takes 20 ms. `delivered` holds the first accepted request per key: what a real provider delivers."""
+    takes 20 ms, `/hang` 1.5 s. `delivered` holds the first accepted request per key: what a real
+    provider delivers."""
 
     url: str = ""
     requests: list[Request] = field(default_factory=list)
@@ -78,6 +79,8 @@ def webhook_provider() -> Iterator[Provider]:
                     provider.delivered[key] = request
             if self.path == "/slow":
                 time.sleep(0.02)
+            elif self.path == "/hang":
+                time.sleep(1.5)
             payload = b"no such mailbox" if status == 422 else b"{}"
             self.send_response(status)
             self.send_header("Content-Length", str(len(payload)))
@@ -86,6 +89,7 @@ def webhook_provider() -> Iterator[Provider]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
+    server.handle_error = lambda request, address: None  # type: ignore[method-assign]  # clients that hung up
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     provider.url = f"http://127.0.0.1:{server.server_address[1]}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -100,3 +101,50 @@ async def test_one_bad_send_becomes_a_retry_and_the_rest_of_the_batch_is_recorde
     assert by_step == {1: ("pending", 1), 2: ("sent", 1)}
     state = {e.contact_key: e.status for e in enrollments(engine, "mixed")}
     assert state == {"ana": "completed", "refused": "active"}
+
+
+async def run_round(engine: Engine, key: str, **options: Any) -> Any:
+    activities = SequenceActivities(engine)
+    try:
+        return await ActivityEnvironment().run(
+            activities.process_sequence, ProcessSequenceInput(sequence_key=key, now=now(), **options)
+        )
+    finally:
+        await activities.aclose()
+
+
+async def test_a_send_that_raises_is_a_retry_not_a_failed_batch(engine: Engine, provider: Provider) -> None:
+    load_segments(engine, SEGMENTS)
+    put_contacts(
+        engine,
+        [
+            {"kind": "user", "key": "ana", "plan": "vip", "country": "FR"},
+            {"kind": "user", "key": "odd", "plan": "vip", "country": "DE"},
+        ],
+    )
+    # Port 99999 passes URL parsing but makes the socket layer raise OverflowError, not an OSError.
+    bad = {"type": "send", "channel": "webhook", "url": "http://127.0.0.1:99999/hook", "template": "x"}
+    good = {**bad, "url": provider.url + "/ok"}
+    branch = {"type": "branch", "segment": "de", "then": [bad], "else": [good]}
+    save_sequence(engine, {"key": "odd", "name": "Odd", "segment": "vip", "steps": [branch]})
+    result = await run_round(engine, "odd")
+    assert (result.counts.sent, result.counts.retried) == (1, 1)
+    by_step = {s.step: (s.status, s.attempts, s.response_body or "") for s in sends(engine, "odd")}
+    assert by_step[2][:2] == ("sent", 1)
+    assert by_step[1][:2] == ("pending", 1) and "OverflowError" in by_step[1][2]
+
+
+async def test_sends_still_in_flight_at_half_the_lease_are_rescheduled(
+    engine: Engine, provider: Provider
+) -> None:
+    load_segments(engine, SEGMENTS)
+    put_contacts(engine, [{"kind": "user", "key": "ana", "plan": "vip"}])
+    step = {"type": "send", "channel": "webhook", "url": provider.url + "/hang", "template": "x"}
+    save_sequence(engine, {"key": "hang", "name": "Hang", "segment": "vip", "steps": [step]})
+    result = await run_round(engine, "hang", lease=timedelta(seconds=1))
+    assert (result.counts.sent, result.counts.retried) == (0, 1)
+    [send] = sends(engine, "hang")
+    assert (send.status, send.attempts) == ("pending", 1)
+    assert "not delivered within 0.5 s" in (send.response_body or "")
+    [enrollment] = enrollments(engine, "hang")
+    assert enrollment.status == "active" and enrollment.next_due_at is not None

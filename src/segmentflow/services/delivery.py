@@ -167,6 +167,9 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
                 if reused:  # the server closed an idle connection: one fresh try
                     return await self._retry_fresh(request, origin, message)
                 raise httpx.ConnectError(f"{type(exc).__name__}: {exc}", request=request) from None
+            except BaseException:  # cancelled mid-exchange: the connection is in an unknown state
+                connection.close()
+                raise
             if keep:
                 pool.append(connection)
             else:
@@ -187,6 +190,9 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             connection.close()
             raise httpx.ConnectError(f"{type(exc).__name__}: {exc}", request=request) from None
+        except BaseException:
+            connection.close()
+            raise
         if keep:
             self._idle.setdefault(origin, []).append(connection)
         else:
