@@ -4,7 +4,9 @@ not retry a response outside the pace, and one bad send in a batch does not sink
 
 from __future__ import annotations
 
+import dataclasses
 import socket
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -148,3 +150,24 @@ async def test_sends_still_in_flight_at_half_the_lease_are_rescheduled(
     assert "not delivered within 0.5 s" in (send.response_body or "")
     [enrollment] = enrollments(engine, "hang")
     assert enrollment.status == "active" and enrollment.next_due_at is not None
+
+
+async def test_the_round_heartbeats_while_a_send_is_in_flight(engine: Engine, provider: Provider) -> None:
+    load_segments(engine, SEGMENTS)
+    put_contacts(engine, [{"kind": "user", "key": "ana", "plan": "vip"}])
+    step = {"type": "send", "channel": "webhook", "url": provider.url + "/hang", "template": "x"}
+    save_sequence(engine, {"key": "beat", "name": "Beat", "segment": "vip", "steps": [step]})
+    environment = ActivityEnvironment()
+    environment.info = dataclasses.replace(environment.info, heartbeat_timeout=timedelta(seconds=0.4))
+    beats: list[float] = []
+    environment.on_heartbeat = lambda *details: beats.append(time.monotonic())
+    activities = SequenceActivities(engine)
+    try:
+        result = await environment.run(
+            activities.process_sequence, ProcessSequenceInput(sequence_key="beat", now=now())
+        )
+    finally:
+        await activities.aclose()
+    assert result.counts.sent == 1
+    # One 1.5 s send: a beat every 0.1 s in the background (before: one at the end of the batch).
+    assert len(beats) >= 5

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -368,3 +369,20 @@ def test_an_exit_step_is_reported_at_its_own_step(engine: Engine) -> None:
     with Session(engine) as session:
         report = sequence_status(session=session, key="welcome")
     assert [(s.step, s.exited) for s in report.steps] == [(0, 0), (1, 1), (2, 0)]
+
+
+def test_concurrent_claims_on_postgresql_skip_each_others_rows(engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("row locks: SQLite serialises writers instead")
+    load_segments(engine, SEGMENTS)
+    put_contacts(engine, people(4))
+    save_sequence(engine, welcome("http://127.0.0.1:1/ok"))
+    program = compiled(engine)
+    with Session(engine) as first, first.begin():
+        held = claim_due(session=first, sequence=program, now=now(), limit=2)  # not committed yet
+        with Session(engine) as second, second.begin():
+            second.execute(sa.text("SET LOCAL lock_timeout = '5s'"))  # waiting on `first` would deadlock
+            other = claim_due(session=second, sequence=program, now=now(), limit=4)
+    assert len(held.outgoing) == 2 and len(other.outgoing) == 2
+    assert not {o.enrollment_id for o in held.outgoing} & {o.enrollment_id for o in other.outgoing}
+    assert len(sends(engine, "welcome")) == 4
