@@ -60,7 +60,7 @@ class ProcessSequenceInput(Payload):
     #: A claimed send's enrollment is not claimed again for this long (an overlapping attempt of the
     #: round); a batch's provider calls are cut at half of it. After a crash, pending sends go out again
     #: once it has run out.
-    lease: timedelta = timedelta(minutes=10)
+    lease: timedelta = Field(default=timedelta(minutes=10), gt=timedelta(0))
 
 
 class ProcessSequenceResult(Payload):
@@ -82,7 +82,7 @@ class RunSequenceInput(Payload):
     concurrency: int = Field(default=64, ge=1)
     round_time: timedelta = timedelta(minutes=5)
     #: See `ProcessSequenceInput.lease`.
-    lease: timedelta = timedelta(minutes=10)
+    lease: timedelta = Field(default=timedelta(minutes=10), gt=timedelta(0))
     poll_interval: timedelta = timedelta(seconds=30)
     #: The round heartbeats every few seconds in the background, so this only bounds how long a dead
     #: worker's round goes unnoticed; well above a single send's worst case (3 tries of 10 s).
