@@ -374,7 +374,7 @@ class MessageCatalogCache:
     Staleness never relies on clocks: every upsert of an action or instruction bumps its `version` in the
     same transaction, so the count and the sum of versions of each table (one aggregate query) change with
     every write, whoever wrote and whatever their clock said. The segments a restriction names are checked
-    for existence on every call (one indexed query for just the keys the catalog names), and the index is
+    for existence on every call (one read of the stored segment keys), and the index is
     rebuilt when that set changes, so a deleted or recreated segment is seen at once. Safe to share between
     threads. (The permission check of a single action does not use this cache: see `check_action`.)"""
 
@@ -396,7 +396,8 @@ class MessageCatalogCache:
             )
             items = (actions, instructions, named)
             catalog = None
-        existing = _existing_among(session, items[2])
+        # Every stored key (one small scan: cheaper than a long IN list), kept to the ones the catalog names.
+        existing = existing_segment_keys(session=session) & items[2]
         if catalog is not None and catalog.segments == existing:
             return catalog
         catalog = _compile(items[0], items[1], existing)
