@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import Engine
 
 from segmentflow.api import contacts, health, memberships, messages, segments, sequences, sla
-from segmentflow.api.errors import install_error_handlers
+from segmentflow.api.errors import document_body_errors, install_error_handlers
 from segmentflow.api.metrics import HttpMetrics
 from segmentflow.db.engine import make_engine, migrate, normalize_url
 from segmentflow.services.segments import SegmentIndexCache
@@ -70,11 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
     _admission(app)
     app.add_middleware(HttpMetrics, registry=registry)
     install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(memberships.router)  # before segments: its fixed paths win over /{segment_id}
-    app.include_router(segments.router)
-    app.include_router(contacts.router)
-    app.include_router(sla.router)
-    app.include_router(messages.router)
-    app.include_router(sequences.router)
+    # memberships before segments: its fixed paths win over /{segment_id}
+    for module in (health, memberships, segments, contacts, sla, messages, sequences):
+        app.include_router(document_body_errors(module.router))
     return app
