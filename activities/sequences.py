@@ -71,7 +71,7 @@ def _record(
 _HEARTBEAT_EVERY = 5.0  # seconds
 #: Under a rate limit a batch holds about this many seconds of sends, so the membership read at its claim
 #: (exit on leave) is at most that old when the last of its messages goes out.
-_PACED_BATCH_SECONDS = 2.0
+_PACED_BATCH_SECONDS = 1.0
 
 
 @contextlib.asynccontextmanager
@@ -247,8 +247,8 @@ class SequenceActivities:
         client = self._client(params.concurrency)
         more = False
         deadline = time.monotonic() + params.round_time.total_seconds()
-        # Under a rate limit a batch takes size/rate seconds: keep it to a couple of seconds of sends, so
-        # the membership read at its claim is fresh when its last message goes out (exit on leave).
+        # Under a rate limit a batch takes size/rate seconds: keep it to about a second of sends, so the
+        # membership read at its claim is fresh when its last message goes out (exit on leave).
         limit = params.batch_size
         if rates:
             limit = min(limit, max(1, int(min(rates.values()) * _PACED_BATCH_SECONDS)))
@@ -256,12 +256,17 @@ class SequenceActivities:
         claim = await self._run(partial(_claim, sequence=sequence, now=now, limit=limit, lease=lease))
         batch = 0
         while claim.claimed:
-            # The next batch is claimed while this one is on the wire (its enrollments, still due until
-            # recorded, are left out), so the database and the provider work at the same time.
+            # Unpaced, the next batch is claimed while this one is on the wire (its enrollments are
+            # leased and left out), so the database and the provider work at the same time. Paced, the
+            # next claim waits for this batch: its membership reads are then at most one batch (about
+            # a second of sends) old when its messages go out.
             delivering = self._deliver(claim.outgoing, client, pacers, params.concurrency, cut_after)
             last = batch == params.max_batches - 1 or time.monotonic() > deadline
+            following: ClaimResult | None = None
             if last:
                 results, following = await delivering, ClaimResult()
+            elif rates:
+                results = await delivering
             else:
                 next_now = clock()
                 in_flight = [o.enrollment_id for o in claim.outgoing]
@@ -293,6 +298,11 @@ class SequenceActivities:
             if last:
                 more = claim.claimed == limit
                 break
+            if following is None:
+                next_now = clock()
+                following = await self._run(
+                    partial(_claim, sequence=sequence, now=next_now, limit=limit, lease=lease)
+                )
             claim, now, batch = following, next_now, batch + 1
         due = await self._run(lambda s: next_due_at(session=s, sequence_id=sequence.id))
         return ProcessSequenceResult(status="active", counts=counts, next_due_at=due, more=more)

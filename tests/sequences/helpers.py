@@ -44,6 +44,8 @@ class Provider:
     requests: list[Request] = field(default_factory=list)
     delivered: dict[str, Request] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Called (in the server's thread) with each request before it is answered.
+    on_request: Callable[[Request], None] | None = None
 
     def deliveries(self) -> list[tuple[str, int]]:
         with self.lock:
@@ -77,6 +79,8 @@ def webhook_provider() -> Iterator[Provider]:
                     status = 503
                 elif key is not None and key not in provider.delivered:
                     provider.delivered[key] = request
+            if provider.on_request is not None:
+                provider.on_request(request)
             if self.path == "/slow":
                 time.sleep(0.02)
             elif self.path == "/hang":

@@ -171,3 +171,30 @@ async def test_the_round_heartbeats_while_a_send_is_in_flight(engine: Engine, pr
     assert result.counts.sent == 1
     # One 1.5 s send: a beat every 0.1 s in the background (before: one at the end of the batch).
     assert len(beats) >= 5
+
+
+async def test_a_paced_round_reads_membership_again_for_each_batch(
+    engine: Engine, provider: Provider
+) -> None:
+    load_segments(engine, SEGMENTS)
+    put_contacts(engine, [{"kind": "user", "key": f"u{i}", "plan": "vip"} for i in range(8)])
+    step = {"type": "send", "channel": "webhook", "url": provider.url + "/ok", "template": "x"}
+    # 4 per second: batches of 4, about a second of sends each.
+    save_sequence(
+        engine,
+        {"key": "paced", "name": "Paced", "segment": "vip", "steps": [step], "rate_limit": {"webhook": 4}},
+    )
+    left: list[str] = []
+
+    def leave_once(request: Any) -> None:  # u7 (second batch) leaves while the first batch is sending
+        if not left:
+            left.append(request.body["contactKey"])
+            put_contacts(engine, [{"kind": "user", "key": "u7", "plan": "free"}])
+
+    provider.on_request = leave_once
+    result = await run_round(engine, "paced")
+    assert left == ["u0"]
+    assert (result.counts.sent, result.counts.exited) == (7, 1)
+    assert ("u7", 0) not in provider.deliveries()
+    status = {e.contact_key: (e.status, e.reason) for e in enrollments(engine, "paced")}
+    assert status["u7"] == ("exited", "left_segment")
