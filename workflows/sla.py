@@ -104,25 +104,31 @@ class TicketSla:
         self._policy: str | None = None
         self._events: list[str] = []
         self._dirty = False
+        self._planned_status: Status | None = None
         self._webhooks: list[asyncio.Task[None]] = []
 
     @workflow.run
     async def run(self, params: TicketSlaInput) -> TicketSlaState:
         await self._plan()
-        while self._status != "solved":
+        while True:
+            if self._dirty:  # a change arrived (perhaps while planning or firing): plan it first
+                self._dirty = False
+                await self._plan()
+                continue
+            if self._planned_status == "solved":  # the last plan stored the ticket as solved
+                break
             deadline = self._next_deadline()
-            if deadline is not None and deadline[0] <= workflow.now() and not self._dirty:
+            if deadline is not None and deadline[0] <= workflow.now():
                 await self._fire(deadline[1], deadline[2])
                 continue
             timeout = None if deadline is None else deadline[0] - workflow.now()
             try:
                 await workflow.wait_condition(lambda: self._dirty, timeout=timeout)
             except TimeoutError:
+                if self._dirty:  # a signal in the same workflow task as the timer: it may move the clock
+                    continue
                 assert deadline is not None
                 await self._fire(deadline[1], deadline[2])
-                continue
-            self._dirty = False
-            await self._plan()
         await asyncio.gather(*self._webhooks)
         return self.state()
 
@@ -197,13 +203,14 @@ class TicketSla:
 
     async def _plan(self) -> None:
         running = {metric: c.started_at for metric, c in self._clocks.items() if c.running()}
+        status = self._status
         plan: PlanTicketSlaResult = await workflow.execute_local_activity(
             PLAN_TICKET_SLA,
             PlanTicketSlaInput(
                 ticket_id=self._params.ticket_id,
                 contact_key=self._params.contact_key,
                 ticket=self._ticket,
-                status=self._status,
+                status=status,
                 starts=running,
                 pauses=self._pauses,
             ),
@@ -212,6 +219,7 @@ class TicketSla:
             retry_policy=_RETRY,
         )
         self._policy = plan.policy
+        self._planned_status = status
         now = workflow.now()
         for metric in running:
             clock, due = self._clocks[metric], plan.targets.get(metric)
@@ -243,8 +251,15 @@ class TicketSla:
     async def _fire(self, metric: Metric, kind: Kind) -> None:
         clock = self._clocks[metric]
         due = clock.deadline()
-        if self._policy is None or self._paused_since is not None or due is None or due[1] != kind:
-            return  # a signal in the same workflow task fulfilled, paused or moved the clock
+        if (
+            self._status == "solved"
+            or self._dirty
+            or self._policy is None
+            or self._paused_since is not None
+            or due is None
+            or due[1] != kind
+        ):
+            return  # a signal in the same workflow task solved, changed, fulfilled, paused or moved it
         assert clock.due_at is not None  # a deadline implies a due time
         event = RecordSlaEventInput(
             ticket_id=self._params.ticket_id,
