@@ -30,6 +30,7 @@ from segmentflow.workflows.sla_models import (
     SlaTicket,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DataError
 from sqlmodel import Session
 from temporalio import activity
 from temporalio.client import WorkflowHandle
@@ -87,6 +88,9 @@ class SlaActivities:
             return await asyncio.to_thread(self._in_transaction, work)
         except ValueError as exc:  # a stored policy that no longer loads, a due time past the year 9999
             raise ApplicationError(str(exc), type="InvalidInput", non_retryable=True) from None
+        except DataError as exc:  # a value the database refuses (too long, NUL): retrying cannot help
+            message = f"the database refused a value: {exc.orig}"
+            raise ApplicationError(message, type="InvalidInput", non_retryable=True) from None
 
     @activity.defn(name=SELECT_SLA_POLICY)
     async def select_sla_policy(self, params: SelectSlaPolicyInput) -> SelectSlaPolicyResult:

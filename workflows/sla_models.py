@@ -7,7 +7,7 @@ contract (`segmentflow.SelectSlaPolicy`, `segmentflow sla select`, `POST /sla/se
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, Field
 from segmentflow.workflows.models import Payload
@@ -56,6 +56,16 @@ Metric = Literal["first_reply", "next_reply", "resolution"]
 Status = Literal["open", "pending", "solved"]
 
 
+#: Text stored in the ticket and SLA event tables: within their column sizes, and without NUL (which
+#: PostgreSQL refuses in text), so a bad value is refused here rather than failing a transaction forever.
+_NO_NUL = r"^[^\x00]*$"
+Channel = Annotated[str, Field(min_length=1, max_length=64, pattern=_NO_NUL)]
+ContactKey = Annotated[str, Field(min_length=1, max_length=512, pattern=_NO_NUL)]
+Tag = Annotated[str, Field(min_length=1, max_length=256, pattern=_NO_NUL)]
+TicketId = Annotated[str, Field(min_length=1, max_length=256, pattern=_NO_NUL)]
+MAX_TAGS = 200
+
+
 def ticket_workflow_id(ticket_id: str) -> str:
     """The id of a ticket's `segmentflow.TicketSla` workflow: one per ticket."""
     return f"segmentflow-ticket-sla-{ticket_id}"
@@ -63,15 +73,15 @@ def ticket_workflow_id(ticket_id: str) -> str:
 
 class SlaTicket(Payload):
     priority: Priority
-    channel: str | None = None
-    tags: list[str] = Field(default_factory=list)
+    channel: Channel | None = None
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     created_at: AwareDatetime
 
 
 class SelectSlaPolicyInput(Payload):
     """`contactKey`: the requester's fully-qualified key, or null (a ticket without a known contact)."""
 
-    contact_key: str | None = None
+    contact_key: ContactKey | None = None
     ticket: SlaTicket
 
 
@@ -94,8 +104,8 @@ class SlaDue(Payload):
 
 
 class PlanTicketSlaInput(Payload):
-    ticket_id: str
-    contact_key: str | None
+    ticket_id: TicketId
+    contact_key: ContactKey | None
     ticket: SlaTicket
     status: Status
     #: When each running clock started.
@@ -110,8 +120,8 @@ class PlanTicketSlaResult(Payload):
 
 
 class RecordSlaEventInput(Payload):
-    ticket_id: str
-    contact_key: str | None
+    ticket_id: TicketId
+    contact_key: ContactKey | None
     policy: str
     metric: Metric
     kind: Literal["warning", "breach"]
@@ -132,8 +142,8 @@ class PostSlaWebhookInput(Payload):
 class TicketSlaInput(Payload):
     """One ticket to time. `webhookUrl`: where warnings and breaches are POSTed (none: recorded only)."""
 
-    ticket_id: str = Field(min_length=1, max_length=256)
-    contact_key: str | None = None
+    ticket_id: TicketId
+    contact_key: ContactKey | None = None
     ticket: SlaTicket
     status: Status = "open"
     webhook_url: str | None = None
@@ -143,8 +153,8 @@ class TicketChange(Payload):
     """Signal `change`: the ticket's new priority, channel, tags or status (omitted: unchanged)."""
 
     priority: Priority | None = None
-    channel: str | None = None
-    tags: list[str] | None = None
+    channel: Channel | None = None
+    tags: list[Tag] | None = Field(default=None, max_length=MAX_TAGS)
     status: Status | None = None
 
 
