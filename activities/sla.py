@@ -40,11 +40,13 @@ from temporalio.service import RPCError, RPCStatusCode
 from segmentflow.policies.sla import Selection, TicketFacts
 from segmentflow.services.reports import list_changes
 from segmentflow.services.sla import (
-    last_change_seq,
+    advance_watch_cursor,
+    list_policies,
     open_ticket_workflows,
     plan_ticket,
     record_event,
     select_for_contact,
+    watch_cursor,
 )
 
 __all__ = ["SlaActivities", "selection_result", "ticket_facts"]
@@ -162,15 +164,21 @@ class SlaActivities:
     async def dispatch_sla_membership_changes(
         self, params: DispatchSlaChangesInput
     ) -> DispatchSlaChangesResult:
-        """Signal `membershipChanged` to the open tickets of contacts with changes after the cursor (None:
-        start at the feed's current end, signalling nothing)."""
+        """Signal `membershipChanged` to the open tickets of contacts with changes after the watcher's
+        stored cursor, in segments some stored policy names (other changes cannot move a ticket), then
+        advance the cursor. A new watcher starts at `after` (None: the feed's current end), signalling
+        nothing. A retry after signalling signals again, which only makes a ticket plan once more."""
+        now = activity.info().current_attempt_scheduled_time
 
         def read(session: Session) -> tuple[int, int, list[tuple[str, str]]]:
-            if params.after is None:
-                return last_change_seq(session=session), 0, []
-            changes = list_changes(session=session, after=params.after, limit=params.limit)
-            keys = {c.contact_key for c in changes}
-            cursor = changes[-1].seq if changes else params.after
+            watch, start = params.watch_id, params.after
+            after, known = watch_cursor(session=session, watch_id=watch, start=start, now=now)
+            if not known:
+                return after, 0, []
+            changes = list_changes(session=session, after=after, limit=params.limit)
+            named = {key for p in list_policies(session=session) for key in p.segment_keys}
+            keys = {c.contact_key for c in changes if c.segment_key in named}
+            cursor = changes[-1].seq if changes else after
             return cursor, len(changes), open_ticket_workflows(session=session, contact_keys=keys)
 
         cursor, count, targets = await self._run(read)
@@ -184,6 +192,9 @@ class SlaActivities:
             except RPCError as exc:
                 if exc.status != RPCStatusCode.NOT_FOUND:  # a finished workflow: nothing to move
                     raise
+        await self._run(
+            lambda s: advance_watch_cursor(session=s, watch_id=params.watch_id, cursor=cursor, now=now)
+        )
         return DispatchSlaChangesResult(next_after=cursor, changes=count, signalled=signalled)
 
     async def aclose(self) -> None:

@@ -303,17 +303,19 @@ class TicketSla:
 @workflow.defn(name=WATCH_SLA_MEMBERSHIP_CHANGES)
 class WatchSlaMembershipChanges:
     """Polls the membership change feed after its cursor; the `DispatchSlaMembershipChanges` activity
-    signals `membershipChanged` to the open tickets of every contact that entered or left a segment. The
-    cursor lives in the workflow (carried across continue-as-new), so one watcher sees each change once
-    (a retried dispatch signals again, which only makes a ticket select its policy once more)."""
+    signals `membershipChanged` to the open tickets of every contact that entered or left a segment a
+    policy names. The cursor is stored in the database under the watcher's workflow id and advanced by the
+    activity, so a watcher that failed or was terminated resumes where it was when started again (a
+    retried dispatch signals again, which only makes a ticket select its policy once more)."""
 
     @workflow.run
     async def run(self, params: WatchSlaChangesInput) -> None:
         after = params.after
+        watch_id = workflow.info().workflow_id
         for _ in range(params.polls_per_run):
             result: DispatchSlaChangesResult = await workflow.execute_activity(
                 DISPATCH_SLA_MEMBERSHIP_CHANGES,
-                DispatchSlaChangesInput(after=after, limit=params.batch),
+                DispatchSlaChangesInput(watch_id=watch_id, after=after, limit=params.batch),
                 result_type=DispatchSlaChangesResult,
                 start_to_close_timeout=timedelta(minutes=5),
                 retry_policy=_RETRY,

@@ -187,8 +187,9 @@ class TicketSlaState(Payload):
 
 
 class WatchSlaChangesInput(Payload):
-    """Follow the membership change feed after `after` (None: from its current end) and signal the
-    `TicketSla` workflows of open tickets whose contact changed."""
+    """Follow the membership change feed and signal the `TicketSla` workflows of open tickets whose contact
+    changed. The cursor is stored per watcher id (table `sla_watch`): a watcher started again resumes
+    there; `after` only places a watcher that has no stored cursor yet (None: the feed's current end)."""
 
     after: int | None = None
     poll_interval: timedelta = timedelta(seconds=30)
@@ -198,6 +199,10 @@ class WatchSlaChangesInput(Payload):
 
 
 class DispatchSlaChangesInput(Payload):
+    """`watchId`: whose stored cursor to read and advance; `after`: where a watcher with no stored cursor
+    starts (None: at the feed's current end)."""
+
+    watch_id: str = Field(min_length=1, max_length=256)
     after: int | None
     limit: int
 

@@ -21,7 +21,7 @@ __all__ = ["WebhookServer", "dev_env", "engine", "skipping_env", "task_queue", "
 @pytest.fixture
 def engine(engine: Engine) -> Engine:
     with engine.begin() as conn:
-        for table in ("sla_event", "ticket", "sla_policy"):
+        for table in ("sla_event", "ticket", "sla_policy", "sla_watch"):
             conn.execute(sa.text(f"DELETE FROM {table}"))
     return engine
 

@@ -374,7 +374,28 @@ class SlaEvent(SQLModel, table=True):
     fired_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
 
 
+class SlaWatch(SQLModel, table=True):
+    """Where a `segmentflow.WatchSlaMembershipChanges` watcher (by workflow id) is in the membership change
+    feed (`cursor`, a `membership_change.seq`): a watcher started again resumes here."""
+
+    __tablename__ = "sla_watch"
+
+    id: str = Field(sa_column=sa.Column(sa.String(256), primary_key=True))
+    cursor: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False))
+
+
 sla_policy_table = _table(SlaPolicy)
 ticket_table = _table(Ticket)
 sla_event_table = _table(SlaEvent)
-__all__ += ["SlaEvent", "SlaPolicy", "Ticket", "sla_event_table", "sla_policy_table", "ticket_table"]
+sla_watch_table = _table(SlaWatch)
+__all__ += [
+    "SlaEvent",
+    "SlaPolicy",
+    "SlaWatch",
+    "Ticket",
+    "sla_event_table",
+    "sla_policy_table",
+    "sla_watch_table",
+    "ticket_table",
+]

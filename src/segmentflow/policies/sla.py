@@ -114,6 +114,12 @@ class Policy(_Frozen):
         )
 
     @property
+    def segment_keys(self) -> frozenset[str]:
+        """Every segment the conditions name."""
+        c = self.conditions
+        return c.segments_any | c.segments_all | c.segments_none
+
+    @property
     def business_calendar(self) -> Calendar:
         calendar: Calendar = self.calendar
         return calendar

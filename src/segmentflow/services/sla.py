@@ -16,7 +16,15 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
-from segmentflow.db.tables import SlaPolicy, change_table, sla_event_table, sla_policy_table, ticket_table
+from segmentflow.db.tables import (
+    SlaPolicy,
+    SlaWatch,
+    change_table,
+    sla_event_table,
+    sla_policy_table,
+    sla_watch_table,
+    ticket_table,
+)
 from segmentflow.policies.calendar import business_time_between
 from segmentflow.policies.sla import (
     Due,
@@ -32,6 +40,7 @@ from segmentflow.services.membership import contact_segment_set as membership_se
 __all__ = [
     "PlannedTicket",
     "SlaEventRow",
+    "advance_watch_cursor",
     "contact_segment_set",
     "event_counts_by_segment",
     "import_policies",
@@ -42,6 +51,7 @@ __all__ = [
     "plan_ticket",
     "record_event",
     "select_for_contact",
+    "watch_cursor",
 ]
 
 
@@ -226,3 +236,25 @@ def last_change_seq(*, session: Session) -> int:
     """The newest seq of the membership change feed (0 when it is empty)."""
     top = session.scalar(sa.select(sa.func.max(change_table.c.seq)))
     return 0 if top is None else int(top)
+
+
+def watch_cursor(*, session: Session, watch_id: str, start: int | None, now: datetime) -> tuple[int, bool]:
+    """Where the watcher `watch_id` is in the change feed, and whether it was there before. A new watcher
+    starts at `start` (None: the feed's current end), stored so a watcher started again resumes there."""
+    stored = session.get(SlaWatch, watch_id)
+    if stored is not None:
+        return int(stored.cursor), True
+    cursor = last_change_seq(session=session) if start is None else start
+    session.add(SlaWatch(id=watch_id, cursor=cursor, updated_at=now))
+    session.flush()
+    return cursor, False
+
+
+def advance_watch_cursor(*, session: Session, watch_id: str, cursor: int, now: datetime) -> None:
+    """Move the watcher's stored cursor on to `cursor` (never back)."""
+    t = sla_watch_table.c
+    session.execute(
+        sa.update(sla_watch_table)
+        .where(t.id == watch_id, t.cursor < cursor)
+        .values(cursor=cursor, updated_at=now)
+    )

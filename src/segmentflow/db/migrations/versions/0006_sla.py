@@ -1,4 +1,4 @@
-"""SLA policies, tickets and SLA events.
+"""SLA policies, tickets, SLA events and the change-feed watchers' cursors.
 
 Revision ID: 0006
 Revises: 0005
@@ -54,9 +54,16 @@ def upgrade() -> None:
         sa.UniqueConstraint("ticket_id", "metric", "kind", "due_at", name="uq_sla_event_due"),
     )
     op.create_index("ix_sla_event_ticket_id", "sla_event", ["ticket_id"])
+    op.create_table(
+        "sla_watch",
+        sa.Column("id", sa.String(256), primary_key=True),
+        sa.Column("cursor", sa.BigInteger, nullable=False),
+        sa.Column("updated_at", UTCDateTime, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("sla_watch")
     op.drop_index("ix_sla_event_ticket_id", table_name="sla_event")
     op.drop_table("sla_event")
     op.drop_index("ix_ticket_status", table_name="ticket")
