@@ -67,6 +67,10 @@ def _parse_interval(text: str) -> Span:
     return start, end
 
 
+#: tz database names whose meaning depends on the host (its local zone, the default rules) or is none.
+_HOST_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+
+
 class BusinessHours(BaseModel):
     """An IANA time zone, weekly opening hours and holiday dates (local dates)."""
 
@@ -79,6 +83,8 @@ class BusinessHours(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, name: str) -> str:
+        if name in _HOST_ZONES:  # what these mean depends on the machine: due times would too
+            raise ValueError(f'"{name}" is not an IANA time zone (name one, e.g. "Europe/Berlin")')
         try:
             ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):

@@ -15,17 +15,28 @@ No match means no SLA (`Selection.policy is None`), never a default chosen silen
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
-from segmentflow.policies.calendar import Calendar, add_business_times, parse_calendar
+from segmentflow.policies.calendar import BusinessHours, Calendar, add_business_times, parse_calendar
 
 __all__ = [
+    "MAX_CALENDAR_YEARS",
     "METRICS",
     "PRIORITIES",
     "Conditions",
@@ -38,6 +49,8 @@ __all__ = [
     "Targets",
     "TicketFacts",
     "due_times",
+    "format_duration",
+    "parse_duration",
     "parse_policies",
     "select_and_schedule",
     "select_policy",
@@ -48,6 +61,8 @@ Metric = Literal["first_reply", "next_reply", "resolution"]
 PRIORITIES: tuple[Priority, ...] = get_args(Priority)
 METRICS: tuple[Metric, ...] = get_args(Metric)
 _MINUTE = timedelta(minutes=1)
+#: A target may be at most this many years of its calendar's weekly opening hours.
+MAX_CALENDAR_YEARS = 5
 _Sets = frozenset[str] | None
 _Prepared = tuple[_Sets, _Sets, _Sets, _Sets, _Sets, _Sets]
 
@@ -75,10 +90,41 @@ class Conditions(_Frozen):
     tags: frozenset[str] = frozenset()
 
 
+#: The ISO 8601 durations a target may be: weeks, or days and/or hours and minutes. Years and months have
+#: no fixed length, so they are refused rather than guessed.
+_DURATION = re.compile(r"P(?:(\d+)W|(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?)?)")
+
+
+def parse_duration(text: Any) -> timedelta:
+    """A target duration: `PnW`, or `PnDTnHnM` with any part left out (`P1D`, `PT8H`, `PT1H30M`)."""
+    match = _DURATION.fullmatch(text) if isinstance(text, str) else None
+    if match is None or text in ("P", "PT") or text.endswith("T"):
+        shown = f'"{text}"' if isinstance(text, str) else repr(text)
+        calendar_units = isinstance(text, str) and re.fullmatch(r"P[^T]*[YM].*", text) is not None
+        hint = " (years and months have no fixed length: use days or weeks)" if calendar_units else ""
+        raise ValueError(f"{shown} is not an ISO 8601 duration such as PT30M, PT8H, P1DT12H or P2W{hint}")
+    weeks, days, hours, minutes = (int(g or 0) for g in match.groups())
+    return timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes)
+
+
+def format_duration(value: timedelta) -> str:
+    """The policy file's spelling of a target (days and hours/minutes; never years)."""
+    minutes = value // _MINUTE
+    days, rest = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    clock = ("" if not hours else f"{hours}H") + ("" if not minutes else f"{minutes}M")
+    return "P" + ("" if not days else f"{days}D") + (f"T{clock}" if clock else "")
+
+
 class Targets(_Frozen):
     first_reply: timedelta | None = None
     next_reply: timedelta | None = None
     resolution: timedelta | None = None
+
+    @field_validator("first_reply", "next_reply", "resolution", mode="before")
+    @classmethod
+    def _iso_8601(cls, value: Any) -> Any:
+        return value if value is None or isinstance(value, timedelta) else parse_duration(value)
 
     @field_validator("first_reply", "next_reply", "resolution")
     @classmethod
@@ -86,6 +132,10 @@ class Targets(_Frozen):
         if value is not None and (value <= timedelta(0) or value % _MINUTE):
             raise ValueError("a target is a positive whole number of minutes, e.g. PT30M")
         return value
+
+    @field_serializer("first_reply", "next_reply", "resolution", when_used="json")
+    def _spelled(self, value: timedelta | None) -> str | None:
+        return None if value is None else format_duration(value)
 
     def of(self, metric: Metric) -> timedelta | None:
         target: timedelta | None = getattr(self, metric)
@@ -103,6 +153,25 @@ class Policy(_Frozen):
     @classmethod
     def _calendar(cls, value: Any) -> Calendar:
         return parse_calendar(value)
+
+    @model_validator(mode="after")
+    def _reachable_targets(self) -> Policy:
+        """A target longer than `MAX_CALENDAR_YEARS` of the calendar's opening hours is refused: with a
+        calendar open a minute a week, P30D would be centuries away (and slow to count)."""
+        calendar = self.calendar
+        if not isinstance(calendar, BusinessHours):
+            return self
+        limit = calendar.week_total * 52 * MAX_CALENDAR_YEARS
+        for priority, targets in self.targets.items():
+            for metric in METRICS:
+                target = targets.of(metric)
+                if target is not None and target > limit:
+                    raise ValueError(
+                        f"targets.{priority}.{metric}: {format_duration(target)} is more business time than"
+                        f" {MAX_CALENDAR_YEARS} years of the calendar's opening hours"
+                        f" ({format_duration(calendar.week_total)} a week)"
+                    )
+        return self
 
     @cached_property
     def prepared(self) -> _Prepared:
@@ -128,6 +197,10 @@ class Policy(_Frozen):
         """The policy as the file holds it (durations as ISO 8601, empty conditions left out)."""
         data: dict[str, Any] = self.model_dump(mode="json", exclude_defaults=True)
         data["conditions"] = {k: sorted(v) for k, v in data.get("conditions", {}).items()}
+        data["targets"] = {
+            priority: {metric: text for metric, text in targets.items() if text is not None}
+            for priority, targets in data["targets"].items()
+        }
         data["warning_threshold"] = self.warning_threshold
         return data
 
@@ -157,10 +230,6 @@ class Selection:
 
 
 _POLICY_LIST = TypeAdapter(list[Any])
-
-
-def _location(error: Mapping[str, Any]) -> str:
-    return ".".join(str(part) for part in error["loc"][1:])
 
 
 def parse_policies(data: Any) -> list[Policy]:
