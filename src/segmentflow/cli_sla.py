@@ -39,8 +39,11 @@ def sla_import(file: Path) -> None:
     except SlaPolicyError as exc:
         raise InputError(f"{file}: {exc}") from None
     engine = _engine()
-    with Session(engine) as session, session.begin():
-        import_policies(session=session, policies=policies, now=_now())
+    try:
+        with Session(engine) as session, session.begin():
+            import_policies(session=session, policies=policies, now=_now())
+    except SlaPolicyError as exc:  # a segment that is not stored: nothing was written
+        raise InputError(f"{file}: {exc}") from None
     out.print(f"imported {len(policies)} SLA policy(ies), in order: " + ", ".join(p.key for p in policies))
 
 

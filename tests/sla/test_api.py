@@ -55,7 +55,7 @@ def test_no_match_is_null_policy(client: TestClient, tokens: dict[str, str], see
 
 
 def test_a_refused_policy_is_a_422_naming_it_and_nothing_changes(
-    client: TestClient, tokens: dict[str, str]
+    client: TestClient, tokens: dict[str, str], seeded: None
 ) -> None:
     client.put("/sla/policies", json=POLICIES, headers=bearer(tokens["sla:write"]))
     bad = [
@@ -66,6 +66,14 @@ def test_a_refused_policy_is_a_422_naming_it_and_nothing_changes(
     assert response.status_code == 422
     detail = response.json()["detail"][0]
     assert detail["loc"] == ["body", 1] and 'unknown time zone "Nowhere/City"' in detail["msg"]
+    listed = client.get("/sla/policies", headers=bearer(tokens["sla:read"])).json()
+    assert [p["key"] for p in listed] == ["vip", "standard"]
+
+    unknown = [POLICIES[0], {**POLICIES[1], "conditions": {"segments_all": ["no-such"]}}]
+    response = client.put("/sla/policies", json=unknown, headers=bearer(tokens["sla:write"]))
+    assert response.status_code == 422
+    detail = response.json()["detail"][0]
+    assert detail["loc"] == ["body", 1] and 'policy 1 ("standard"): unknown segment no-such' in detail["msg"]
     listed = client.get("/sla/policies", headers=bearer(tokens["sla:read"])).json()
     assert [p["key"] for p in listed] == ["vip", "standard"]
 
@@ -114,7 +122,9 @@ def test_events_of_a_ticket_and_the_report_by_segment(
     ]
 
 
-def test_a_due_time_past_the_year_9999_is_a_422(client: TestClient, tokens: dict[str, str]) -> None:
+def test_a_due_time_past_the_year_9999_is_a_422(
+    client: TestClient, tokens: dict[str, str], seeded: None
+) -> None:
     client.put("/sla/policies", json=POLICIES, headers=bearer(tokens["sla:write"]))
     body = {"contactKey": None, "ticket": {"priority": "normal", "createdAt": "9999-12-31T20:00:00Z"}}
     response = client.post("/sla/select", json=body, headers=bearer(tokens["sla:read"]))

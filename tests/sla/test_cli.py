@@ -83,6 +83,7 @@ def test_select_gives_a_regular_contact_the_next_policy_and_none_without_targets
 def test_select_states_no_match_explicitly(
     engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    load(engine, contexts(3))  # the policy names "vip": a stored segment
     url = _db(engine)
     assert (
         run(capsys, "--database-url", url, "sla", "import", str(write(tmp_path, "p.json", [BUSINESS])))[0]
@@ -142,3 +143,14 @@ def test_demo_shows_a_vip_and_a_regular_ticket_getting_different_policies(
     assert rows["VIP"][0].strip() == "vip" and "Fri 17:00 (30 min)" in rows["VIP"][1]
     # Friday 16:30 in Berlin plus two business hours of 09:00-17:00 is Monday 10:30.
     assert rows["regular"][0].strip() == "standard" and "Mon 10:30 (120 min)" in rows["regular"][1]
+
+
+def test_import_refuses_a_policy_naming_an_unknown_segment(
+    loaded: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = [*POLICIES, {**BUSINESS, "key": "ghost", "conditions": {"segments_none": ["vip", "no-such"]}}]
+    code, _, err = run(capsys, "--database-url", loaded, "sla", "import", str(write(tmp_path, "b.json", bad)))
+    assert code == 2
+    assert err.count("\n") == 1 and 'policy 2 ("ghost"): unknown segment no-such' in err
+    code, out, _ = run(capsys, "--database-url", loaded, "sla", "list")
+    assert [p["key"] for p in json.loads(out)] == ["vip-office", "vip", "standard"]  # nothing written

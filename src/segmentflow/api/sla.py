@@ -69,11 +69,11 @@ def replace_policies(
     index and field, and nothing is written. Scope `sla:write`."""
     try:
         parsed = parse_policies(policies)
+        import_policies(session=session, policies=parsed, now=now())
     except SlaPolicyError as exc:
         raise invalid(
             ["body", exc.index if exc.index is not None else 0], str(exc), "sla_policy_error"
         ) from None
-    import_policies(session=session, policies=parsed, now=now())
     return [p.to_json() for p in parsed]
 
 

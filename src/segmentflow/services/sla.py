@@ -31,11 +31,13 @@ from segmentflow.policies.sla import (
     Metric,
     Policy,
     Selection,
+    SlaPolicyError,
     TicketFacts,
     due_times,
     select_and_schedule,
 )
 from segmentflow.services.membership import contact_segment_set as membership_segment_set
+from segmentflow.services.messages import existing_segment_keys
 
 __all__ = [
     "PlannedTicket",
@@ -57,7 +59,13 @@ __all__ = [
 
 def import_policies(*, session: Session, policies: Sequence[Policy], now: datetime) -> int:
     """Replace the stored policies with `policies`, in their order (the file is the whole ordered set, so a
-    policy left out of it is removed). Returns how many are stored."""
+    policy left out of it is removed). Returns how many are stored. A policy naming a segment that is not
+    stored is refused (`SlaPolicyError` naming the policy and the key) before anything is written."""
+    segments = existing_segment_keys(session=session)
+    for index, policy in enumerate(policies):
+        unknown = sorted(policy.segment_keys - segments)
+        if unknown:
+            raise SlaPolicyError(f"unknown segment {', '.join(unknown)}", index=index, key=policy.key)
     session.execute(sa.delete(sla_policy_table))
     if policies:
         session.execute(
