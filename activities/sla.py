@@ -38,6 +38,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from segmentflow.policies.sla import Selection, TicketFacts
+from segmentflow.services.delivery import post_webhook, webhook_client
 from segmentflow.services.reports import list_changes
 from segmentflow.services.sla import (
     advance_watch_cursor,
@@ -146,19 +147,26 @@ class SlaActivities:
     @activity.defn(name=POST_SLA_WEBHOOK)
     async def post_sla_webhook(self, params: PostSlaWebhookInput) -> None:
         """POST `{"event": "sla.warning"|"sla.breach", "ticketId", "contactKey", "policy", "metric", "dueAt",
-        "firedAt", "segments"}`; a 4xx answer is final, a 5xx or a transport error is retried."""
+        "firedAt", "segments"}` with the `Idempotency-Key` `ticket:metric:kind:dueAt` (the same on every
+        try) through the webhook channel's helper: a 4xx other than 408, 425 and 429 is final; 5xx, those
+        and transport errors are retried by Temporal."""
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
-        body = params.event.model_dump(mode="json", by_alias=True, exclude={"kind"})
-        body = {"event": f"sla.{params.event.kind}", **body, "segments": params.segments}
-        response = await self._http.post(params.url, json=body)
-        if 400 <= response.status_code < 500:
+            self._http = webhook_client()
+        event = params.event
+        body = event.model_dump(mode="json", by_alias=True, exclude={"kind"})
+        body = {"event": f"sla.{event.kind}", **body, "segments": params.segments}
+        key = f"{event.ticket_id}:{event.metric}:{event.kind}:{body['dueAt']}"
+        sent = await post_webhook(self._http, url=params.url, payload=body, idempotency_key=key, attempts=1)
+        if sent.outcome == "failed":
             raise ApplicationError(
-                f"webhook {params.url} answered {response.status_code}",
+                f"webhook {params.url} answered {sent.status_code}",
                 type="WebhookRejected",
                 non_retryable=True,
             )
-        response.raise_for_status()
+        if sent.outcome == "retry":
+            raise ApplicationError(
+                f"webhook {params.url}: {sent.status_code or sent.response}", type="WebhookRetry"
+            )
 
     @activity.defn(name=DISPATCH_SLA_MEMBERSHIP_CHANGES)
     async def dispatch_sla_membership_changes(

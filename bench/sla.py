@@ -38,6 +38,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from common import percentile
+
 Json = dict[str, Any]
 
 SEGMENTS = [f"seg-{i:02d}" for i in range(30)] + ["vip", "eu", "us", "paying", "enterprise", "staff"]
@@ -318,11 +320,6 @@ def _children(pid: int) -> list[int]:
             if int(fields[1]) == pid:
                 found.append(int(entry.name))
     return found
-
-
-def percentile(samples: list[float], share: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 async def bench_workflows(n: int, due_s: int, database_url: str | None, dynamic_config: Sequence[str]) -> int:

@@ -27,10 +27,12 @@ def engine(engine: Engine) -> Engine:
 
 
 class WebhookServer:
-    """Collects the JSON bodies POSTed to it; answers `status` (200 unless a test changes it)."""
+    """Collects the JSON bodies POSTed to it and accepted (`received`) and every request with the status
+    answered and its `Idempotency-Key` (`requests`); answers `status` (200 unless a test changes it)."""
 
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
+        self.requests: list[tuple[int, str | None, dict[str, Any]]] = []
         self.status = 200
         server = self
 
@@ -38,6 +40,7 @@ class WebhookServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length))
+                server.requests.append((server.status, self.headers.get("Idempotency-Key"), body))
                 if server.status < 300:
                     server.received.append(body)
                 self.send_response(server.status)

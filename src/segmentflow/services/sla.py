@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
+from segmentflow.db.bulk import insert_on_conflict
 from segmentflow.db.tables import (
     SlaPolicy,
     SlaWatch,
@@ -111,14 +110,6 @@ def _paused_time(policy: Policy, start: datetime, pauses: Iterable[tuple[datetim
     return total
 
 
-def _upsert(session: Session, table: sa.Table, row: dict[str, Any], keys: list[str]) -> None:
-    """The one dialect branch here: INSERT ... ON CONFLICT DO UPDATE (both databases speak it)."""
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(table).values(row)
-    update = {k: stmt.excluded[k] for k in row if k not in keys and k != "created_at"}
-    session.execute(stmt.on_conflict_do_update(index_elements=keys, set_=update))
-
-
 def plan_ticket(
     *,
     session: Session,
@@ -141,23 +132,21 @@ def plan_ticket(
     if policy is not None:
         paused = {metric: _paused_time(policy, start, pauses) for metric, start in starts.items()}
         targets = due_times(policy, ticket.priority, starts, paused)
-    _upsert(
-        session,
-        ticket_table,
-        {
-            "id": ticket_id,
-            "contact_key": contact_key,
-            "workflow_id": workflow_id,
-            "priority": ticket.priority,
-            "channel": ticket.channel,
-            "tags": sorted(ticket.tags),
-            "status": status,
-            "policy_key": None if policy is None else policy.key,
-            "created_at": ticket.created_at,
-            "updated_at": now,
-        },
-        ["id"],
-    )
+    row = {
+        "id": ticket_id,
+        "contact_key": contact_key,
+        "workflow_id": workflow_id,
+        "priority": ticket.priority,
+        "channel": ticket.channel,
+        "tags": sorted(ticket.tags),
+        "status": status,
+        "policy_key": None if policy is None else policy.key,
+        "created_at": ticket.created_at,
+        "updated_at": now,
+    }
+    stmt = insert_on_conflict(session, ticket_table).values(row)
+    update = {k: stmt.excluded[k] for k in row if k not in ("id", "created_at")}
+    session.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=update))
     return PlannedTicket(policy, targets)
 
 
@@ -175,8 +164,7 @@ def record_event(
     """Store a warning or breach once per (ticket, metric, kind, due time): a retry changes nothing. Returns
     the contact's segments it was recorded with."""
     segments = sorted(contact_segment_set(session=session, contact_key=contact_key))
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(sla_event_table).values(
+    stmt = insert_on_conflict(session, sla_event_table).values(
         ticket_id=ticket_id,
         contact_key=contact_key,
         segments=segments,
