@@ -13,7 +13,9 @@ task: that throughput bounds timer lateness when thousands of tickets come due t
 Warnings and breaches are recorded (`segmentflow.RecordSlaEvent`) and POSTed to the webhook in the
 background (`segmentflow.PostSlaWebhook`), so a slow endpoint never delays the next timer. `pending` pauses
 every running clock (the paused business time moves the due times on), `solved` stops them and ends the
-workflow. A ticket's history stays small (a few events per change), so it never continues-as-new.
+workflow. Each change costs a few history events (membership changes of a busy contact can add up), so a
+run continues as new, handing its state on (`TicketSlaCarry`), when the server suggests it or past
+`historyCap` events, once the notifications in flight are done.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         Status,
         TicketChange,
         TicketReply,
+        TicketSlaCarry,
         TicketSlaInput,
         TicketSlaState,
         WatchSlaChangesInput,
@@ -106,6 +109,23 @@ class TicketSla:
         self._dirty = False
         self._planned_status: Status | None = None
         self._webhooks: list[asyncio.Task[None]] = []
+        if params.carried is not None:  # a run continued as new: take the previous run's state over
+            carried = params.carried
+            self._ticket, self._status = carried.ticket, carried.status
+            self._paused_since, self._pauses = carried.paused_since, list(carried.pauses)
+            self._policy, self._events = carried.policy, list(carried.events)
+            self._clocks = {
+                metric: _Clock(
+                    started_at=m.started_at or created,
+                    fulfilled_at=m.fulfilled_at,
+                    due_at=m.due_at,
+                    warn_at=m.warn_at,
+                    business_minutes=m.business_minutes,
+                    warned=m.warned,
+                    breached=m.breached,
+                )
+                for metric, m in carried.clocks.items()
+            }
 
     @workflow.run
     async def run(self, params: TicketSlaInput) -> TicketSlaState:
@@ -121,6 +141,21 @@ class TicketSla:
             if deadline is not None and deadline[0] <= workflow.now():
                 await self._fire(deadline[1], deadline[2])
                 continue
+            if self._history_full():
+                await asyncio.gather(*self._webhooks)  # a notification in flight finishes in this run
+                if self._dirty:
+                    continue
+                state = self.state()
+                carried = TicketSlaCarry(
+                    ticket=self._ticket,
+                    status=self._status,
+                    paused_since=self._paused_since,
+                    pauses=self._pauses,
+                    policy=self._policy,
+                    clocks=state.metrics,
+                    events=state.events,
+                )
+                workflow.continue_as_new(params.model_copy(update={"carried": carried}))
             timeout = None if deadline is None else deadline[0] - workflow.now()
             try:
                 await workflow.wait_condition(lambda: self._dirty, timeout=timeout)
@@ -235,6 +270,13 @@ class TicketSla:
                 due.business_minutes,
             )
 
+    def _history_full(self) -> bool:
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() > self._params.history_cap
+        )
+
     def _next_deadline(self) -> tuple[datetime, Metric, Kind] | None:
         if self._paused_since is not None or self._policy is None:
             return None
@@ -286,6 +328,7 @@ class TicketSla:
             notice = PostSlaWebhookInput(
                 url=self._params.webhook_url, event=event, segments=recorded.segments
             )
+            self._webhooks = [task for task in self._webhooks if not task.done()]
             self._webhooks.append(asyncio.create_task(self._post(notice)))
 
     async def _post(self, params: PostSlaWebhookInput) -> None:

@@ -36,6 +36,7 @@ __all__ = [
     "SlaTicket",
     "TicketChange",
     "TicketReply",
+    "TicketSlaCarry",
     "TicketSlaInput",
     "TicketSlaState",
     "WatchSlaChangesInput",
@@ -139,14 +140,41 @@ class PostSlaWebhookInput(Payload):
     segments: list[str]
 
 
+class MetricState(Payload):
+    started_at: datetime | None = None
+    due_at: datetime | None = None
+    warn_at: datetime | None = None
+    business_minutes: int | None = None
+    fulfilled_at: datetime | None = None
+    warned: bool = False
+    breached: bool = False
+
+
+class TicketSlaCarry(Payload):
+    """What a `TicketSla` run hands to the next when it continues as new: the ticket's facts, status,
+    pauses, policy, clocks and the events fired."""
+
+    ticket: SlaTicket
+    status: Status
+    paused_since: datetime | None = None
+    pauses: list[tuple[datetime, datetime]] = Field(default_factory=list)
+    policy: str | None = None
+    clocks: dict[Metric, MetricState]
+    events: list[str] = Field(default_factory=list)
+
+
 class TicketSlaInput(Payload):
-    """One ticket to time. `webhookUrl`: where warnings and breaches are POSTed (none: recorded only)."""
+    """One ticket to time. `webhookUrl`: where warnings and breaches are POSTed (none: recorded only).
+    `historyCap`: a run continues as new past this many history events (or when the server suggests it);
+    `carried`: the state a previous run handed on (set by the workflow itself)."""
 
     ticket_id: TicketId
     contact_key: ContactKey | None = None
     ticket: SlaTicket
     status: Status = "open"
     webhook_url: str | None = None
+    history_cap: int = Field(default=10_000, ge=10)
+    carried: TicketSlaCarry | None = None
 
 
 class TicketChange(Payload):
@@ -163,16 +191,6 @@ class TicketReply(Payload):
     message after an agent's reply starts `next_reply`."""
 
     by: Literal["agent", "customer"]
-
-
-class MetricState(Payload):
-    started_at: datetime | None = None
-    due_at: datetime | None = None
-    warn_at: datetime | None = None
-    business_minutes: int | None = None
-    fulfilled_at: datetime | None = None
-    warned: bool = False
-    breached: bool = False
 
 
 class TicketSlaState(Payload):
