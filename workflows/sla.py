@@ -27,6 +27,7 @@ from typing import Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from segmentflow.workflows.sla_models import (
@@ -131,12 +132,21 @@ class TicketSla:
     async def run(self, params: TicketSlaInput) -> TicketSlaState:
         await self._plan()
         while True:
+            await self._time_until_solved(params)
+            await asyncio.gather(*self._webhooks)  # the last notifications
+            if not self._dirty:
+                return self.state()
+            # Reopened (or changed) while those were sent: plan the change and time on.
+
+    async def _time_until_solved(self, params: TicketSlaInput) -> None:
+        """Fire the timers and plan each change until a plan stored the ticket as solved."""
+        while True:
             if self._dirty:  # a change arrived (perhaps while planning or firing): plan it first
                 self._dirty = False
                 await self._plan()
                 continue
             if self._planned_status == "solved":  # the last plan stored the ticket as solved
-                break
+                return
             deadline = self._next_deadline()
             if deadline is not None and deadline[0] <= workflow.now():
                 await self._fire(deadline[1], deadline[2])
@@ -164,8 +174,6 @@ class TicketSla:
                     continue
                 assert deadline is not None
                 await self._fire(deadline[1], deadline[2])
-        await asyncio.gather(*self._webhooks)
-        return self.state()
 
     # ---- signals and the query ------------------------------------------------------------------------
 
@@ -239,20 +247,25 @@ class TicketSla:
     async def _plan(self) -> None:
         running = {metric: c.started_at for metric, c in self._clocks.items() if c.running()}
         status = self._status
-        plan: PlanTicketSlaResult = await workflow.execute_local_activity(
-            PLAN_TICKET_SLA,
-            PlanTicketSlaInput(
-                ticket_id=self._params.ticket_id,
-                contact_key=self._params.contact_key,
-                ticket=self._ticket,
-                status=status,
-                starts=running,
-                pauses=self._pauses,
-            ),
-            result_type=PlanTicketSlaResult,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=_RETRY,
-        )
+        try:
+            plan: PlanTicketSlaResult = await workflow.execute_local_activity(
+                PLAN_TICKET_SLA,
+                PlanTicketSlaInput(
+                    ticket_id=self._params.ticket_id,
+                    contact_key=self._params.contact_key,
+                    ticket=self._ticket,
+                    status=status,
+                    starts=running,
+                    pauses=self._pauses,
+                ),
+                result_type=PlanTicketSlaResult,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=_RETRY,
+            )
+        except (ActivityError, ApplicationError):  # refused for good (a bad stored policy): keep the plan
+            workflow.logger.warning("SLA plan refused for %s", self._params.ticket_id, exc_info=True)
+            self._planned_status = status  # the next change plans again; solved still ends the workflow
+            return
         self._policy = plan.policy
         self._planned_status = status
         now = workflow.now()
@@ -261,6 +274,8 @@ class TicketSla:
             if due is None:
                 clock.due_at = clock.warn_at = clock.business_minutes = None
                 continue
+            if due.due_at != clock.due_at and clock.breached and due.due_at > now:
+                clock.breached = False  # a later due time (another policy or priority): not breached yet
             if due.due_at != clock.due_at and not clock.breached:
                 # A moved due time warns again, unless its warning moment has passed and one was given.
                 clock.warned = clock.warned and due.warn_at <= now

@@ -5,20 +5,31 @@ runs in real time) and the timer fires meanwhile; the restarted worker's next ta
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from segmentflow.workflows.sla import TicketSla
 from segmentflow.workflows.sla_models import TicketChange, TicketSlaState
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from segmentflow.db.tables import Ticket
-from tests.sla.test_ticket_sla import _events, _eventually, _setup, _start
+from segmentflow.db.tables import Ticket, sla_policy_table
+from segmentflow.policies.sla import parse_policies
+from segmentflow.services.sla import import_policies
+from tests.sla.conftest import WebhookServer
+from tests.sla.test_ticket_sla import POLICIES, _events, _eventually, _setup, _start
 from tests.temporal.conftest import plugin_client
+
+URGENT = {
+    "key": "urgent",
+    "conditions": {"priority": ["urgent"]},
+    "targets": {"urgent": {"first_reply": "PT15M"}},
+    "calendar": "24/7",
+}
 
 
 async def _to_just_before(env: WorkflowEnvironment, handle: WorkflowHandle[Any, TicketSlaState]) -> datetime:
@@ -71,3 +82,92 @@ async def test_a_priority_change_with_a_due_timer_in_one_task_fires_on_the_new_p
         assert _events(engine, ticket_id) == []
         await handle.signal(TicketSla.change, TicketChange(status="solved"))
         await asyncio.wait_for(handle.result(), 30)
+
+
+async def test_a_ticket_reopened_while_its_last_webhooks_are_retried_is_timed_on(
+    skipping_env: WorkflowEnvironment, engine: Engine, task_queue: str, webhook: WebhookServer
+) -> None:
+    webhook.status = 500  # the warning's notification is retried for a while
+    _setup(engine)
+    client = await plugin_client(skipping_env, engine)
+    async with Worker(client, task_queue=task_queue):
+        handle, ticket_id, _ = await _start(skipping_env, client, task_queue, "u0", webhook.url)
+        await skipping_env.sleep(timedelta(minutes=50))  # vip warns at 48 min
+        await _eventually(lambda: asyncio.sleep(0, webhook.requests), lambda r: len(r) >= 1)
+        await handle.signal(TicketSla.change, TicketChange(status="solved"))
+        await _eventually(lambda: asyncio.to_thread(_status, engine, ticket_id), lambda s: s == "solved")
+        await handle.signal(TicketSla.change, TicketChange(status="open"))  # reopened during the drain
+        webhook.status = 200
+        await _eventually(lambda: asyncio.to_thread(_status, engine, ticket_id), lambda s: s == "open")
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+        await handle.signal(TicketSla.change, TicketChange(status="solved"))
+        assert (await asyncio.wait_for(handle.result(), 30)).status == "solved"
+
+
+async def test_a_later_due_time_after_a_breach_breaches_again(
+    skipping_env: WorkflowEnvironment, engine: Engine, task_queue: str
+) -> None:
+    _setup(engine)
+    with Session(engine) as session, session.begin():
+        import_policies(session=session, policies=parse_policies([URGENT, *POLICIES]), now=datetime.now(UTC))
+    client = await plugin_client(skipping_env, engine)
+    async with Worker(client, task_queue=task_queue):
+        handle, ticket_id, _ = await _start(skipping_env, client, task_queue, "u1")  # standard: 8 h
+        await handle.signal(TicketSla.change, TicketChange(priority="urgent"))  # urgent: 15 min
+        await _eventually(lambda: handle.query(TicketSla.state), lambda s: s.policy == "urgent")
+        await skipping_env.sleep(timedelta(minutes=16))
+        await _eventually(lambda: handle.query(TicketSla.state), lambda s: s.metrics["first_reply"].breached)
+        await handle.signal(TicketSla.change, TicketChange(priority="normal"))  # back to 8 h: not due yet
+        state = await _eventually(lambda: handle.query(TicketSla.state), lambda s: s.policy == "standard")
+        assert not state.metrics["first_reply"].breached and not state.metrics["first_reply"].warned
+        await skipping_env.sleep(timedelta(hours=8))
+        events = await _eventually(
+            lambda: asyncio.to_thread(_events, engine, ticket_id), lambda e: len(e) >= 4
+        )
+        assert [(e.policy_key, e.kind) for e in events] == [
+            ("urgent", "warning"),
+            ("urgent", "breach"),
+            ("standard", "warning"),
+            ("standard", "breach"),
+        ]
+        await handle.signal(TicketSla.change, TicketChange(status="solved"))
+        await asyncio.wait_for(handle.result(), 30)
+
+
+async def test_a_plan_refused_for_good_keeps_the_last_plan_and_plans_again_on_the_next_change(
+    skipping_env: WorkflowEnvironment, engine: Engine, task_queue: str
+) -> None:
+    _setup(engine)
+    client = await plugin_client(skipping_env, engine)
+    async with Worker(client, task_queue=task_queue):
+        handle, ticket_id, _ = await _start(skipping_env, client, task_queue, "u1")  # standard
+        before = await handle.query(TicketSla.state)
+        with engine.begin() as conn:  # a stored policy that no longer loads (edited by hand)
+            conn.execute(
+                sa.update(sla_policy_table)
+                .where(sla_policy_table.c.key == "standard")
+                .values(definition={"key": "standard", "targets": {"normal": {"first_reply": "P1Y"}}})
+            )
+        await handle.signal(TicketSla.change, TicketChange(tags=["x"]))
+        await _eventually(lambda: asyncio.to_thread(_tags, engine, ticket_id), lambda t: t is not None)
+        await asyncio.sleep(0.5)
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+        state = await handle.query(TicketSla.state)
+        assert state.policy == "standard" and state.metrics == before.metrics  # the last plan holds
+        _setup(engine)  # the policies load again
+        await handle.signal(TicketSla.change, TicketChange(tags=["y"]))
+        await _eventually(lambda: asyncio.to_thread(_tags, engine, ticket_id), lambda t: t == ["y"])
+        await handle.signal(TicketSla.change, TicketChange(status="solved"))
+        assert (await asyncio.wait_for(handle.result(), 30)).status == "solved"
+
+
+def _status(engine: Engine, ticket_id: str) -> str | None:
+    with Session(engine) as session:
+        row = session.get(Ticket, ticket_id)
+        return None if row is None else row.status
+
+
+def _tags(engine: Engine, ticket_id: str) -> list[str] | None:
+    with Session(engine) as session:
+        row = session.get(Ticket, ticket_id)
+        return None if row is None else list(row.tags)

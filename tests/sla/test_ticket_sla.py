@@ -277,12 +277,27 @@ async def test_webhook_failures_never_hold_up_the_timers(
     client = await plugin_client(skipping_env, engine)
     async with Worker(client, task_queue=task_queue):
         handle, ticket_id, _ = await _start(skipping_env, client, task_queue, "u0", webhook.url)
+        planned = (await handle.query(TicketSla.state)).metrics["first_reply"]
         await skipping_env.sleep(timedelta(minutes=65))
         events = await _eventually(
             lambda: asyncio.to_thread(_events, engine, ticket_id), lambda e: len(e) >= 2
         )
         assert [e.kind for e in events] == ["warning", "breach"]
+        # The timers fired on time although every notification failed.
+        assert planned.warn_at is not None and planned.due_at is not None
+        assert planned.warn_at <= events[0].fired_at < planned.warn_at + SLACK
+        assert planned.due_at <= events[1].fired_at < planned.due_at + SLACK
         assert webhook.received == []
+
+        def tries(kind: str) -> int:
+            return sum(1 for s, _, body in webhook.requests if body["event"] == f"sla.{kind}" and s == status)
+
+        if status == 404:  # final: each notification tried once
+            await _eventually(lambda: asyncio.sleep(0, tries("breach")), lambda n: n >= 1)
+            assert (tries("warning"), tries("breach")) == (1, 1)
+        else:  # 5xx: retried
+            await _eventually(lambda: asyncio.sleep(0, tries("breach")), lambda n: n >= 2)
+            assert tries("warning") >= 2
         await handle.terminate()
 
 
