@@ -26,8 +26,6 @@ from segmentflow.workflows.sla_models import (
     SelectSlaPolicyInput,
     SelectSlaPolicyResult,
     SlaDue,
-    SlaTarget,
-    SlaTicket,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError
@@ -37,7 +35,6 @@ from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from segmentflow.policies.sla import Selection, TicketFacts
 from segmentflow.services.delivery import post_webhook, webhook_client
 from segmentflow.services.reports import list_changes
 from segmentflow.services.sla import (
@@ -47,32 +44,14 @@ from segmentflow.services.sla import (
     plan_ticket,
     record_event,
     select_for_contact,
+    selection_result,
+    ticket_facts,
     watch_cursor,
 )
 
-__all__ = ["SlaActivities", "selection_result", "ticket_facts"]
+__all__ = ["SlaActivities"]
 
 T = TypeVar("T")
-
-
-def ticket_facts(ticket: SlaTicket) -> TicketFacts:
-    return TicketFacts(
-        priority=ticket.priority,
-        channel=ticket.channel,
-        tags=frozenset(ticket.tags),
-        created_at=ticket.created_at,
-    )
-
-
-def selection_result(selection: Selection) -> SelectSlaPolicyResult:
-    """The public shape of a selection (`segmentflow.SelectSlaPolicy`, `sla select`, `POST /sla/select`)."""
-    return SelectSlaPolicyResult(
-        policy=None if selection.policy is None else selection.policy.key,
-        targets={
-            metric: SlaTarget(due_at=due.due_at, business_minutes=due.business_minutes)
-            for metric, due in selection.targets.items()
-        },
-    )
 
 
 class SlaActivities:

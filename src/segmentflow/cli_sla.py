@@ -76,10 +76,9 @@ def sla_select(
     from pydantic import ValidationError
     from sqlmodel import Session
 
-    from segmentflow.activities.sla import selection_result, ticket_facts
     from segmentflow.cli import _engine
     from segmentflow.inputs import InputError
-    from segmentflow.services.sla import select_for_contact
+    from segmentflow.services.sla import select_for_contact, selection_result, ticket_facts
     from segmentflow.workflows.sla_models import SlaTicket
 
     try:

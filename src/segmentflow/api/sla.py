@@ -10,12 +10,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query
 from pydantic import BaseModel, Field
 
-from segmentflow.activities.sla import selection_result, ticket_facts
 from segmentflow.api.deps import ReadSession, SlaReadKey, SlaWriteKey, WriteSession, now
 from segmentflow.api.errors import invalid, responses
 from segmentflow.api.models import UtcDateTime
 from segmentflow.policies.sla import SlaPolicyError, parse_policies
-from segmentflow.services.sla import event_counts_by_segment, import_policies, list_events, list_policies
+from segmentflow.services.sla import (
+    event_counts_by_segment,
+    import_policies,
+    list_events,
+    list_policies,
+    selection_result,
+    ticket_facts,
+)
 from segmentflow.services.sla import select_for_contact as select_policy
 from segmentflow.workflows.sla_models import SelectSlaPolicyInput, SelectSlaPolicyResult
 

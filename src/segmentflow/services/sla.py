@@ -37,6 +37,7 @@ from segmentflow.policies.sla import (
 )
 from segmentflow.services.membership import contact_segment_set as membership_segment_set
 from segmentflow.services.messages import existing_segment_keys
+from segmentflow.workflows.sla_models import SelectSlaPolicyResult, SlaTarget, SlaTicket
 
 __all__ = [
     "PlannedTicket",
@@ -52,6 +53,8 @@ __all__ = [
     "plan_ticket",
     "record_event",
     "select_for_contact",
+    "selection_result",
+    "ticket_facts",
     "watch_cursor",
 ]
 
@@ -88,6 +91,26 @@ def contact_segment_set(*, session: Session, contact_key: str | None) -> frozens
     if contact_key is None:
         return frozenset()
     return membership_segment_set(session=session, contact_key=contact_key)
+
+
+def ticket_facts(ticket: SlaTicket) -> TicketFacts:
+    return TicketFacts(
+        priority=ticket.priority,
+        channel=ticket.channel,
+        tags=frozenset(ticket.tags),
+        created_at=ticket.created_at,
+    )
+
+
+def selection_result(selection: Selection) -> SelectSlaPolicyResult:
+    """The public shape of a selection (`segmentflow.SelectSlaPolicy`, `sla select`, `POST /sla/select`)."""
+    return SelectSlaPolicyResult(
+        policy=None if selection.policy is None else selection.policy.key,
+        targets={
+            metric: SlaTarget(due_at=due.due_at, business_minutes=due.business_minutes)
+            for metric, due in selection.targets.items()
+        },
+    )
 
 
 def select_for_contact(*, session: Session, contact_key: str | None, ticket: TicketFacts) -> Selection:
