@@ -247,6 +247,10 @@ class TicketSla:
     async def _plan(self) -> None:
         running = {metric: c.started_at for metric, c in self._clocks.items() if c.running()}
         status = self._status
+        # A pause that ended before every running clock started moves no due time (and a clock started
+        # later starts after it): drop it, so the plan's input stays small.
+        earliest = min(running.values(), default=None)
+        self._pauses = [p for p in self._pauses if earliest is not None and p[1] > earliest]
         try:
             plan: PlanTicketSlaResult = await workflow.execute_local_activity(
                 PLAN_TICKET_SLA,
