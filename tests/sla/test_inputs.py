@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from pydantic import ValidationError
 from segmentflow.activities.sla import SlaActivities
 from segmentflow.workflows.sla_models import (
@@ -17,8 +18,15 @@ from segmentflow.workflows.sla_models import (
     TicketSlaInput,
 )
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
+
+from segmentflow.db.tables import sla_policy_table
+from segmentflow.policies.sla import parse_policies
+from segmentflow.services.sla import import_policies, list_policies
+from tests.sla.test_ticket_sla import POLICIES
+from tests.temporal.helpers import contexts, load
 
 CREATED = datetime(2026, 3, 2, 9, tzinfo=UTC)
 TICKET = {"priority": "normal", "createdAt": CREATED.isoformat()}
@@ -64,3 +72,22 @@ async def test_a_value_the_database_refuses_is_a_final_invalid_input(engine: Eng
         await ActivityEnvironment().run(SlaActivities(engine).plan_ticket_sla, params)
     assert caught.value.type == "InvalidInput" and caught.value.non_retryable
     assert "database refused" in str(caught.value)
+
+
+def test_the_stored_policies_are_validated_once_per_stored_set(engine: Engine) -> None:
+    load(engine, contexts(1))
+    with Session(engine) as session, session.begin():
+        import_policies(session=session, policies=parse_policies(POLICIES), now=datetime.now(UTC))
+    with Session(engine) as session:
+        first, again = list_policies(session=session), list_policies(session=session)
+    assert [p.key for p in first] == ["vip", "standard"]
+    assert all(a is b for a, b in zip(first, again, strict=True))  # not validated again
+    with engine.begin() as conn:  # an edit by hand is seen: the set's JSON changed
+        conn.execute(
+            sa.update(sla_policy_table)
+            .where(sla_policy_table.c.key == "standard")
+            .values(definition={**POLICIES[1], "warning_threshold": 0.5})
+        )
+    with Session(engine) as session:
+        edited = list_policies(session=session)
+    assert edited[1].warning_threshold == 0.5 and edited[1] is not first[1]

@@ -7,6 +7,7 @@ A ticket's contact is in the segments the precomputed tables say (computed on fi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -80,10 +81,22 @@ def import_policies(*, session: Session, policies: Sequence[Policy], now: dateti
     return len(policies)
 
 
+#: The last stored policy set read, by its canonical JSON: each plan and selection reads the rows, but a
+#: set validated once is not validated again (an import or an edit changes the JSON, so it never goes
+#: stale). One entry: the stored set changes rarely.
+_PARSED: dict[str, list[Policy]] = {}
+
+
 def list_policies(*, session: Session) -> list[Policy]:
     """The stored policies in precedence order."""
-    rows = session.exec(select(SlaPolicy).order_by(col(SlaPolicy.position)))
-    return [row.definition_model() for row in rows]
+    rows = list(session.exec(select(SlaPolicy).order_by(col(SlaPolicy.position))))
+    version = json.dumps([row.definition for row in rows], sort_keys=True, separators=(",", ":"))
+    parsed = _PARSED.get(version)
+    if parsed is None:
+        parsed = [row.definition_model() for row in rows]
+        _PARSED.clear()
+        _PARSED[version] = parsed
+    return list(parsed)
 
 
 def contact_segment_set(*, session: Session, contact_key: str | None) -> frozenset[str]:
