@@ -6,7 +6,9 @@ No match means no SLA (`Selection.policy is None`), never a default chosen silen
   `segments_none` (in none), `priority`, `channel` and `tags` (the ticket has at least one of the listed
   tags). An absent or empty condition always holds. A ticket without a contact is in no segment.
 - Targets are per priority and metric (`first_reply`, `next_reply`, `resolution`), ISO 8601 durations of
-  whole minutes counted in business time of the policy's calendar (`P1D` is 24 business hours). A policy
+  whole minutes (`PnW`, or `PnDTnHnM` with parts left out; no years or months, which have no fixed
+  length) counted in business time of the policy's calendar (`P1D` is 24 business hours), and at most
+  `MAX_CALENDAR_YEARS` years of the calendar's weekly opening hours. A policy
   that matches but has no target for the ticket's priority still wins: the ticket has that policy and no
   targets (as Zendesk does); order the policies to say otherwise.
 - `warning_threshold` (default 0.8) is the share of a target's business time after which a warning fires
