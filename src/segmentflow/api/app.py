@@ -39,8 +39,10 @@ def _engine(url: str) -> Engine:
     parsed = sa.engine.make_url(normalize_url(url))
     if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
         return make_engine(url)  # one shared connection: no pool to size
-    # A connection for each admitted request; the overflow is a margin, not relied on.
-    return make_engine(url, pool_size=READ_SLOTS + WRITE_SLOTS, max_overflow=4)
+    # A connection for each admitted request; the overflow is a margin, not relied on. No ping before each
+    # checkout (a round trip per request): after a database restart, the first request to find a dead
+    # connection gets a 503 and SQLAlchemy then discards the whole pool, so one request pays, not all.
+    return make_engine(url, pool_size=READ_SLOTS + WRITE_SLOTS, max_overflow=4, pool_pre_ping=False)
 
 
 def _admission(app: FastAPI) -> None:
