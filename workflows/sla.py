@@ -21,6 +21,7 @@ run continues as new, handing its state on (`TicketSlaCarry`), when the server s
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -151,10 +152,10 @@ class TicketSla:
             if deadline is not None and deadline[0] <= workflow.now():
                 await self._fire(deadline[1], deadline[2])
                 continue
-            if self._history_full():
-                await asyncio.gather(*self._webhooks)  # a notification in flight finishes in this run
-                if self._dirty:
-                    continue
+            # Continue as new once the notifications in flight are done (they belong to this run); meanwhile
+            # the timers keep firing.
+            full = self._history_full()
+            if full and self._webhooks_done():
                 state = self.state()
                 carried = TicketSlaCarry(
                     ticket=self._ticket,
@@ -168,7 +169,7 @@ class TicketSla:
                 workflow.continue_as_new(params.model_copy(update={"carried": carried}))
             timeout = None if deadline is None else deadline[0] - workflow.now()
             try:
-                await workflow.wait_condition(lambda: self._dirty, timeout=timeout)
+                await workflow.wait_condition(self._waking(full), timeout=timeout)
             except TimeoutError:
                 if self._dirty:  # a signal in the same workflow task as the timer: it may move the clock
                     continue
@@ -288,6 +289,13 @@ class TicketSla:
                 due.warn_at,
                 due.business_minutes,
             )
+
+    def _waking(self, full: bool) -> Callable[[], bool]:
+        """What ends a wait besides a timer: a change, or (history full) the notifications finishing."""
+        return lambda: self._dirty or (full and self._webhooks_done())
+
+    def _webhooks_done(self) -> bool:
+        return all(task.done() for task in self._webhooks)
 
     def _history_full(self) -> bool:
         info = workflow.info()

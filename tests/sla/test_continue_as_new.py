@@ -19,7 +19,8 @@ from sqlalchemy.engine import Engine
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from tests.sla.test_ticket_sla import _events, _eventually, _setup
+from tests.sla.conftest import WebhookServer
+from tests.sla.test_ticket_sla import SLACK, _events, _eventually, _setup
 from tests.temporal.conftest import plugin_client
 
 
@@ -77,3 +78,35 @@ async def test_continue_as_new_keeps_the_state_and_fires_each_timer_once(
         final = await handle.result()
         assert final.events == ["first_reply:warning", "resolution:warning", "resolution:breach"]
         assert final.status == "solved"
+
+
+async def test_a_full_history_waiting_on_a_failing_webhook_still_fires_on_time(
+    skipping_env: WorkflowEnvironment, engine: Engine, task_queue: str, webhook: WebhookServer
+) -> None:
+    webhook.status = 500  # the warning's notification is retried for about an hour
+    _setup(engine)
+    client = await plugin_client(skipping_env, engine)
+    ticket_id = f"t-{uuid.uuid4().hex[:8]}"
+    created = await skipping_env.get_current_time()
+    async with Worker(client, task_queue=task_queue):
+        handle = await client.start_workflow(
+            TicketSla.run,
+            TicketSlaInput(
+                ticket_id=ticket_id,
+                contact_key="u0",
+                ticket=SlaTicket(priority="normal", created_at=created),
+                webhook_url=webhook.url,
+                history_cap=10,  # full from the start: continues as new whenever no notification is in flight
+            ),
+            id=ticket_workflow_id(ticket_id),
+            task_queue=task_queue,
+        )
+        await _eventually(lambda: handle.query(TicketSla.state), lambda s: s.policy == "vip")
+        due = created + timedelta(hours=1)
+        await skipping_env.sleep(timedelta(minutes=61))
+        events = await _eventually(
+            lambda: asyncio.to_thread(_events, engine, ticket_id), lambda e: len(e) >= 2
+        )
+        assert [e.kind for e in events] == ["warning", "breach"]
+        assert due <= events[1].fired_at < due + SLACK
+        await handle.terminate()
