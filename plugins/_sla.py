@@ -48,8 +48,9 @@ async def ensure_sla_watch(
     poll_interval: timedelta = timedelta(seconds=30),
     workflow_id: str = SLA_WATCH_ID,
 ) -> WorkflowHandle[object, None]:
-    """Start `segmentflow.WatchSlaMembershipChanges` from the change feed's current end, or join the one
-    running (its cursor lives in that workflow, so there is exactly one watcher per id)."""
+    """Start `segmentflow.WatchSlaMembershipChanges`, or join the one running (one watcher per id). Its
+    cursor is stored under that id (table `sla_watch`): a watcher started again after it failed or was
+    terminated resumes there; the first one starts at the change feed's current end."""
     return await client.start_workflow(
         WATCH_SLA_MEMBERSHIP_CHANGES,
         WatchSlaChangesInput(poll_interval=poll_interval),

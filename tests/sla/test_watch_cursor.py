@@ -1,16 +1,20 @@
 """The change-feed watcher's cursor is stored per watcher id: a watcher started again (after it failed or
 was terminated; `ensure_sla_watch` passes no cursor) resumes where the stored one is, not at the feed's
-end, so no membership change in between is skipped."""
+end, so no membership change in between is skipped. Only changes in segments a policy names signal."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
 from segmentflow.activities.sla import SlaActivities
 from segmentflow.workflows.sla_models import DispatchSlaChangesInput
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from segmentflow.db.tables import SlaWatch
+from segmentflow.db.tables import SlaWatch, ticket_table
 from segmentflow.services.membership import recompute_all
 from segmentflow.services.sla import last_change_seq
 from tests.sla.test_ticket_sla import _setup
@@ -50,3 +54,43 @@ async def test_a_restarted_watcher_resumes_from_its_stored_cursor(
         DispatchSlaChangesInput(watch_id="w-other", after=None, limit=100),
     )
     assert (other.next_after, other.changes) == (again.next_after, 0)
+
+
+async def test_only_changes_in_segments_a_policy_names_signal_tickets(
+    skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    _setup(engine)  # the policies name "vip" only
+    client = skipping_env.client
+    # The ticket's workflow: any running workflow takes the signal (no worker polls this queue).
+    target = await client.start_workflow(
+        "NoWorker", id=f"sla-target-{uuid.uuid4()}", task_queue=f"idle-{uuid.uuid4()}"
+    )
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(ticket_table).values(
+                id="t-u1",
+                contact_key="u1",
+                workflow_id=target.id,
+                priority="normal",
+                tags=[],
+                status="open",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    activities = SlaActivities(engine)
+    env = ActivityEnvironment(client=client)
+    params = DispatchSlaChangesInput(watch_id="w-named", after=None, limit=100)
+    await env.run(activities.dispatch_sla_membership_changes, params)
+    try:
+        load(engine, [{**contexts(3)[1], "country": "DE"}])  # u1 enters "eu", which no policy names
+        recompute_all(engine)
+        moved = await env.run(activities.dispatch_sla_membership_changes, params)
+        assert (moved.changes, moved.signalled) == (1, 0)
+        load(engine, [{**contexts(3)[1], "country": "DE", "plan": "vip"}])  # enters "vip" (and "vip-eu")
+        recompute_all(engine)
+        moved = await env.run(activities.dispatch_sla_membership_changes, params)
+        assert moved.changes == 2 and moved.signalled == 1
+    finally:
+        await target.terminate()
