@@ -57,10 +57,10 @@ async def test_a_restarted_watcher_resumes_from_its_stored_cursor(
 
 
 async def test_only_changes_in_segments_a_policy_names_signal_tickets(
-    skipping_env: WorkflowEnvironment, engine: Engine
+    dev_env: WorkflowEnvironment, engine: Engine
 ) -> None:
     _setup(engine)  # the policies name "vip" only
-    client = skipping_env.client
+    client = dev_env.client  # (a workflow no worker runs upsets the time-skipping server)
     # The ticket's workflow: any running workflow takes the signal (no worker polls this queue).
     target = await client.start_workflow(
         "NoWorker", id=f"sla-target-{uuid.uuid4()}", task_queue=f"idle-{uuid.uuid4()}"
