@@ -5,17 +5,17 @@ Three checks stand between a workflow and an action's webhook, each refusing wit
 `ApplicationError(type="SegmentRestricted")` and each recording the refusal in the audit table:
 
 1. Workflow side (outbound, in the sandbox). Scheduling `segmentflow.RunAction` (as an activity or a local
-   activity) is checked against what
-   the workflow knows the contact may run. That knowledge comes from `segmentflow.ResolveMessage`: when a
-   workflow runs it (as `HandleMessage` does once per message, or a host workflow through
-   `segmentflow.workflows.resolve_message`), this interceptor remembers the offered action keys from its
-   result, so the check is a set lookup, deterministic on replay, with no I/O in the sandbox. A workflow
-   that never resolved the contact gets the resolution scheduled for it first (one more activity, before
-   each such `RunAction`). A refused action is never scheduled: `segmentflow.RefuseAction` takes its place,
-   which records the refusal and fails, so the caller sees the same `ActivityError` a worker-side refusal
-   gives. The input is read whatever its type (our model, plain JSON, a host's own dataclass or pydantic
-   model, through the workflow's payload converter); one that is not exactly one valid `RunAction` input is
-   refused the same way ("malformed RunAction input"), never passed through unchecked. This module imports nothing but temporalio and the pydantic payloads, so it is safe in the
+   activity) is checked against what the workflow knows the contact may run. That knowledge comes from
+   `segmentflow.ResolveMessage`: when a workflow runs it (as `HandleMessage` does once per message, or a
+   host workflow through `segmentflow.workflows.resolve_message`), this interceptor remembers the offered
+   action keys from its result, so the check is a set lookup, deterministic on replay, with no I/O in the
+   sandbox. A workflow that never resolved the contact gets the resolution scheduled for it first (one more
+   activity, before each such `RunAction`). A refused action is never scheduled: `segmentflow.RefuseAction`
+   takes its place, which records the refusal and fails, so the caller sees the same `ActivityError` a
+   worker-side refusal gives. The input is read whatever its type (our model, plain JSON, a host's own
+   dataclass or pydantic model, through the workflow's payload converter); one that is not exactly one
+   valid `RunAction` input is refused the same way ("malformed RunAction input"), never passed through
+   unchecked. This module imports nothing but temporalio and the pydantic payloads, so it is safe in the
    sandbox; the database is reached only through activities.
 2. Worker side (inbound). Before `segmentflow.RunAction` runs on a worker of this plugin, the contact's
    memberships are read fresh and checked (a callable given by the plugin), whoever scheduled it: this
