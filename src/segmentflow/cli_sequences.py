@@ -307,7 +307,8 @@ def show_sequence_demo(engine: Engine, *, temporal: bool) -> None:
     from segmentflow.services.sequences import import_sequences, launch_sequence, sequence_status
 
     key = "welcome-vip"
-    template = "Hi {{ contact.name }}, welcome to VIP! (segments: {{ segments | join(', ') }})"
+    # Multi-kind contacts keep their name under a kind (`contact.user.name`), hence the default.
+    template = "Hi {{ contact.name | default('there') }}, welcome to VIP! ({{ segments | join(', ') }})"
     with _DemoWebhook() as webhook:
         definition = {
             "key": key,
