@@ -86,19 +86,28 @@ async def test_worker_dev_mode_embeds_a_server_creates_the_schedule_and_stops_on
     )
     try:
         client = None
+        description = None
+        # The schedule is made before the worker starts, and the plugin migrates the database as the worker
+        # starts: wait for both.
         for _ in range(300):
             try:
                 client = await Client.connect(f"127.0.0.1:{port}")
                 description = await client.get_schedule_handle(RECOMPUTE_SCHEDULE_ID).describe()
-                break
+                if (tmp_path / "worker.db").exists():
+                    break
             except Exception:  # not up yet
-                assert process.poll() is None, "the worker exited before serving"
-                await asyncio.sleep(0.2)
+                pass
+            assert process.poll() is None, "the worker exited before serving"
+            await asyncio.sleep(0.2)
         else:
-            raise AssertionError("the worker never created its schedule")
+            raise AssertionError(
+                "the worker never created its schedule"
+                if description is None
+                else "the worker never migrated its database"
+            )
+        assert description is not None
         interval = description.schedule.spec.intervals[0]
         assert isinstance(interval, ScheduleIntervalSpec) and interval.every == timedelta(minutes=2)
-        assert (tmp_path / "worker.db").exists()  # the plugin migrated the database on start
     finally:
         process.send_signal(signal.SIGTERM)
         raw, _ = process.communicate(timeout=60)
