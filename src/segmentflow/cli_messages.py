@@ -5,7 +5,9 @@ imported from `segmentflow.cli` inside the command bodies, so there is no import
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -38,24 +40,39 @@ def _restriction(restricted_to: list[str], segments: frozenset[str]) -> tuple[st
     return shown, ("withheld: missing " + ", ".join(missing)) if missing else "ok"
 
 
-@actions_app.command("import")
-def actions_import(file: Path) -> None:
-    """Upsert actions by key from a JSON list of {"key", "name", "description", "restricted_to_segments",
-    "trigger_phrases", "parameters", "webhook": {"url"}}; the whole file is validated first."""
+def _import(
+    file: Path, noun: str, parse: Callable[[Any], Any], upsert: Callable[[Any, Any, Any], Any]
+) -> None:
+    """Validate the whole file with `parse`, store it with `upsert` in one transaction, and say what was
+    imported (and which restrictions name segments that do not exist)."""
     from sqlmodel import Session
 
     from segmentflow.cli import _engine, _now, out
     from segmentflow.inputs import InputError, read_json
-    from segmentflow.services.messages import SpecError, parse_actions, upsert_actions
+    from segmentflow.services.messages import SpecError
 
     try:
-        specs = parse_actions(read_json(file))
+        specs = parse(read_json(file))
     except SpecError as exc:
         raise InputError(f"{file}: {exc}") from None
     with Session(_engine()) as session, session.begin():
-        report = upsert_actions(session=session, actions=specs, now=_now())
-    out.print(f"imported {len(report.keys)} action(s): " + ", ".join(report.keys), markup=False)
-    _report_unknown("action", report.unknown_segments)
+        report = upsert(session, specs, _now())
+    out.print(f"imported {len(report.keys)} {noun}(s): " + ", ".join(report.keys), markup=False)
+    _report_unknown(noun, report.unknown_segments)
+
+
+@actions_app.command("import")
+def actions_import(file: Path) -> None:
+    """Upsert actions by key from a JSON list of {"key", "name", "description", "restricted_to_segments",
+    "trigger_phrases", "parameters", "webhook": {"url"}}; the whole file is validated first."""
+    from segmentflow.services.messages import parse_actions, upsert_actions
+
+    _import(
+        file,
+        "action",
+        parse_actions,
+        lambda session, specs, now: upsert_actions(session=session, actions=specs, now=now),
+    )
 
 
 @actions_app.command("list")
@@ -79,20 +96,14 @@ def actions_list() -> None:
 @instructions_app.command("import")
 def instructions_import(file: Path) -> None:
     """Upsert AI instructions by key from a JSON list of {"key", "text", "restricted_to_segments"}."""
-    from sqlmodel import Session
+    from segmentflow.services.messages import parse_instructions, upsert_instructions
 
-    from segmentflow.cli import _engine, _now, out
-    from segmentflow.inputs import InputError, read_json
-    from segmentflow.services.messages import SpecError, parse_instructions, upsert_instructions
-
-    try:
-        specs = parse_instructions(read_json(file))
-    except SpecError as exc:
-        raise InputError(f"{file}: {exc}") from None
-    with Session(_engine()) as session, session.begin():
-        report = upsert_instructions(session=session, instructions=specs, now=_now())
-    out.print(f"imported {len(report.keys)} instruction(s): " + ", ".join(report.keys), markup=False)
-    _report_unknown("instruction", report.unknown_segments)
+    _import(
+        file,
+        "instruction",
+        parse_instructions,
+        lambda session, specs, now: upsert_instructions(session=session, instructions=specs, now=now),
+    )
 
 
 @instructions_app.command("list")
