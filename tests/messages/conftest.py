@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,8 +15,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from segmentflow.plugins import SegmentsPlugin
+from segmentflow.workflows.message_models import HANDLE_MESSAGE, HandleMessageInput, HandleMessageResult
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
 
 from segmentflow.rules import parse_context, parse_segments
 from segmentflow.services.contacts import upsert_contacts
@@ -27,6 +32,7 @@ from segmentflow.services.messages import (
     upsert_instructions,
 )
 from segmentflow.services.segments import upsert_segments
+from segmentflow.settings import Settings
 from tests.api.conftest import app, client, make_token  # noqa: F401  (the API test fixtures)
 from tests.temporal.conftest import dev_env, task_queue  # noqa: F401  (shared with the Temporal tests)
 
@@ -187,3 +193,22 @@ def refusals(engine: Engine) -> list[tuple[str | None, str, str]]:
             sa.text("SELECT contact_key, action_key, side FROM action_refusal ORDER BY id")
         ).all()
     return [(r[0], r[1], r[2]) for r in rows]
+
+
+def plugin_client(env: WorkflowEnvironment, engine: Engine, settings: Settings | None = None) -> Client:
+    """A client of `env` with the real plugin (and so on its workers)."""
+    config = env.client.config()
+    config["plugins"] = [SegmentsPlugin(engine=engine, settings=settings or Settings())]
+    return Client(**config)
+
+
+async def handle(on: Client, queue: str, contact: str | None, text: str) -> HandleMessageResult:
+    """Run `segmentflow.HandleMessage` for one message and return its result."""
+    result: HandleMessageResult = await on.execute_workflow(
+        HANDLE_MESSAGE,
+        HandleMessageInput(contact_key=contact, conversation_id="conv-1", text=text),
+        id=f"msg-{uuid.uuid4()}",
+        task_queue=queue,
+        result_type=HandleMessageResult,
+    )
+    return result

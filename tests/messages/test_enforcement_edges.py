@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from segmentflow.activities import MessageActivities
 from segmentflow.plugins import SegmentsPlugin
-from segmentflow.workflows.message_models import HANDLE_MESSAGE, HandleMessageInput, HandleMessageResult
+from segmentflow.workflows.message_models import HANDLE_MESSAGE, HandleMessageInput
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio.client import Client, WorkflowFailureError
@@ -26,27 +26,10 @@ from segmentflow.services.membership import upsert_and_recompute
 from segmentflow.services.messages import list_refusals, parse_actions, upsert_actions
 from segmentflow.services.segments import load_index
 from segmentflow.settings import Settings
-from tests.messages.conftest import NOW, StandIn, refusals, tool_call
+from tests.messages.conftest import NOW, StandIn, handle, plugin_client, refusals, tool_call
 from tests.messages.host_workflows import HostResolvesThenRuns, HostRunsAction, HostRunsActionWithOwnTypes
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def _client(env: WorkflowEnvironment, engine: Engine, settings: Settings | None = None) -> Client:
-    config = env.client.config()
-    config["plugins"] = [SegmentsPlugin(engine=engine, settings=settings or Settings())]
-    return Client(**config)
-
-
-async def _handle(client: Client, task_queue: str, contact: str | None, text: str) -> HandleMessageResult:
-    result: HandleMessageResult = await client.execute_workflow(
-        HANDLE_MESSAGE,
-        HandleMessageInput(contact_key=contact, conversation_id="conv-1", text=text),
-        id=f"msg-{uuid.uuid4()}",
-        task_queue=task_queue,
-        result_type=HandleMessageResult,
-    )
-    return result
 
 
 async def _run(client: Client, task_queue: str, workflow: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -61,13 +44,13 @@ async def test_restriction_tightened_by_a_writer_with_an_earlier_clock_is_refuse
 ) -> None:
     """The workers' caches are warm with order-status open to all; a re-import back-dated a day restricts
     it to vip. The next message does not offer it and a direct run is refused."""
-    client = _client(dev_env, engine)
+    client = plugin_client(dev_env, engine)
     async with Worker(client, task_queue=task_queue, workflows=[HostRunsAction]):
-        before = await _handle(client, task_queue, "u-free", "where is my order")
+        before = await handle(client, task_queue, "u-free", "where is my order")
         with Session(engine) as session, session.begin():
             tightened = [{"key": "order-status", "restricted_to_segments": ["vip"]}]
             upsert_actions(session=session, actions=parse_actions(tightened), now=NOW - timedelta(days=1))
-        after = await _handle(client, task_queue, "u-free", "where is my order")
+        after = await handle(client, task_queue, "u-free", "where is my order")
         direct = await _run(
             client, task_queue, "tests.HostRunsAction", {"action": "order-status", "contactKey": "u-free"}
         )
@@ -80,7 +63,7 @@ async def test_restriction_tightened_by_a_writer_with_an_earlier_clock_is_refuse
 async def test_host_input_of_its_own_dataclass_is_checked_on_the_workflow_side(
     dev_env: WorkflowEnvironment, engine: Engine, task_queue: str, seeded: None, stand_in: StandIn
 ) -> None:
-    client = _client(dev_env, engine)
+    client = plugin_client(dev_env, engine)
     own = "tests.HostRunsActionWithOwnTypes"
     async with Worker(client, task_queue=task_queue, workflows=[HostRunsActionWithOwnTypes]):
         refused = await _run(client, task_queue, own, {"action": "refund", "contactKey": "u-free"})
@@ -115,7 +98,7 @@ async def test_malformed_run_action_input_is_refused_on_the_workflow_side(
     raw: list[Any],
     audited: tuple[str, str],
 ) -> None:
-    client = _client(dev_env, engine)
+    client = plugin_client(dev_env, engine)
     async with Worker(client, task_queue=task_queue, workflows=[HostRunsActionWithOwnTypes]):
         result = await _run(client, task_queue, "tests.HostRunsActionWithOwnTypes", {"raw": raw})
     assert result == {
@@ -133,7 +116,7 @@ async def test_host_that_resolved_then_runs_after_the_contact_left_is_refused_on
 ) -> None:
     """The host resolves u-vip through `segmentflow.workflows.resolve_message` (refund offered, so the
     workflow-side check lets it through); u-vip then leaves vip; the worker-side check refuses."""
-    client = _client(dev_env, engine)
+    client = plugin_client(dev_env, engine)
     async with Worker(client, task_queue=task_queue, workflows=[HostResolvesThenRuns]):
         handle = await client.start_workflow(
             "tests.HostResolvesThenRuns",
@@ -166,9 +149,9 @@ async def test_responder_naming_an_oversized_tool_is_refused_and_audited(
     dev_env: WorkflowEnvironment, engine: Engine, task_queue: str, seeded: None, stand_in: StandIn
 ) -> None:
     stand_in.completion = tool_call("t" * 400 + "\x00")
-    client = _client(dev_env, engine, Settings(openai_base_url=stand_in.url))
+    client = plugin_client(dev_env, engine, Settings(openai_base_url=stand_in.url))
     async with Worker(client, task_queue=task_queue):
-        result = await _handle(client, task_queue, "u-free", "do the thing")
+        result = await handle(client, task_queue, "u-free", "do the thing")
     assert result.ran is None and result.refused == "t" * 255 + "…"
     with Session(engine) as session:
         (row,) = list_refusals(session=session)
@@ -179,7 +162,7 @@ async def test_handle_message_with_an_oversized_contact_key_fails_instead_of_ret
     dev_env: WorkflowEnvironment, engine: Engine, task_queue: str, seeded: None
 ) -> None:
     """Plain JSON from a caller without our models: the run fails with the validation error."""
-    client = _client(dev_env, engine)
+    client = plugin_client(dev_env, engine)
     async with Worker(client, task_queue=task_queue):
         with pytest.raises(WorkflowFailureError) as failure:
             await client.execute_workflow(
@@ -196,10 +179,10 @@ async def test_webhook_retried_after_a_5xx_sends_the_same_idempotency_key(
     dev_env: WorkflowEnvironment, engine: Engine, task_queue: str, seeded: None, stand_in: StandIn
 ) -> None:
     stand_in.statuses = [500]
-    client = _client(dev_env, engine)
+    client = plugin_client(dev_env, engine)
     async with Worker(client, task_queue=task_queue):
-        first = await _handle(client, task_queue, "u-vip", "refund")
-        second = await _handle(client, task_queue, "u-vip", "refund")
+        first = await handle(client, task_queue, "u-vip", "refund")
+        second = await handle(client, task_queue, "u-vip", "refund")
     assert first.ran == second.ran == "refund"
     keys = [h.get("idempotency-key") for h in stand_in.headers]
     assert [p for p, _ in stand_in.requests] == ["/hooks/refund"] * 3
@@ -212,9 +195,9 @@ async def test_rate_limited_chat_endpoint_is_retried(
 ) -> None:
     stand_in.completion = tool_call("refund")
     stand_in.statuses = [429]
-    client = _client(dev_env, engine, Settings(openai_base_url=stand_in.url))
+    client = plugin_client(dev_env, engine, Settings(openai_base_url=stand_in.url))
     async with Worker(client, task_queue=task_queue):
-        result = await _handle(client, task_queue, "u-vip", "money please")
+        result = await handle(client, task_queue, "u-vip", "money please")
     assert result.ran == "refund"
     assert stand_in.paths() == ["/chat/completions", "/chat/completions", "/hooks/refund"]
 
@@ -227,7 +210,7 @@ def test_a_reply_template_that_does_not_parse_is_refused_when_the_plugin_starts(
 async def test_a_reply_template_failing_to_render_fails_the_message_without_retries(
     dev_env: WorkflowEnvironment, engine: Engine, task_queue: str, seeded: None
 ) -> None:
-    client = _client(dev_env, engine, Settings(reply_template="Hi {{ contact.name }}"))
+    client = plugin_client(dev_env, engine, Settings(reply_template="Hi {{ contact.name }}"))
     async with Worker(client, task_queue=task_queue):
         handle = await client.start_workflow(
             HANDLE_MESSAGE,

@@ -24,27 +24,10 @@ from segmentflow.services.messages import load_catalog, resolve_message
 from segmentflow.services.segment_admin import delete_segment
 from segmentflow.services.segments import load_index
 from segmentflow.settings import Settings
-from tests.messages.conftest import StandIn, refusals, tool_call
+from tests.messages.conftest import StandIn, handle, plugin_client, refusals, tool_call
 from tests.messages.host_workflows import AsksWhoIsServed, HostRunsAction, who_is_served
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def _client(env: WorkflowEnvironment, engine: Engine, settings: Settings | None = None) -> Client:
-    config = env.client.config()
-    config["plugins"] = [SegmentsPlugin(engine=engine, settings=settings or Settings())]
-    return Client(**config)
-
-
-async def _handle(client: Client, task_queue: str, contact: str | None, text: str) -> HandleMessageResult:
-    result: HandleMessageResult = await client.execute_workflow(
-        HANDLE_MESSAGE,
-        HandleMessageInput(contact_key=contact, conversation_id="conv-1", text=text),
-        id=f"msg-{uuid.uuid4()}",
-        task_queue=task_queue,
-        result_type=HandleMessageResult,
-    )
-    return result
 
 
 async def _host(client: Client, task_queue: str, **args: Any) -> dict[str, Any]:
@@ -57,11 +40,11 @@ async def _host(client: Client, task_queue: str, **args: Any) -> dict[str, Any]:
 async def test_empty_restriction_is_everyone_and_non_empty_needs_one_listed_segment(
     dev_env: WorkflowEnvironment, engine: Engine, task_queue: str, seeded: None
 ) -> None:
-    client = _client(dev_env, engine)
+    client = plugin_client(dev_env, engine)
     async with Worker(client, task_queue=task_queue):
-        vip = await _handle(client, task_queue, "u-vip", "hello")
-        eu = await _handle(client, task_queue, "u-eu", "hello")
-        free = await _handle(client, task_queue, "u-free", "hello")
+        vip = await handle(client, task_queue, "u-vip", "hello")
+        eu = await handle(client, task_queue, "u-eu", "hello")
+        free = await handle(client, task_queue, "u-free", "hello")
     # u-vip is in vip and beta; u-eu in eu; u-free in none.
     assert vip.actions == ["beta-feature", "book-call", "order-status", "refund"]
     assert vip.instructions == ["beta-note", "tone", "vip-tone"]
@@ -76,10 +59,10 @@ async def test_empty_restriction_is_everyone_and_non_empty_needs_one_listed_segm
 async def test_anonymous_and_unknown_contacts_get_unrestricted_items_only(
     dev_env: WorkflowEnvironment, engine: Engine, task_queue: str, seeded: None
 ) -> None:
-    client = _client(dev_env, engine)
+    client = plugin_client(dev_env, engine)
     async with Worker(client, task_queue=task_queue, workflows=[HostRunsAction]):
-        anonymous = await _handle(client, task_queue, None, "hello")
-        unknown = await _handle(client, task_queue, "nobody", "hello")
+        anonymous = await handle(client, task_queue, None, "hello")
+        unknown = await handle(client, task_queue, "nobody", "hello")
         # A restricted action asked for directly is refused for both.
         anonymous_run = await _host(client, task_queue, action="refund", contactKey=None)
         unknown_run = await _host(client, task_queue, action="refund", contactKey="nobody")
@@ -93,9 +76,9 @@ async def test_anonymous_and_unknown_contacts_get_unrestricted_items_only(
 async def test_trigger_phrase_runs_offered_action_through_webhook_and_renders_reply(
     dev_env: WorkflowEnvironment, engine: Engine, task_queue: str, seeded: None, stand_in: StandIn
 ) -> None:
-    client = _client(dev_env, engine)
+    client = plugin_client(dev_env, engine)
     async with Worker(client, task_queue=task_queue):
-        result = await _handle(client, task_queue, "u-vip", "I would like a REFUND please")
+        result = await handle(client, task_queue, "u-vip", "I would like a REFUND please")
     assert (result.ran, result.refused) == ("refund", None)
     assert result.reply == "Done: Refund."
     assert stand_in.hooks() == [
@@ -110,9 +93,9 @@ async def test_restriction_naming_deleted_segment_fails_closed_and_is_reported(
     """book-call names vip and eu; with eu deleted it is withheld from vip members too, not opened."""
     with Session(engine) as session, session.begin():
         delete_segment(session=session, ref="eu", expected_version=None, now=datetime.now(UTC))
-    client = _client(dev_env, engine)
+    client = plugin_client(dev_env, engine)
     async with Worker(client, task_queue=task_queue, workflows=[HostRunsAction]):
-        result = await _handle(client, task_queue, "u-vip", "book a call")
+        result = await handle(client, task_queue, "u-vip", "book a call")
         direct = await _host(client, task_queue, action="book-call", contactKey="u-vip")
     assert "book-call" not in result.actions and "gdpr" not in result.instructions
     assert result.actions == ["beta-feature", "order-status", "refund"]
@@ -130,13 +113,13 @@ async def test_restriction_naming_deleted_segment_fails_closed_and_is_reported(
 async def test_contact_leaving_a_segment_loses_the_action_at_the_next_message(
     dev_env: WorkflowEnvironment, engine: Engine, task_queue: str, seeded: None, stand_in: StandIn
 ) -> None:
-    client = _client(dev_env, engine)
+    client = plugin_client(dev_env, engine)
     async with Worker(client, task_queue=task_queue, workflows=[HostRunsAction]):
-        first = await _handle(client, task_queue, "u-vip", "refund")
+        first = await handle(client, task_queue, "u-vip", "refund")
         with Session(engine) as session, session.begin():
             context = parse_context({"key": "u-vip", "plan": "free", "country": "US"})
             upsert_and_recompute(session=session, contexts=[context], index=load_index(session=session))
-        second = await _handle(client, task_queue, "u-vip", "refund")
+        second = await handle(client, task_queue, "u-vip", "refund")
         direct = await _host(client, task_queue, action="refund", contactKey="u-vip")
     assert first.ran == "refund" and "refund" in first.actions
     assert second.actions == ["order-status"] and second.ran is None
@@ -147,7 +130,7 @@ async def test_contact_leaving_a_segment_loses_the_action_at_the_next_message(
 async def test_host_workflow_calling_run_action_is_refused_on_the_workflow_side(
     dev_env: WorkflowEnvironment, engine: Engine, task_queue: str, seeded: None, stand_in: StandIn
 ) -> None:
-    client = _client(dev_env, engine)
+    client = plugin_client(dev_env, engine)
     async with Worker(client, task_queue=task_queue, workflows=[HostRunsAction]):
         refused = await _host(client, task_queue, action="refund", contactKey="u-free")
         allowed = await _host(client, task_queue, action="refund", contactKey="u-vip")
@@ -169,7 +152,7 @@ async def test_host_workflow_without_the_plugin_is_refused_on_the_worker_side(
 ) -> None:
     """The host's own worker has no plugin (no workflow-side check); the action runs on ours."""
     host = Client(**{**dev_env.client.config(), "data_converter": pydantic_data_converter})
-    ours = _client(dev_env, engine)
+    ours = plugin_client(dev_env, engine)
     host_queue = f"{task_queue}-host"
     async with (
         Worker(ours, task_queue=task_queue),
@@ -210,7 +193,7 @@ async def test_run_action_refuses_by_itself_on_a_worker_without_the_plugin(
 async def test_workflow_serving_one_contact_cannot_run_an_action_as_another(
     dev_env: WorkflowEnvironment, engine: Engine, task_queue: str, seeded: None, stand_in: StandIn
 ) -> None:
-    client = _client(dev_env, engine)
+    client = plugin_client(dev_env, engine)
     async with Worker(client, task_queue=task_queue, workflows=[HostRunsAction]):
         with serving_contact("u-free"):
             borrowed = await _host(client, task_queue, action="refund", contactKey="u-vip")
@@ -225,9 +208,9 @@ async def test_chat_completions_responder_gets_filtered_tools_and_instructions(
 ) -> None:
     stand_in.completion = tool_call("book-call", {"when": "tomorrow"}, content="Booked for tomorrow.")
     settings = Settings(openai_base_url=f"{stand_in.url}/v1", openai_api_key="sk-test", openai_model="m")
-    client = _client(dev_env, engine, settings)
+    client = plugin_client(dev_env, engine, settings)
     async with Worker(client, task_queue=task_queue):
-        result = await _handle(client, task_queue, "u-eu", "can we talk?")
+        result = await handle(client, task_queue, "u-eu", "can we talk?")
     assert (result.ran, result.refused, result.reply) == ("book-call", None, "Booked for tomorrow.")
     path, request = stand_in.requests[0]
     assert path == "/v1/chat/completions" and request["model"] == "m"
@@ -245,9 +228,9 @@ async def test_responder_naming_an_action_not_offered_is_refused(
     dev_env: WorkflowEnvironment, engine: Engine, task_queue: str, seeded: None, stand_in: StandIn
 ) -> None:
     stand_in.completion = tool_call("refund", {"amount": 100})
-    client = _client(dev_env, engine, Settings(openai_base_url=stand_in.url))
+    client = plugin_client(dev_env, engine, Settings(openai_base_url=stand_in.url))
     async with Worker(client, task_queue=task_queue):
-        result = await _handle(client, task_queue, "u-free", "give me money")
+        result = await handle(client, task_queue, "u-free", "give me money")
     assert result.actions == ["order-status"]
     assert (result.ran, result.refused) == (None, "refund")
     assert result.reply == "Sorry, I can't do that for you."  # the key is not echoed to the contact
@@ -258,7 +241,7 @@ async def test_responder_naming_an_action_not_offered_is_refused(
 async def test_run_action_as_a_local_activity_is_checked_on_the_workflow_side_too(
     dev_env: WorkflowEnvironment, engine: Engine, task_queue: str, seeded: None, stand_in: StandIn
 ) -> None:
-    client = _client(dev_env, engine)
+    client = plugin_client(dev_env, engine)
     async with Worker(client, task_queue=task_queue, workflows=[HostRunsAction]):
         refused = await _host(client, task_queue, action="refund", contactKey="u-eu", local=True)
         allowed = await _host(client, task_queue, action="book-call", contactKey="u-eu", local=True)
@@ -273,7 +256,7 @@ async def test_handle_message_histories_replay_with_the_plugin(
 ) -> None:
     """Determinism, interceptors included: a run that ran an action and one whose action was refused."""
     stand_in.completion = tool_call("refund")
-    client = _client(dev_env, engine, Settings(openai_base_url=stand_in.url))
+    client = plugin_client(dev_env, engine, Settings(openai_base_url=stand_in.url))
     handles = []
     async with Worker(client, task_queue=task_queue):
         for contact in ("u-vip", "u-free"):
@@ -295,7 +278,7 @@ async def test_handle_message_histories_replay_with_the_plugin(
 async def test_current_contact_travels_to_activities_and_child_workflows(
     dev_env: WorkflowEnvironment, engine: Engine, task_queue: str
 ) -> None:
-    client = _client(dev_env, engine)
+    client = plugin_client(dev_env, engine)
     async with Worker(client, task_queue=task_queue, workflows=[AsksWhoIsServed], activities=[who_is_served]):
         with serving_contact("u-eu"):
             served = await client.execute_workflow(
