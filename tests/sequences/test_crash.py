@@ -4,10 +4,7 @@ member gets each step exactly once, as a provider deduplicating by `Idempotency-
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -30,6 +27,7 @@ from tests.sequences.helpers import (
     webhook_provider,
 )
 from tests.temporal.conftest import plugin_client
+from tests.temporal.helpers import worker_process
 
 MEMBERS = 300
 BATCH = 50
@@ -51,18 +49,7 @@ async def test_worker_killed_mid_batch_sends_each_step_exactly_once(
             "template": "{{ contact.key }}",
         }
         save_sequence(engine, {"key": "burst", "name": "Burst", "segment": "vip", "steps": [step, step]})
-        environment = {
-            **os.environ,
-            "SEGMENTFLOW_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
-            "SEGMENTFLOW_DATABASE_URL": engine.url.render_as_string(hide_password=False),
-            "SEGMENTFLOW_TASK_QUEUE": task_queue,
-        }
-        process = subprocess.Popen(
-            [sys.executable, str(repo_root / "worker.py"), "--no-schedule"],
-            env=environment,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        process = worker_process(dev_env, engine, task_queue, repo_root)
         client = await plugin_client(dev_env, engine)
         try:
             handle = await client.start_workflow(

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
+from temporalio.testing import WorkflowEnvironment
 
 from segmentflow.rules import compile_segments, memberships, parse_context, parse_segments
 from segmentflow.services.contacts import upsert_contacts
@@ -70,3 +75,22 @@ def stored(engine: Engine) -> dict[str, list[str]]:
 def expected(items: list[dict[str, Any]], segments: list[dict[str, Any]] = SEGMENTS) -> dict[str, list[str]]:
     compiled = compile_segments(parse_segments(segments))
     return {parse_context(c).fully_qualified_key: memberships(compiled, parse_context(c)) for c in items}
+
+
+def worker_process(
+    env: WorkflowEnvironment, engine: Engine, task_queue: str, repo_root: Path
+) -> subprocess.Popen[bytes]:
+    """`python worker.py --no-schedule` in its own process, on `env`'s server, `engine`'s database and
+    `task_queue`: a worker a test can kill."""
+    environment = {
+        **os.environ,
+        "SEGMENTFLOW_TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+        "SEGMENTFLOW_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "SEGMENTFLOW_TASK_QUEUE": task_queue,
+    }
+    return subprocess.Popen(
+        [sys.executable, str(repo_root / "worker.py"), "--no-schedule"],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )

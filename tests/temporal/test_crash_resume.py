@@ -4,10 +4,7 @@ durable cursor and the store ends exactly as a clean run leaves it, with no dupl
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from datetime import timedelta
@@ -22,7 +19,7 @@ from temporalio.worker import Worker
 
 from segmentflow.db.tables import MembershipChange, progress_table
 from tests.temporal.conftest import plugin_client
-from tests.temporal.helpers import contexts, expected, load, stored
+from tests.temporal.helpers import contexts, expected, load, stored, worker_process
 
 
 def _progressed(engine: Engine) -> int:
@@ -35,18 +32,7 @@ async def test_worker_killed_mid_run_resumes_from_cursor_without_duplicate_event
 ) -> None:
     items = contexts(3000)
     load(engine, items)
-    environment = {
-        **os.environ,
-        "SEGMENTFLOW_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
-        "SEGMENTFLOW_DATABASE_URL": engine.url.render_as_string(hide_password=False),
-        "SEGMENTFLOW_TASK_QUEUE": task_queue,
-    }
-    process = subprocess.Popen(
-        [sys.executable, str(repo_root / "worker.py"), "--no-schedule"],
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = worker_process(dev_env, engine, task_queue, repo_root)
     client = await plugin_client(dev_env, engine)
     try:
         handle = await client.start_workflow(
