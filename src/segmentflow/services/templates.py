@@ -47,6 +47,7 @@ from markupsafe import Markup
 from segmentflow.policies.sequences import SendStep, SequenceDefinition, SequenceError, compile_sequence
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "TemplateError",
     "TemplateLimitError",
     "TemplateLimits",
@@ -449,7 +450,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         _check_binop(operator, left, right)
         return _result(super().call_binop(context, operator, left, right), f"the result of {operator}")
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         args = _check_call(__obj, args, kwargs)
         return _result(super().call(__context, __obj, *args, **kwargs), "the result of a call")
 
@@ -469,8 +470,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             if is_map:
                 if kwargs or len(args) != 1:
                     raise TypeError("format_map() takes exactly one argument")
-                args, kwargs = (), args[0]
-            return _result(type(owner)(formatter.vformat(owner, args, kwargs)), "a formatted string")
+                kwargs, args = args[0], ()
+            formatted: str = type(owner)(formatter.vformat(owner, args, kwargs))
+            return _result(formatted, "a formatted string")  # type: ignore[no-any-return]
 
         return bounded
 
