@@ -200,19 +200,21 @@ def segments_import(
         bool, typer.Option("--no-recompute", help="Store only; recompute later.")
     ] = False,
 ) -> None:
-    """Upsert segments by key from a JSON list; the whole file is validated first, then applied at once."""
+    """Upsert segments by key from a JSON list; the whole file is validated first, then applied at once,
+    under the same write lock and version check as the API's writes."""
     from sqlmodel import Session
 
-    from segmentflow.services.segments import dependents_of, list_segments, upsert_segments
+    from segmentflow.services.segment_admin import import_segments
+    from segmentflow.services.segments import dependents_of, list_segments
 
     segments = read_segments(file)
     engine = _engine()
     with Session(engine) as session, session.begin():
         try:
-            records = upsert_segments(session=session, segments=segments, now=_now())
+            saved = import_segments(session=session, segments=segments, now=_now(), recompute=False)
         except RuleError as exc:
             raise InputError(f"{file}: {exc}") from None
-        summary = [(r.key, r.version) for r in records]
+        summary = [(s.record.key, s.record.version) for s in saved]
         stored = [r.definition_model() for r in list_segments(session=session)]
     out.print(f"imported {len(summary)} segment(s): " + ", ".join(f"{k} (v{v})" for k, v in summary))
     if not no_recompute and summary:
@@ -321,14 +323,15 @@ def demo(
     from segmentflow.services.contacts import get_contact, upsert_contacts
     from segmentflow.services.exports import iter_memberships
     from segmentflow.services.membership import list_contact_segments, recompute_all
-    from segmentflow.services.segments import list_segments, upsert_segments
+    from segmentflow.services.segment_admin import import_segments
+    from segmentflow.services.segments import list_segments
 
     engine = _make_engine(database_url)
     reset(engine)
     segments = read_segments(sample_path("segments.json"))
     contexts = read_contexts(sample_path("contacts.jsonl"))
     with Session(engine) as session, session.begin():
-        upsert_segments(session=session, segments=segments, now=_now())
+        import_segments(session=session, segments=segments, now=_now(), recompute=False)
         upsert_contacts(session=session, contexts=contexts, now=_now())
     out.print(
         f"[bold]segmentflow demo[/bold] ({database_url}): {len(segments)} segments, {len(contexts)} contacts"

@@ -15,7 +15,6 @@ from sqlmodel import Session
 
 from segmentflow.policies.sequences import SequenceError, parse_sequences
 from segmentflow.services.delivery import Delivery, post_webhook
-from segmentflow.services.segment_admin import delete_segment
 from segmentflow.services.sequences import (
     DEFAULT_LEASE,
     ClaimResult,
@@ -31,6 +30,7 @@ from segmentflow.services.sequences import (
     sequence_status,
     sync_enrollments,
 )
+from tests.legacy import remove_segment_row
 from tests.sequences.helpers import (
     Provider,
     enrollments,
@@ -147,7 +147,7 @@ def test_launch_refuses_a_segment_that_is_not_stored(engine: Engine) -> None:
     load_segments(engine, SEGMENTS)
     save_sequence(engine, welcome("http://127.0.0.1:1/ok"), launch=False)
     with Session(engine) as session, session.begin():
-        delete_segment(session=session, ref="vip", expected_version=None, now=now())
+        remove_segment_row(session, "vip")  # the API refuses: the sequence still names it
     with (
         Session(engine) as session,
         session.begin(),
