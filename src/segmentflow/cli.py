@@ -221,6 +221,31 @@ def segments_import(
         _print_counts("recomputed", _recompute(engine, dependents_of(stored, [k for k, _ in summary])))
 
 
+@segments_app.command("delete")
+def segments_delete(
+    segment: str,
+    if_version: Annotated[
+        int | None, typer.Option("--if-version", help="Refuse unless the segment is at this version.")
+    ] = None,
+) -> None:
+    """Delete SEGMENT (key or id) if nothing names it (segmentMatch, SLA policies, sequences, actions,
+    instructions: they are listed otherwise, exit 2); its members get `exited` change events."""
+    from sqlmodel import Session
+
+    from segmentflow.services.membership import UnknownSegmentError
+    from segmentflow.services.segment_admin import ConflictError, delete_segment
+
+    engine = _engine()
+    with Session(engine) as session, session.begin():
+        try:
+            key, exited = delete_segment(
+                session=session, ref=segment, expected_version=if_version, now=_now()
+            )
+        except (UnknownSegmentError, ConflictError) as exc:
+            raise InputError(str(exc)) from None
+    out.print(f'deleted segment "{key}": {exited} member(s) exited', soft_wrap=True)
+
+
 @segments_app.command("list")
 def segments_list() -> None:
     """Segments with their version and member count."""
