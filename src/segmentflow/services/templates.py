@@ -101,20 +101,20 @@ class _Budget:
         """A value of `size` characters (or items) is about to be built."""
         if size > self.limits.max_output:
             raise TemplateLimitError(
-                f"template limit: {what} would be {size} characters long, over the limit of "
+                f"over a limit: {what} would be {size} characters long, over the limit of "
                 f"{self.limits.max_output}"
             )
         self.work += size
         if self.work > self.limits.max_work:
             raise TemplateLimitError(
-                f"template limit: the render built more than {self.limits.max_work} characters of values "
+                f"over a limit: the render built more than {self.limits.max_work} characters of values "
                 f"(16 x the output limit of {self.limits.max_output})"
             )
 
     def width(self, width: Any, what: str) -> None:
         if isinstance(width, int) and width > self.limits.max_output:
             raise TemplateLimitError(
-                f"template limit: {what} width {width} is over the limit of {self.limits.max_output}"
+                f"over a limit: {what} width {width} is over the limit of {self.limits.max_output}"
             )
 
 
@@ -164,7 +164,7 @@ def _result(value: Any, what: str) -> Any:
     elif isinstance(value, int) and not isinstance(value, bool):
         limit = _budget().limits.max_int_bits
         if value.bit_length() > limit:
-            raise TemplateLimitError(f"template limit: {what} has more than {limit} bits")
+            raise TemplateLimitError(f"over a limit: {what} has more than {limit} bits")
     return value
 
 
@@ -206,7 +206,7 @@ def _check_binop(operator: str, left: Any, right: Any) -> None:
     if operator == "*":
         if ints:
             if left.bit_length() + right.bit_length() > limits.max_int_bits:
-                raise TemplateLimitError(f"template limit: a product of more than {limits.max_int_bits} bits")
+                raise TemplateLimitError(f"over a limit: a product of more than {limits.max_int_bits} bits")
             return
         for seq, times in ((left, right), (right, left)):
             if isinstance(seq, (str, list, tuple)) and isinstance(times, int):
@@ -214,7 +214,7 @@ def _check_binop(operator: str, left: Any, right: Any) -> None:
                 budget.value(max(each, len(seq), 1) * max(times, 0), f"a {type(seq).__name__} repeated")
     elif operator == "**":
         if ints and right > 0 and abs(left) > 1 and right * left.bit_length() > limits.max_int_bits:
-            raise TemplateLimitError(f"template limit: a power of more than {limits.max_int_bits} bits")
+            raise TemplateLimitError(f"over a limit: a power of more than {limits.max_int_bits} bits")
     elif operator == "+":
         if isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple)):
             if isinstance(left, str):
@@ -288,7 +288,7 @@ def _bounded_range(*args: int) -> range:
     found = range(*args)
     limit = _budget().limits.max_loop_iterations
     if len(found) > limit:
-        raise TemplateLimitError(f"template limit: range() of {len(found)} items, over the limit of {limit}")
+        raise TemplateLimitError(f"over a limit: range() of {len(found)} items, over the limit of {limit}")
     return found
 
 
@@ -482,7 +482,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         for item in iterable:
             budget.loops += 1
             if budget.loops > limit:
-                raise TemplateLimitError(f"template limit: more than {limit} loop iterations in one render")
+                raise TemplateLimitError(f"over a limit: more than {limit} loop iterations in one render")
             yield item
 
     def bounded_concat(self, escape: bool, parts: tuple[Any, ...]) -> str:
@@ -539,13 +539,13 @@ def render_variables(
                 size += len(part)
                 if size > limits.max_output:
                     raise TemplateLimitError(
-                        f"template limit: the rendered text is longer than {limits.max_output} characters"
+                        f"over a limit: the rendered text is longer than {limits.max_output} characters"
                     )
                 parts.append(part)
     except TemplateLimitError:
         raise
     except RecursionError:
-        raise TemplateLimitError("template limit: recursion too deep") from None
+        raise TemplateLimitError("over a limit: recursion too deep") from None
     except Exception as exc:  # any failure inside a user's template is that render's failure
         raise TemplateError(f"{type(exc).__name__}: {exc}") from None
     return "".join(parts)
