@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import re
+import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -295,9 +296,15 @@ def _bounded_range(*args: int) -> range:
 # ---- filters -------------------------------------------------------------------------------------------
 
 
+_SIGNATURES: dict[Callable[..., Any], inspect.Signature] = {}
+
+
 def _arguments(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    signature = _SIGNATURES.get(func)
+    if signature is None:
+        signature = _SIGNATURES[func] = inspect.signature(func)
     try:
-        bound = inspect.signature(func).bind(*args, **kwargs)
+        bound = signature.bind(*args, **kwargs)
     except TypeError:
         return {}
     bound.apply_defaults()
@@ -322,9 +329,10 @@ def _check_filter(name: str, func: Callable[..., Any], args: tuple[Any, ...], kw
     if name == "join":
         value = _materialised(value)
         args = (*args[:skip], value, *args[skip + 1 :])
-        named = _arguments(func, args, kwargs)
-        separator = named.get("d", "")
-        if named.get("attribute") is None:
+        rest = args[skip + 1 :]
+        separator = rest[0] if rest else kwargs.get("d", "")
+        attribute = rest[1] if len(rest) > 1 else kwargs.get("attribute")
+        if attribute is None:
             _check_join(value, separator if isinstance(separator, str) else "")
         return args
     if name in {"list", "length", "count", "first", "last", "map", "select", "reject", "selectattr",
@@ -430,6 +438,9 @@ class _BoundedCodeGenerator(CodeGenerator):
         self.write("))")
 
 
+_METHOD_TYPES = (types.MethodType, types.BuiltinMethodType)
+
+
 def _finalize(value: Any) -> Any:
     _check_printable(value, "a printed value")
     return value
@@ -455,10 +466,11 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         return _result(super().call(__context, __obj, *args, **kwargs), "the result of a call")
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
-        wrapped = super().wrap_str_format(value)
-        if wrapped is None:
+        if type(value) not in _METHOD_TYPES or value.__name__ not in ("format", "format_map"):
             return None
-        owner: str = value.__self__
+        owner = value.__self__
+        if not isinstance(owner, str):
+            return None
         formatter: SandboxedFormatter = (
             _BoundedEscapeFormatter(self, escape=owner.escape)
             if isinstance(owner, Markup)
