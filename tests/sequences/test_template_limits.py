@@ -76,6 +76,8 @@ BOMBS = {
         "{{ ns.n % 10 }}"
     ),
     "power": "{{ 2 ** 10000000 % 7 }}",
+    "batch padding": "{{ [1]|batch(10**9, 'x')|list }}",
+    "slice count": "{{ [1]|slice(10**9)|list }}",
     "printing a huge container": "{% set x = 'x' * 200000 %}{{ [x, x, x, x] }}",
     "churning in bounded pieces": "{% for i in range(9000) %}{% set y = ('x' * 100000) ~ i %}{% endfor %}",
     "rendered size": "{% for i in range(1000) %}{{ 'x' * 1000 }}{% endfor %}",
@@ -99,6 +101,11 @@ def test_a_resource_bomb_fails_with_a_limit_before_allocating_it(source: str) ->
 def test_recursive_loops_are_refused_when_compiled() -> None:
     with pytest.raises(TemplateError, match="recursive loops are not allowed"):
         compile_template("{% for i in [1] recursive %}{{ loop([1]) }}{% endfor %}")
+
+
+def test_lipsum_is_not_available() -> None:
+    with pytest.raises(TemplateError, match="lipsum"):
+        render_template(compile_template("{{ lipsum(10**9) }}"), contact={}, segments=[])
 
 
 def test_lists_cannot_be_modified() -> None:

@@ -11,7 +11,8 @@ The bounds (`TemplateLimits`, from settings) hold for one render:
   two nested `range(100000)` loops stop after this many), and the largest `range()`;
 - `max_work`: the total size of the values built by operators, calls, filters and concatenation in one
   render (16 x `max_output`), so a loop cannot churn through gigabytes in `max_output`-sized pieces.
-Recursive loops (`{% for ... recursive %}`) are refused at compile time: their depth is not bounded.
+Recursive loops (`{% for ... recursive %}`) are refused at compile time: their depth is not bounded; the
+`lipsum()` global is removed.
 Lists, dicts and sets cannot be modified (`ImmutableSandboxedEnvironment`).
 
 A template that does not parse, or that goes over a limit for a sample contact (`check_templates`: the
@@ -345,6 +346,10 @@ def _check_filter(name: str, func: Callable[..., Any], args: tuple[Any, ...], kw
                 _check_join(value, "")
         if name == "tojson":
             _check_printable(value, "a value printed as JSON")
+        if name in {"batch", "slice"}:  # their count pads or loops before any item is read
+            rest = args[skip + 1 :]
+            count = rest[0] if rest else kwargs.get("linecount", kwargs.get("slices"))
+            budget.width(count, f"|{name}")
         return args
     _check_printable(value, f"a value printed by |{name}")
     if name not in _AMPLIFYING_FILTERS:
@@ -455,6 +460,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     def __init__(self, **options: Any) -> None:
         super().__init__(finalize=_finalize, autoescape=False, keep_trailing_newline=True, **options)
         self.globals["range"] = _bounded_range
+        del self.globals["lipsum"]  # lipsum(10**9) generates its paragraphs before anything could check them
         self.filters = {name: _bounded_filter(name, func) for name, func in self.filters.items()}
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
