@@ -1,7 +1,8 @@
 """The outbound-sequence activity: one round of a sequence (change feed, then due sends in batches).
 
-Database work runs in worker threads, one transaction per step: a claim (pending send rows committed before
-any provider call), the provider calls (concurrent, paced by the sequence's rate limit), then the record of
+Database work runs in worker threads, one transaction per step: a claim (enrollments leased in one
+transaction, templates rendered with none open, pending send rows committed in a second before any
+provider call), the provider calls (concurrent, paced by the sequence's rate limit), then the record of
 what was delivered. The round heartbeats all along (a background beat every few seconds, with progress
 after every batch), so a killed worker's round is retried elsewhere within the heartbeat timeout, and the
 retry re-sends only pending rows, with their same keys, once their lease (`lease`) has run out. A batch's
