@@ -74,6 +74,7 @@ __all__ = [
     "LaunchResult",
     "Outgoing",
     "ProgramCache",
+    "RenderedSend",
     "SequenceStatus",
     "StepStatus",
     "SyncResult",
@@ -460,6 +461,10 @@ class ToRender:
     leased_until: datetime
 
 
+#: A claimed send after `render_sends`: its payload (with `body`) or, when its template failed, the reason.
+RenderedSend = tuple[ToRender, dict[str, Any] | None, str | None]
+
+
 @dataclass
 class ClaimResult:
     """`to_render`: sends claimed by `claim_due`, not yet rendered; `outgoing`: sends whose rows
@@ -679,11 +684,11 @@ def claim_due(
 
 def render_sends(
     sequence: CompiledSequence, claimed: Iterable[ToRender], *, limits: TemplateLimits = DEFAULT_LIMITS
-) -> list[tuple[ToRender, dict[str, Any] | None, str | None]]:
+) -> list[RenderedSend]:
     """Render the claimed sends (no database work: call it with no transaction open). Each item comes back
     with its payload (body, and subject for email) or the reason its template failed, which fails that
     send for good: the same template and contact fail the same way on every attempt."""
-    out: list[tuple[ToRender, dict[str, Any] | None, str | None]] = []
+    out: list[RenderedSend] = []
     for item in claimed:
         payload = dict(item.payload)
         try:
@@ -707,7 +712,7 @@ def write_sends(
     *,
     session: Session,
     claim: ClaimResult,
-    rendered: Sequence[tuple[ToRender, dict[str, Any] | None, str | None]],
+    rendered: Sequence[RenderedSend],
     now: datetime,
 ) -> ClaimResult:
     """Second transaction of a claim: write the pending send rows of the rendered sends and fail the
