@@ -322,7 +322,10 @@ class MessageActivities:
             "result": params.result,
         }
         try:
-            return render_reply(self._reply, variables)
+            # In a thread: a render may take up to its limits, and must not stall the event loop.
+            return await asyncio.to_thread(
+                render_reply, self._reply, variables, limits=self._settings.template_limits()
+            )
         except TemplateError as exc:
             raise ApplicationError(
                 f"the reply template failed: {exc}", type="ReplyTemplateFailed", non_retryable=True

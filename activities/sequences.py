@@ -1,7 +1,8 @@
 """The outbound-sequence activity: one round of a sequence (change feed, then due sends in batches).
 
-Database work runs in worker threads, one transaction per step: a claim (pending send rows committed before
-any provider call), the provider calls (concurrent, paced by the sequence's rate limit), then the record of
+Database work runs in worker threads, one transaction per step: a claim (enrollments leased in one
+transaction, templates rendered with none open, pending send rows committed in a second before any
+provider call), the provider calls (concurrent, paced by the sequence's rate limit), then the record of
 what was delivered. The round heartbeats all along (a background beat every few seconds, with progress
 after every batch), so a killed worker's round is retried elsewhere within the heartbeat timeout, and the
 retry re-sends only pending rows, with their same keys, once their lease (`lease`) has run out. A batch's
@@ -38,7 +39,7 @@ from segmentflow.services.sequences import (
     Outgoing,
     ProgramCache,
     UnknownSequenceError,
-    claim_due,
+    claim_and_render,
     next_due_at,
     record_deliveries,
     sync_enrollments,
@@ -48,18 +49,6 @@ from segmentflow.settings import Settings
 __all__ = ["SequenceActivities"]
 
 T = TypeVar("T")
-
-
-def _claim(
-    session: Session,
-    *,
-    sequence: CompiledSequence,
-    now: datetime,
-    limit: int,
-    lease: timedelta,
-    exclude: Sequence[int] = (),
-) -> ClaimResult:
-    return claim_due(session=session, sequence=sequence, now=now, limit=limit, exclude=exclude, lease=lease)
 
 
 def _record(
@@ -126,6 +115,7 @@ class SequenceActivities:
         settings = settings or Settings()
         self._engine = engine
         self._programs = ProgramCache()
+        self._template_limits = settings.template_limits()
         self._http_timeout = settings.http_timeout
         self._smtp = (
             None
@@ -160,6 +150,28 @@ class SequenceActivities:
             return await asyncio.to_thread(self._in_transaction, work)
         except UnknownSequenceError as exc:
             raise ApplicationError(str(exc), type="SequenceNotFound", non_retryable=True) from None
+
+    async def _claim(
+        self,
+        *,
+        sequence: CompiledSequence,
+        now: datetime,
+        limit: int,
+        lease: timedelta,
+        exclude: Sequence[int] = (),
+    ) -> ClaimResult:
+        """Claim a batch: lease in one transaction, render with none open, write the send rows in a
+        second (`claim_and_render`)."""
+        return await asyncio.to_thread(
+            claim_and_render,
+            self._in_transaction,
+            sequence=sequence,
+            now=now,
+            limit=limit,
+            exclude=exclude,
+            lease=lease,
+            limits=self._template_limits,
+        )
 
     async def _deliver(
         self,
@@ -253,7 +265,7 @@ class SequenceActivities:
         if rates:
             limit = min(limit, max(1, int(min(rates.values()) * _PACED_BATCH_SECONDS)))
         now = clock()
-        claim = await self._run(partial(_claim, sequence=sequence, now=now, limit=limit, lease=lease))
+        claim = await self._claim(sequence=sequence, now=now, limit=limit, lease=lease)
         batch = 0
         while claim.claimed:
             # Unpaced, the next batch is claimed while this one is on the wire (its enrollments are
@@ -272,16 +284,7 @@ class SequenceActivities:
                 in_flight = [o.enrollment_id for o in claim.outgoing]
                 results, following = await asyncio.gather(
                     delivering,
-                    self._run(
-                        partial(
-                            _claim,
-                            sequence=sequence,
-                            now=next_now,
-                            limit=limit,
-                            lease=lease,
-                            exclude=in_flight,
-                        )
-                    ),
+                    self._claim(sequence=sequence, now=next_now, limit=limit, lease=lease, exclude=in_flight),
                 )
             recorded = await self._run(partial(_record, sequence=sequence, results=results, now=now))
             counts = counts.plus(
@@ -300,9 +303,7 @@ class SequenceActivities:
                 break
             if following is None:
                 next_now = clock()
-                following = await self._run(
-                    partial(_claim, sequence=sequence, now=next_now, limit=limit, lease=lease)
-                )
+                following = await self._claim(sequence=sequence, now=next_now, limit=limit, lease=lease)
             claim, now, batch = following, next_now, batch + 1
         due = await self._run(lambda s: next_due_at(session=s, sequence_id=sequence.id))
         return ProcessSequenceResult(status="active", counts=counts, next_due_at=due, more=more)

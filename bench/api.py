@@ -45,7 +45,7 @@ from segmentflow.rules import parse_context, parse_segments
 from segmentflow.services.contacts import upsert_contacts
 from segmentflow.services.keys import create_key
 from segmentflow.services.membership import check_membership, recompute_all
-from segmentflow.services.segments import upsert_segments
+from segmentflow.services.segment_admin import import_segments
 
 Pair = tuple[str, str]  # (segment key, contact key)
 
@@ -68,7 +68,7 @@ def seed(url: str, args: argparse.Namespace) -> tuple[str, list[Pair], dict[Pair
         contexts = [parse_context(c) for c in make_contexts(args.contacts, args.seed)]
         segments = parse_segments(make_segments(args.segments, args.seed))
         with Session(engine) as session, session.begin():
-            upsert_segments(session=session, segments=segments, now=now)
+            import_segments(recompute=False, session=session, segments=segments, now=now)
             upsert_contacts(session=session, contexts=contexts, now=now)
             _, token = create_key(session=session, scopes=["segments:read"], name="bench", now=now)
         recompute_all(engine)

@@ -69,7 +69,7 @@ from segmentflow.services.messages import (
     upsert_actions,
     upsert_instructions,
 )
-from segmentflow.services.segments import upsert_segments
+from segmentflow.services.segment_admin import import_segments
 from segmentflow.settings import Settings
 
 
@@ -179,7 +179,7 @@ def seed_database(url: str, args: argparse.Namespace, hook_url: str) -> tuple[An
         for n, r in enumerate(restrictions(rng, args.items, segments))
     ]
     with Session(engine) as session, session.begin():
-        upsert_segments(session=session, segments=parse_segments(segment_json), now=now)
+        import_segments(recompute=False, session=session, segments=parse_segments(segment_json), now=now)
         upsert_contacts(session=session, contexts=[parse_context(c) for c in contacts], now=now)
         upsert_actions(session=session, actions=parse_actions(action_json), now=now)
         upsert_instructions(session=session, instructions=parse_instructions(instruction_json), now=now)

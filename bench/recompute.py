@@ -43,7 +43,8 @@ from segmentflow.rules import parse_context, parse_segments
 from segmentflow.services.contacts import upsert_contacts
 from segmentflow.services.exports import iter_memberships
 from segmentflow.services.membership import recompute_all, upsert_and_recompute
-from segmentflow.services.segments import SegmentIndexCache, upsert_segments
+from segmentflow.services.segment_admin import import_segments
+from segmentflow.services.segments import SegmentIndexCache
 
 Json = dict[str, Any]
 _WARMUP = 5
@@ -93,14 +94,18 @@ def profile_services(
             migrate(engine)
             now = datetime.now(UTC)
             with Session(engine) as session, session.begin():
-                upsert_segments(session=session, segments=parse_segments(segments_json), now=now)
+                import_segments(
+                    recompute=False, session=session, segments=parse_segments(segments_json), now=now
+                )
                 upsert_contacts(session=session, contexts=[parse_context(c) for c in contexts_json], now=now)
             profiler = cProfile.Profile()
             profiler.runcall(recompute_all, engine, page_size=args.page_size)
             print_profile(profiler, args.profile, "the first full recompute (SQLite)")
             if extra_json:
                 with Session(engine) as session, session.begin():
-                    upsert_segments(session=session, segments=parse_segments(extra_json), now=now)
+                    import_segments(
+                        recompute=False, session=session, segments=parse_segments(extra_json), now=now
+                    )
             rng = random.Random(f"{args.seed}:profile")
             cache = SegmentIndexCache()
             latest: dict[int, Json] = {}
@@ -135,7 +140,7 @@ def run_database(
 
         start = time.perf_counter()
         with Session(engine) as session, session.begin():
-            upsert_segments(session=session, segments=parse_segments(segments_json), now=now)
+            import_segments(recompute=False, session=session, segments=parse_segments(segments_json), now=now)
         segments_s = time.perf_counter() - start
         start = time.perf_counter()
         contexts = [parse_context(c) for c in contexts_json]
@@ -174,7 +179,9 @@ def run_database(
         if extra_json:
             start = time.perf_counter()
             with Session(engine) as session, session.begin():
-                upsert_segments(session=session, segments=parse_segments(extra_json), now=now)
+                import_segments(
+                    recompute=False, session=session, segments=parse_segments(extra_json), now=now
+                )
             scoped = recompute_all(
                 engine, page_size=args.page_size, segment_keys=[s["key"] for s in extra_json]
             )

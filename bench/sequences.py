@@ -56,7 +56,8 @@ with workflow.unsafe.imports_passed_through():
     from segmentflow.policies.sequences import parse_sequences
     from segmentflow.rules import parse_context, parse_segments
     from segmentflow.services.membership import upsert_and_recompute
-    from segmentflow.services.segments import load_index, upsert_segments
+    from segmentflow.services.segment_admin import import_segments
+    from segmentflow.services.segments import load_index
     from segmentflow.services.sequences import import_sequences, launch_sequence
     from segmentflow.services.templates import compile_template, render_template
 
@@ -200,7 +201,9 @@ def load(engine: Engine, contacts: int) -> None:
         for i in range(contacts)
     ]
     with Session(engine) as session, session.begin():
-        upsert_segments(session=session, segments=parse_segments([segment]), now=datetime.now(UTC))
+        import_segments(
+            recompute=False, session=session, segments=parse_segments([segment]), now=datetime.now(UTC)
+        )
     with Session(engine) as session, session.begin():
         upsert_and_recompute(session=session, contexts=contexts, index=load_index(session=session))
 

@@ -73,7 +73,7 @@ with workflow.unsafe.imports_passed_through():
     from segmentflow.rules import parse_context, parse_segments
     from segmentflow.services.contacts import upsert_contacts
     from segmentflow.services.membership import RecomputeCounts, check_membership, recompute_all
-    from segmentflow.services.segments import upsert_segments
+    from segmentflow.services.segment_admin import import_segments
 
 Json = dict[str, Any]
 Memberships = dict[str, list[str]]
@@ -123,7 +123,7 @@ def load(url: str, segments_json: list[Json], contexts_json: list[Json]) -> floa
         start = time.perf_counter()
         now = datetime.now(UTC)
         with Session(engine) as session, session.begin():
-            upsert_segments(session=session, segments=parse_segments(segments_json), now=now)
+            import_segments(recompute=False, session=session, segments=parse_segments(segments_json), now=now)
             upsert_contacts(session=session, contexts=[parse_context(c) for c in contexts_json], now=now)
         seconds = time.perf_counter() - start
         with engine.connect() as conn:

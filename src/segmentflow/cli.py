@@ -200,23 +200,50 @@ def segments_import(
         bool, typer.Option("--no-recompute", help="Store only; recompute later.")
     ] = False,
 ) -> None:
-    """Upsert segments by key from a JSON list; the whole file is validated first, then applied at once."""
+    """Upsert segments by key from a JSON list; the whole file is validated first, then applied at once,
+    under the same write lock and version check as the API's writes."""
     from sqlmodel import Session
 
-    from segmentflow.services.segments import dependents_of, list_segments, upsert_segments
+    from segmentflow.services.segment_admin import import_segments
+    from segmentflow.services.segments import dependents_of, list_segments
 
     segments = read_segments(file)
     engine = _engine()
     with Session(engine) as session, session.begin():
         try:
-            records = upsert_segments(session=session, segments=segments, now=_now())
+            saved = import_segments(session=session, segments=segments, now=_now(), recompute=False)
         except RuleError as exc:
             raise InputError(f"{file}: {exc}") from None
-        summary = [(r.key, r.version) for r in records]
+        summary = [(s.record.key, s.record.version) for s in saved]
         stored = [r.definition_model() for r in list_segments(session=session)]
     out.print(f"imported {len(summary)} segment(s): " + ", ".join(f"{k} (v{v})" for k, v in summary))
     if not no_recompute and summary:
         _print_counts("recomputed", _recompute(engine, dependents_of(stored, [k for k, _ in summary])))
+
+
+@segments_app.command("delete")
+def segments_delete(
+    segment: str,
+    if_version: Annotated[
+        int | None, typer.Option("--if-version", help="Refuse unless the segment is at this version.")
+    ] = None,
+) -> None:
+    """Delete SEGMENT (key or id) if nothing names it (segmentMatch, SLA policies, sequences, actions,
+    instructions: they are listed otherwise, exit 2); its members get `exited` change events."""
+    from sqlmodel import Session
+
+    from segmentflow.services.membership import UnknownSegmentError
+    from segmentflow.services.segment_admin import ConflictError, delete_segment
+
+    engine = _engine()
+    with Session(engine) as session, session.begin():
+        try:
+            key, exited = delete_segment(
+                session=session, ref=segment, expected_version=if_version, now=_now()
+            )
+        except (UnknownSegmentError, ConflictError) as exc:
+            raise InputError(str(exc)) from None
+    out.print(f'deleted segment "{key}": {exited} member(s) exited', soft_wrap=True)
 
 
 @segments_app.command("list")
@@ -321,14 +348,15 @@ def demo(
     from segmentflow.services.contacts import get_contact, upsert_contacts
     from segmentflow.services.exports import iter_memberships
     from segmentflow.services.membership import list_contact_segments, recompute_all
-    from segmentflow.services.segments import list_segments, upsert_segments
+    from segmentflow.services.segment_admin import import_segments
+    from segmentflow.services.segments import list_segments
 
     engine = _make_engine(database_url)
     reset(engine)
     segments = read_segments(sample_path("segments.json"))
     contexts = read_contexts(sample_path("contacts.jsonl"))
     with Session(engine) as session, session.begin():
-        upsert_segments(session=session, segments=segments, now=_now())
+        import_segments(session=session, segments=segments, now=_now(), recompute=False)
         upsert_contacts(session=session, contexts=contexts, now=_now())
     out.print(
         f"[bold]segmentflow demo[/bold] ({database_url}): {len(segments)} segments, {len(contexts)} contacts"

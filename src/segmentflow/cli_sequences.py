@@ -29,6 +29,7 @@ def sequences_import(file: Path) -> None:
     from segmentflow.inputs import InputError, read_json
     from segmentflow.policies.sequences import SequenceError, parse_sequences
     from segmentflow.services.sequences import import_sequences
+    from segmentflow.settings import Settings
 
     data = read_json(file)
     try:
@@ -38,7 +39,9 @@ def sequences_import(file: Path) -> None:
     engine = _engine()
     with Session(engine) as session, session.begin():
         try:
-            records = import_sequences(session=session, sequences=definitions, now=_now())
+            records = import_sequences(
+                session=session, sequences=definitions, now=_now(), limits=Settings().template_limits()
+            )
         except SequenceError as exc:
             raise InputError(f"{file}: {exc}") from None
         summary = [f"{r.key} (v{r.version}, {'created' if new else r.status})" for r, new in records]
@@ -267,18 +270,24 @@ async def _send_on_temporal(engine: Engine, key: str) -> None:
 async def _send_in_process(engine: Engine, key: str) -> None:
     """The same claim -> deliver -> record rounds the runner's activity does, without Temporal (webhook
     steps only: the demo has no other)."""
+    from collections.abc import Callable
+
     from sqlmodel import Session
 
     from segmentflow.cli import _now
     from segmentflow.services.delivery import post_webhook, webhook_client
-    from segmentflow.services.sequences import ProgramCache, claim_due, record_deliveries
+    from segmentflow.services.sequences import ClaimResult, ProgramCache, claim_and_render, record_deliveries
+
+    def run(work: Callable[[Session], ClaimResult]) -> ClaimResult:
+        with Session(engine) as session, session.begin():
+            return work(session)
 
     cache = ProgramCache()
     async with webhook_client() as client:
         while True:
             with Session(engine) as session, session.begin():
                 sequence = cache.get(session=session, key=key)
-                claim = claim_due(session=session, sequence=sequence, now=_now(), limit=500)
+            claim = claim_and_render(run, sequence=sequence, now=_now(), limit=500)
             if not claim.claimed:
                 return
             results = [

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from segmentflow.services.templates import TemplateLimits
 
 __all__ = ["Settings"]
 
@@ -33,3 +38,14 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: str | None = None
     smtp_start_tls: bool = False
+    #: Template limits (sequence and reply templates): the rendered text and each value a template builds,
+    #: in characters, and `{% for %}` iterations per render (see `segmentflow.services.templates`).
+    template_max_output: int = Field(default=256 * 1024, ge=1024)
+    template_max_loop_iterations: int = Field(default=10_000, ge=1)
+
+    def template_limits(self) -> TemplateLimits:
+        from segmentflow.services.templates import TemplateLimits
+
+        return TemplateLimits(
+            max_output=self.template_max_output, max_loop_iterations=self.template_max_loop_iterations
+        )

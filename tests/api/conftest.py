@@ -19,7 +19,7 @@ from segmentflow.rules import parse_context, parse_segments
 from segmentflow.services.contacts import upsert_contacts
 from segmentflow.services.keys import SCOPES, create_key
 from segmentflow.services.membership import recompute_all
-from segmentflow.services.segments import upsert_segments
+from segmentflow.services.segment_admin import import_segments
 from segmentflow.services.sequences import import_sequences
 from segmentflow.settings import Settings
 
@@ -116,7 +116,7 @@ def bearer(token: str) -> dict[str, str]:
 def seeded(engine: Engine) -> None:
     """The sample segments and contacts, stored and computed."""
     with Session(engine) as session, session.begin():
-        upsert_segments(session=session, segments=parse_segments(SEGMENTS), now=NOW)
+        import_segments(recompute=False, session=session, segments=parse_segments(SEGMENTS), now=NOW)
         upsert_contacts(session=session, contexts=[parse_context(c) for c in CONTEXTS], now=NOW)
     recompute_all(engine)
     with Session(engine) as session, session.begin():

@@ -31,7 +31,7 @@ from segmentflow.services.messages import (
     upsert_actions,
     upsert_instructions,
 )
-from segmentflow.services.segments import upsert_segments
+from segmentflow.services.segment_admin import import_segments
 from segmentflow.settings import Settings
 from tests.api.conftest import app, client, make_token  # noqa: F401  (the API test fixtures)
 from tests.temporal.conftest import dev_env, task_queue  # noqa: F401  (shared with the Temporal tests)
@@ -179,7 +179,7 @@ def tool_call(
 def seeded(engine: Engine, stand_in: StandIn) -> None:
     """Store the sample segments, contacts (computed), actions and instructions."""
     with Session(engine) as session, session.begin():
-        upsert_segments(session=session, segments=parse_segments(SEGMENTS), now=NOW)
+        import_segments(recompute=False, session=session, segments=parse_segments(SEGMENTS), now=NOW)
         upsert_contacts(session=session, contexts=[parse_context(c) for c in CONTACTS], now=NOW)
         upsert_actions(session=session, actions=parse_actions(actions_json(stand_in.url)), now=NOW)
         upsert_instructions(session=session, instructions=parse_instructions(INSTRUCTIONS), now=NOW)

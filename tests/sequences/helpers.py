@@ -22,7 +22,8 @@ from segmentflow.db.tables import Enrollment, Send, change_table
 from segmentflow.policies.sequences import parse_sequences
 from segmentflow.rules import parse_context, parse_segments
 from segmentflow.services.membership import upsert_and_recompute
-from segmentflow.services.segments import load_index, upsert_segments
+from segmentflow.services.segment_admin import import_segments
+from segmentflow.services.segments import load_index
 from segmentflow.services.sequences import get_sequence, import_sequences, launch_sequence, pause_sequence
 
 
@@ -111,7 +112,7 @@ def now() -> datetime:
 
 def load_segments(engine: Engine, segments: list[dict[str, Any]]) -> None:
     with Session(engine) as session, session.begin():
-        upsert_segments(session=session, segments=parse_segments(segments), now=now())
+        import_segments(recompute=False, session=session, segments=parse_segments(segments), now=now())
 
 
 def put_contacts(engine: Engine, contexts: list[dict[str, Any]]) -> None:

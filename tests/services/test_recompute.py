@@ -20,7 +20,8 @@ from segmentflow.services.membership import (
     recompute_page,
     upsert_and_recompute,
 )
-from segmentflow.services.segments import SegmentIndexCache, load_index, upsert_segments
+from segmentflow.services.segment_admin import import_segments
+from segmentflow.services.segments import SegmentIndexCache, load_index
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -69,7 +70,7 @@ def _context(rng: random.Random, i: int) -> dict[str, Any]:
 
 def _load(engine: Engine, contexts: list[dict[str, Any]], segments: list[dict[str, Any]] = SEGMENTS) -> None:
     with Session(engine) as session, session.begin():
-        upsert_segments(session=session, segments=parse_segments(segments), now=NOW)
+        import_segments(recompute=False, session=session, segments=parse_segments(segments), now=NOW)
         upsert_contacts(session=session, contexts=[parse_context(c) for c in contexts], now=NOW)
 
 
@@ -198,7 +199,9 @@ def test_recompute_of_one_segment_reaches_its_dependents_only(engine: Engine) ->
     }
     changed[3] = {"key": "orgs", "rules": [{"clauses": [{"attribute": "key", "op": "in", "values": ["u1"]}]}]}
     with Session(engine) as session, session.begin():
-        upsert_segments(session=session, segments=parse_segments(changed[:1] + changed[3:]), now=NOW)
+        import_segments(
+            recompute=False, session=session, segments=parse_segments(changed[:1] + changed[3:]), now=NOW
+        )
     recompute_all(engine, segment_keys={"vip"})
     # vip and its dependent vip-eu moved; orgs changed too but was not asked for, so it waits.
     assert _stored(engine) == {"u1": ["eu", "vip", "vip-eu"], "u2": ["vip"]}
@@ -209,7 +212,7 @@ def test_recompute_of_one_segment_reaches_its_dependents_only(engine: Engine) ->
 def test_replacing_a_segment_bumps_its_version(engine: Engine) -> None:
     _load(engine, [])
     with Session(engine) as session, session.begin():
-        upsert_segments(session=session, segments=parse_segments(SEGMENTS[:1]), now=NOW)
+        import_segments(recompute=False, session=session, segments=parse_segments(SEGMENTS[:1]), now=NOW)
     with Session(engine) as session:
         vip = session.exec(select(SegmentRecord).where(SegmentRecord.key == "vip")).one()
         assert vip.version == 2
@@ -256,7 +259,7 @@ def test_index_cache_recompiles_only_when_segments_change(engine: Engine) -> Non
         first = cache.get(session=session)
         assert cache.get(session=session) is first
     with Session(engine) as session, session.begin():
-        upsert_segments(session=session, segments=parse_segments(SEGMENTS[:1]), now=NOW)
+        import_segments(recompute=False, session=session, segments=parse_segments(SEGMENTS[:1]), now=NOW)
     with Session(engine) as session:
         second = cache.get(session=session)
     assert second is not first

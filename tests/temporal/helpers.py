@@ -16,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 from segmentflow.rules import compile_segments, memberships, parse_context, parse_segments
 from segmentflow.services.contacts import upsert_contacts
 from segmentflow.services.exports import iter_memberships
-from segmentflow.services.segments import upsert_segments
+from segmentflow.services.segment_admin import import_segments
 
 SEGMENTS: list[dict[str, Any]] = [
     {"key": "vip", "rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["vip"]}]}]},
@@ -63,7 +63,7 @@ def contexts(n: int) -> list[dict[str, Any]]:
 def load(engine: Engine, items: list[dict[str, Any]], segments: list[dict[str, Any]] = SEGMENTS) -> None:
     now = datetime.now(UTC)
     with Session(engine) as session, session.begin():
-        upsert_segments(session=session, segments=parse_segments(segments), now=now)
+        import_segments(recompute=False, session=session, segments=parse_segments(segments), now=now)
         upsert_contacts(session=session, contexts=[parse_context(c) for c in items], now=now)
 
 

@@ -18,7 +18,7 @@ from temporalio.worker import Worker
 
 from segmentflow.db.tables import MembershipChange, RecomputeProgress
 from segmentflow.rules import parse_segments
-from segmentflow.services.segments import upsert_segments
+from segmentflow.services.segment_admin import import_segments
 from tests.temporal.conftest import plugin_client
 from tests.temporal.helpers import SEGMENTS, contexts, expected, load, stored
 
@@ -107,7 +107,9 @@ async def test_recompute_one_segment_now_reaches_its_dependents_only(
         }
         changed[1] = {"key": "eu", "rules": []}
         with Session(engine) as session, session.begin():
-            upsert_segments(session=session, segments=parse_segments(changed[:2]), now=datetime.now(UTC))
+            import_segments(
+                recompute=False, session=session, segments=parse_segments(changed[:2]), now=datetime.now(UTC)
+            )
         result = await (await start_recompute(client, task_queue=task_queue, segment_keys=["vip"])).result()
     assert result.entered > 0 and result.exited > 0
     now = stored(engine)

@@ -69,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.engine = engine
     app.state.metrics_registry = registry
     app.state.segment_index = SegmentIndexCache()
+    app.state.template_limits = settings.template_limits()
     _admission(app)
     app.add_middleware(HttpMetrics, registry=registry)
     install_error_handlers(app)

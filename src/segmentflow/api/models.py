@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from segmentflow.rules import Rule, Target
 from segmentflow.rules.patch import Instruction
+from segmentflow.services.segments import is_uuid_shaped
 
 __all__ = [
     "RESERVED_KEYS",
@@ -91,6 +92,8 @@ class SegmentCreate(_Body):
     def _not_reserved(cls, key: str) -> str:
         if key in RESERVED_KEYS:
             raise ValueError(f'"{key}" is reserved by the API paths under /contacts/segments/')
+        if is_uuid_shaped(key):
+            raise ValueError(f'"{key}" looks like a segment id (a UUID); a segment key must not')
         return key
 
 

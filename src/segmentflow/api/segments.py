@@ -93,7 +93,8 @@ async def list_segments(
 async def read_segment(
     segment_id: SegmentRef, session: ReadSession, _key: ReadKey, response: Response
 ) -> SegmentPublic:
-    """One segment by UUID `id` or `key`. Scope `segments:read`."""
+    """One segment by UUID `id` (a UUID-shaped reference only ever matches an id) or else by `key`.
+    Scope `segments:read`."""
     record = get_segment(session=session, ref=segment_id)
     if record is None:
         raise UnknownSegmentError(f'unknown segment "{segment_id}"')
@@ -105,7 +106,7 @@ def create_segment(
     body: SegmentCreate, session: WriteSession, _key: WriteKey, response: Response
 ) -> SegmentPublic:
     """Create a segment (version 1) and compute its members. Scope `segments:write`."""
-    record = segment_admin.create_segment(
+    saved = segment_admin.create_segment(
         session=session,
         key=body.key,
         name=body.name,
@@ -113,8 +114,8 @@ def create_segment(
         definition=body.definition.to_wire(),
         now=now(),
     )
-    response.headers["Location"] = f"/contacts/segments/{record.id}"
-    return _one(session, record, response)
+    response.headers["Location"] = f"/contacts/segments/{saved.record.id}"
+    return _one(session, saved.record, response)
 
 
 @router.put("/{segment_id}", responses=responses(400, 401, 403, 404, 409))
@@ -128,7 +129,7 @@ def replace_segment(
 ) -> SegmentPublic:
     """Replace name, description and definition; recompute it and its dependents. A stale `version` or
     `If-Match` is a 409. Scope `segments:write`."""
-    record = segment_admin.replace_segment(
+    saved = segment_admin.replace_segment(
         session=session,
         ref=segment_id,
         name=body.name,
@@ -137,7 +138,7 @@ def replace_segment(
         expected_version=_expected_version(body.version, if_match),
         now=now(),
     )
-    return _one(session, record, response)
+    return _one(session, saved.record, response)
 
 
 @router.patch("/{segment_id}", responses=responses(400, 401, 403, 404, 409))
@@ -151,21 +152,22 @@ def patch_segment(
 ) -> SegmentPublic:
     """Apply LaunchDarkly semantic-patch instructions, all or none; recompute it and its dependents.
     Without a version the instructions apply to the current definition. Scope `segments:write`."""
-    record = segment_admin.patch_segment(
+    saved = segment_admin.patch_segment(
         session=session,
         ref=segment_id,
         instructions=body.instructions,
         expected_version=_expected_version(body.version, if_match),
         now=now(),
     )
-    return _one(session, record, response)
+    return _one(session, saved.record, response)
 
 
 @router.delete("/{segment_id}", responses=responses(401, 403, 404, 409))
 def delete_segment(
     segment_id: SegmentRef, session: WriteSession, _key: WriteKey, if_match: IfMatch = None
 ) -> SegmentDeleted:
-    """Delete a segment that no other segment references; its members get `exited` events.
+    """Delete a segment nothing references (another segment's `segmentMatch`, an SLA policy, a sequence,
+    an action's or instruction's restriction: a 409 names them); its members get `exited` events.
     Scope `segments:write`."""
     key, exited = segment_admin.delete_segment(
         session=session, ref=segment_id, expected_version=_expected_version(None, if_match), now=now()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Path, Response, status
+from fastapi import APIRouter, Body, HTTPException, Path, Request, Response, status
 from sqlmodel import Session
 
 from segmentflow.api.deps import ReadSession, SequencesReadKey, SequencesWriteKey, WriteSession, now
@@ -73,18 +73,22 @@ async def read_one(session: ReadSession, _key: SequencesReadKey, key: SequenceKe
 
 @router.put("/{key}", responses=responses(401, 403))
 def save(
+    request: Request,
     session: WriteSession,
     _key: SequencesWriteKey,
     response: Response,
     definition: Definition,
     key: SequenceKey,
 ) -> dict[str, Any]:
-    """Create or replace a sequence (201 when created); its templates must parse."""
+    """Create or replace a sequence (201 when created); its templates must parse and render within the
+    template limits for a sample contact."""
     if definition.get("key", key) != key:
         raise invalid(["body", "key"], "the body's key differs from the path's")
     try:
         parsed = parse_sequences({**definition, "key": key})
-        [(record, created)] = import_sequences(session=session, sequences=parsed, now=now())
+        [(record, created)] = import_sequences(
+            session=session, sequences=parsed, now=now(), limits=request.app.state.template_limits
+        )
     except SequenceError as exc:
         raise invalid(["body"], str(exc)) from None
     if created:

@@ -302,18 +302,10 @@ def _check_statement(segment_filter: Callable[[Any], Any]) -> Any:
     )
 
 
-# Built once, one for a segment key and one for a reference that may be a UUID (as `where_segment_ref`
-# narrows them: a key wins over an id): the check runs on every API request and activity call.
+# Built once, one for a segment key and one for a UUID-shaped reference, which names an id only (as
+# `where_segment_ref` narrows them): the check runs on every API request and activity call.
 _CHECK_BY_KEY = _check_statement(lambda q: q.where(segment_table.c.key == sa.bindparam("ref")).limit(1))
-_CHECK_BY_KEY_OR_ID = _check_statement(
-    lambda q: (
-        q.where(
-            sa.or_(segment_table.c.key == sa.bindparam("ref"), segment_table.c.id == sa.bindparam("ref_id"))
-        )
-        .order_by(sa.case((segment_table.c.key == sa.bindparam("ref"), 0), else_=1))
-        .limit(1)
-    )
-)
+_CHECK_BY_ID = _check_statement(lambda q: q.where(segment_table.c.id == sa.bindparam("ref_id")).limit(1))
 
 
 def check_membership(*, session: Session, segment_ref: str, contact_key: str) -> MembershipCheck:
@@ -323,7 +315,7 @@ def check_membership(*, session: Session, segment_ref: str, contact_key: str) ->
     params: dict[str, Any] = {"ref": segment_ref, "contact_key": contact_key}
     try:
         params["ref_id"] = uuid.UUID(segment_ref)
-        query = _CHECK_BY_KEY_OR_ID
+        query = _CHECK_BY_ID
     except ValueError:
         query = _CHECK_BY_KEY
     row = session.execute(query, params).first()

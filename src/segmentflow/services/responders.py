@@ -19,7 +19,13 @@ import httpx
 from jinja2 import Template
 
 from segmentflow.services.delivery import transient_status
-from segmentflow.services.templates import TemplateError, compile_template, render_variables
+from segmentflow.services.templates import (
+    DEFAULT_LIMITS,
+    TemplateError,
+    TemplateLimits,
+    compile_template,
+    render_variables,
+)
 from segmentflow.workflows.message_models import ACTION_KEY_MAX, AppliedInstruction, OfferedAction
 
 __all__ = [
@@ -181,11 +187,14 @@ def compile_reply_template(source: str) -> Template:
     return compile_template(source)
 
 
-def render_reply(template: Template | str, variables: Mapping[str, Any]) -> str:
-    """Render the reply in Jinja2's sandbox (a template cannot reach Python internals; an undefined
-    variable is an error). Any failure raises `TemplateError`."""
+def render_reply(
+    template: Template | str, variables: Mapping[str, Any], *, limits: TemplateLimits = DEFAULT_LIMITS
+) -> str:
+    """Render the reply in the bounded sandbox of `services.templates` (a template cannot reach Python
+    internals; an undefined variable is an error; `limits` bound its size, loops and work). Any failure
+    raises `TemplateError` (`TemplateLimitError` for a limit)."""
     compiled = compile_reply_template(template) if isinstance(template, str) else template
-    return render_variables(compiled, variables).strip()
+    return render_variables(compiled, variables, limits=limits).strip()
 
 
 async def call_webhook(

@@ -1,13 +1,13 @@
-"""Stored segments: validate-then-upsert, reads, and the compiled index the recompute evaluates with.
+"""Stored segments: reads, and the compiled index the recompute evaluates with (every write is in
+`services.segment_admin`).
 Functions take the session as a keyword argument and never commit: the caller owns the transaction."""
 
 from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from functools import cached_property
 from typing import Any
 
@@ -15,17 +15,17 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from segmentflow.db.tables import SegmentRecord, segment_table
-from segmentflow.rules import CompiledSegment, Segment, compile_segments, parse_segment
+from segmentflow.rules import CompiledSegment, Segment, compile_segments
 
 __all__ = [
     "SegmentIndex",
     "SegmentIndexCache",
     "dependents_of",
     "get_segment",
+    "is_uuid_shaped",
     "list_segments",
     "load_index",
     "page_segments",
-    "upsert_segments",
     "where_segment_ref",
 ]
 
@@ -87,17 +87,29 @@ def page_segments(*, session: Session, offset: int, limit: int) -> tuple[list[Se
     return list(page), int(total)
 
 
-def where_segment_ref(query: Any, ref: str) -> Any:
-    """Narrow a select to the one segment `ref` names: its key, or else its UUID `id` (a key wins)."""
+def is_uuid_shaped(text: str) -> bool:
+    """Whether `text` parses as a UUID (in any form `uuid.UUID` takes: hyphenated, 32 hex digits, braces,
+    `urn:uuid:`), so it reads as a segment id."""
     try:
-        condition = sa.or_(segment_table.c.key == ref, segment_table.c.id == uuid.UUID(ref))
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+def where_segment_ref(query: Any, ref: str) -> Any:
+    """Narrow a select to the one segment `ref` names: a `ref` that parses as a UUID names an `id` and
+    only ever matches an id; anything else names a key. (Segment writes refuse UUID-shaped keys, so no
+    key can shadow an id; a key stored before that rule is reachable by its id.)"""
+    try:
+        segment_id = uuid.UUID(ref)
     except ValueError:
         return query.where(segment_table.c.key == ref).limit(1)
-    return query.where(condition).order_by(sa.case((segment_table.c.key == ref, 0), else_=1)).limit(1)
+    return query.where(segment_table.c.id == segment_id).limit(1)
 
 
 def get_segment(*, session: Session, ref: str) -> SegmentRecord | None:
-    """A segment by key, or by its UUID `id`."""
+    """A segment by its UUID `id` (a UUID-shaped `ref`), else by key."""
     found: SegmentRecord | None = session.exec(where_segment_ref(select(SegmentRecord), ref)).first()
     return found
 
@@ -122,42 +134,3 @@ def dependents_of(segments: Iterable[Segment], keys: Iterable[str]) -> set[str]:
                 found.add(parent)
                 frontier.append(parent)
     return found
-
-
-def upsert_segments(*, session: Session, segments: Sequence[Segment], now: datetime) -> list[SegmentRecord]:
-    """Insert or replace segments by key. The stored set with these applied must compile strictly (known
-    operators, good regexes, no missing `segmentMatch` target, no cycle) or nothing is written and the
-    `RuleError` propagates. A replaced segment's version is bumped past the stored one."""
-    existing = {r.key: r for r in list_segments(session=session)}
-    merged = {key: record.definition_model() for key, record in existing.items()}
-    incoming: dict[str, Segment] = {}
-    for seg in segments:
-        incoming[seg.key] = seg
-    merged.update(incoming)
-    compile_segments(merged.values())  # raises RuleError before anything is written
-
-    out = []
-    for key, seg in incoming.items():
-        record = existing.get(key)
-        version = seg.version if record is None else max(record.version + 1, seg.version)
-        definition = parse_segment({**seg.to_json(), "version": version})
-        if record is None:
-            record = SegmentRecord(
-                key=key,
-                name=seg.name or key,
-                description=seg.description,
-                version=version,
-                definition=definition.to_json(),
-                created_at=now,
-                updated_at=now,
-            )
-        else:
-            record.name = seg.name or key
-            record.description = seg.description
-            record.version = version
-            record.definition = definition.to_json()
-            record.updated_at = now
-        session.add(record)
-        out.append(record)
-    session.flush()
-    return out

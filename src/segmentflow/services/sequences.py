@@ -2,18 +2,22 @@
 feed (enroll entrants, exit leavers), claiming due enrollments in batches, recording deliveries, status.
 
 Functions take the session as a keyword argument and never commit; the activity owns the transactions. A
-batch of sends spans two of them around the provider calls: `claim_due` writes the pending send rows
-(unique per enrollment and step) and commits before anything is sent; `record_deliveries` marks them sent
-or failed and moves the enrollments on. A crash between the two leaves pending rows and enrollments still
-due, so the next claim sends the same rows again with the same `Idempotency-Key` (see
-`segmentflow.services.delivery` for what the provider must do for that to be exactly once).
+batch of sends spans three of them around the render and the provider calls: `claim_due` leases the due
+enrollments, the templates are rendered with no transaction open (`render_sends`), `write_sends` writes the
+pending send rows (unique per enrollment and step) and commits before anything is sent; `record_deliveries`
+marks them sent or failed and moves the enrollments on. A template failing for a contact (a missing
+attribute, a template limit) fails that send for good and sends nothing. A crash before `write_sends`
+leaves leased enrollments without rows (claimed and rendered again once the lease runs out); a crash after
+it leaves pending rows and enrollments still due, so the next claim sends the same rows again with the same
+`Idempotency-Key` (see `segmentflow.services.delivery` for what the provider must do for that to be exactly
+once).
 """
 
 from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -53,7 +57,14 @@ from segmentflow.policies.sequences import (
 from segmentflow.rules import parse_context
 from segmentflow.services.delivery import Delivery
 from segmentflow.services.membership import take_feed_lock
-from segmentflow.services.templates import TemplateError, check_templates, compile_template, render_template
+from segmentflow.services.templates import (
+    DEFAULT_LIMITS,
+    TemplateError,
+    TemplateLimits,
+    check_templates,
+    compile_template,
+    render_template,
+)
 
 __all__ = [
     "DEFAULT_LEASE",
@@ -63,11 +74,14 @@ __all__ = [
     "LaunchResult",
     "Outgoing",
     "ProgramCache",
+    "RenderedSend",
     "SequenceStatus",
     "StepStatus",
     "SyncResult",
+    "ToRender",
     "UnknownSegmentForSequenceError",
     "UnknownSequenceError",
+    "claim_and_render",
     "claim_due",
     "get_sequence",
     "idempotency_key",
@@ -77,8 +91,10 @@ __all__ = [
     "next_due_at",
     "pause_sequence",
     "record_deliveries",
+    "render_sends",
     "sequence_status",
     "sync_enrollments",
+    "write_sends",
 ]
 
 _CHUNK = 500
@@ -99,15 +115,20 @@ class UnknownSequenceError(LookupError):
 
 
 def import_sequences(
-    *, session: Session, sequences: Sequence[SequenceDefinition], now: datetime
+    *,
+    session: Session,
+    sequences: Sequence[SequenceDefinition],
+    now: datetime,
+    limits: TemplateLimits = DEFAULT_LIMITS,
 ) -> list[tuple[SequenceRecord, bool]]:
     """Insert or replace sequences by key (the version grows when the definition changes); each template
-    must parse. Returns each record and whether it was created. A running sequence keeps its status and
-    enrollments: they continue with the new steps from their stored position. Refused (SequenceError,
-    nothing written): a template that does not parse, a target or branch segment that is not stored, and a
+    must parse and render within `limits` for a sample contact. Returns each record and whether it was
+    created. A running sequence keeps its status and enrollments: they continue with the new steps from
+    their stored position. Refused (SequenceError, nothing written): a template that does not parse or
+    goes over a limit, a target or branch segment that is not stored, and a
     new target segment for a sequence that is no longer a draft (its enrollments came from the old one)."""
     for definition in sequences:
-        check_templates(definition)
+        check_templates(definition, limits=limits)
     wanted = {d.segment for d in sequences} | {
         step.segment for d in sequences for step in _branch_steps(d).values() if step.segment is not None
     }
@@ -421,9 +442,37 @@ class Outgoing:
     attempts: int
 
 
+@dataclass(frozen=True, slots=True)
+class ToRender:
+    """A claimed send whose enrollment is leased until `leased_until`, to render outside the claim's
+    transaction. `body` is the stored body of an earlier attempt's pending row (None: render it)."""
+
+    enrollment_id: int
+    step: int
+    channel: str
+    url: str | None
+    idempotency_key: str
+    payload: dict[str, Any]
+    attempts: int
+    contact_id: int
+    context: dict[str, Any]
+    segments: list[str]
+    body: str | None
+    leased_until: datetime
+
+
+#: A claimed send after `render_sends`: its payload (with `body`) or, when its template failed, the reason.
+RenderedSend = tuple[ToRender, dict[str, Any] | None, str | None]
+
+
 @dataclass
 class ClaimResult:
+    """`to_render`: sends claimed by `claim_due`, not yet rendered; `outgoing`: sends whose rows
+    `write_sends` wrote, ready for their channels."""
+
     outgoing: list[Outgoing] = field(default_factory=list)
+    to_render: list[ToRender] = field(default_factory=list)
+    sequence_id: uuid.UUID | None = None
     claimed: int = 0
     waiting: int = 0
     deferred: int = 0
@@ -487,13 +536,14 @@ def claim_due(
     exclude: Collection[int] = (),
     lease: timedelta = DEFAULT_LEASE,
 ) -> ClaimResult:
-    """Take up to `limit` enrollments due at `now` and move each to its next send, wait or end; for a send,
-    write its pending row (or find the pending row of an earlier attempt) and return it as `Outgoing`.
+    """Take up to `limit` enrollments due at `now` and move each to its next send, wait or end; a send is
+    leased and returned in `to_render` (with the body of an earlier attempt's pending row, if any) for
+    `render_sends` and `write_sends` (`claim_and_render` runs all three): nothing is rendered while this
+    transaction holds its row locks.
 
     Just before the send the contact's membership is read again: with `exit_on_leave`, a contact no longer
     in the segment exits here and gets nothing. Quiet hours and the frequency cap defer the send (same
-    step, later due time); a template failing for the contact fails the enrollment and sends nothing.
-    `exclude` leaves out enrollments whose sends the caller still has in flight.
+    step, later due time). `exclude` leaves out enrollments whose sends the caller still has in flight.
 
     A send's enrollment is leased: due again only at `now + lease`, so an overlapping claim (a second
     attempt of the round while the first still sends) does not take it; `record_deliveries` sets its real
@@ -516,7 +566,7 @@ def claim_due(
     if exclude:
         query = query.where(e.c.id.not_in(list(exclude)))
     rows = session.execute(query).all()
-    result = ClaimResult(claimed=len(rows))
+    result = ClaimResult(claimed=len(rows), sequence_id=sequence.id)
     if not rows:
         return result
     contact_ids = [r.contact_id for r in rows]
@@ -544,7 +594,6 @@ def claim_due(
     needs_context = any(n.condition is not None for n in program.nodes)
 
     updates: list[dict[str, Any]] = []
-    new_sends: list[tuple[Any, ...]] = []
 
     def update(row: Any, status: str, position: int | None, due: datetime | None, reason: str | None) -> None:
         finished = None if status == "active" else now
@@ -604,45 +653,126 @@ def claim_due(
         try:
             if node.step.channel == "email":
                 payload["to"] = _address(raw, node.step.to_attribute)
-                payload["subject"] = render_template(
-                    sequence.subjects[step], contact=raw, segments=sorted(member_of)
-                )
-            if earlier is None:
-                body = render_template(sequence.templates[step], contact=raw, segments=sorted(member_of))
-        except (TemplateError, _NoAddressError) as exc:
-            kind = "template" if isinstance(exc, TemplateError) else "recipient"
-            update(row, "failed", step, None, f"step {step}: {kind} {exc}")
+        except _NoAddressError as exc:
+            update(row, "failed", step, None, f"step {step}: recipient {exc}")
             result.failed += 1
             continue
-        if earlier is None:
-            attempts = 0
-            new_sends.append(
-                (
-                    row.id,
-                    step,
-                    sequence.id,
-                    row.contact_id,
-                    node.step.channel,
-                    idempotency_key(sequence.id, row.id, step),
-                    body,
-                    "pending",
-                    0,
-                    now,
-                )
-            )
-        else:
-            body, attempts = earlier.body, earlier.attempts
-        # The walk may have taken a branch: store the send's step so a retry does not re-decide it.
+        # Rendered after this transaction commits (`render_sends`), so no template holds these row locks;
+        # the lease keeps the enrollment out of other claims meanwhile, and `write_sends` commits the
+        # send row before any provider call. The walk may have taken a branch: store the send's step so
+        # a retry does not re-decide it.
         update(row, "active", step, now + lease, None)
-        result.outgoing.append(
-            Outgoing(
+        result.to_render.append(
+            ToRender(
                 enrollment_id=row.id,
                 step=step,
                 channel=node.step.channel,
                 url=node.step.url,
                 idempotency_key=idempotency_key(sequence.id, row.id, step),
-                payload={**payload, "body": body},
-                attempts=attempts,
+                payload=payload,
+                attempts=0 if earlier is None else earlier.attempts,
+                contact_id=row.contact_id,
+                context=raw,
+                segments=sorted(member_of),
+                body=None if earlier is None else earlier.body,
+                leased_until=now + lease,
+            )
+        )
+    _apply_updates(session, updates)
+    return result
+
+
+def render_sends(
+    sequence: CompiledSequence, claimed: Iterable[ToRender], *, limits: TemplateLimits = DEFAULT_LIMITS
+) -> list[RenderedSend]:
+    """Render the claimed sends (no database work: call it with no transaction open). Each item comes back
+    with its payload (body, and subject for email) or the reason its template failed, which fails that
+    send for good: the same template and contact fail the same way on every attempt."""
+    out: list[RenderedSend] = []
+    for item in claimed:
+        payload = dict(item.payload)
+        try:
+            if item.channel == "email":
+                payload["subject"] = render_template(
+                    sequence.subjects[item.step], contact=item.context, segments=item.segments, limits=limits
+                )
+            body = item.body
+            if body is None:
+                body = render_template(
+                    sequence.templates[item.step], contact=item.context, segments=item.segments, limits=limits
+                )
+        except TemplateError as exc:
+            out.append((item, None, f"step {item.step}: template {exc}"))
+            continue
+        out.append((item, {**payload, "body": body}, None))
+    return out
+
+
+def write_sends(
+    *,
+    session: Session,
+    claim: ClaimResult,
+    rendered: Sequence[RenderedSend],
+    now: datetime,
+) -> ClaimResult:
+    """Second transaction of a claim: write the pending send rows of the rendered sends and fail the
+    enrollments whose template failed; the claim comes back with its `outgoing` (to hand to the channels
+    now that their rows are committed) and `failed` count. Only enrollments still leased by this claim
+    (active, at the send's step, due at its lease's end) are written: one whose lease ran out during the
+    render and that another claim took is left to that claim."""
+    e = enrollment_table
+    ids = [item.enrollment_id for item, _, _ in rendered]
+    held: dict[int, tuple[int | None, datetime | None]] = {}
+    for start in range(0, len(ids), _CHUNK):
+        for eid, position, due in session.execute(
+            sa.select(e.c.id, e.c.position, e.c.next_due_at)
+            .where(e.c.id.in_(ids[start : start + _CHUNK]), e.c.status == "active")
+            .with_for_update(of=e)
+        ):
+            held[eid] = (position, due)
+    updates: list[dict[str, Any]] = []
+    new_sends: list[tuple[Any, ...]] = []
+    for item, payload, failure in rendered:
+        if held.get(item.enrollment_id) != (item.step, item.leased_until):
+            continue
+        if payload is None:
+            updates.append(
+                {
+                    "eid": item.enrollment_id,
+                    "st": "failed",
+                    "pos": item.step,
+                    "due": None,
+                    "fin": now,
+                    "why": failure,
+                    "at_step": item.step,
+                }
+            )
+            claim.failed += 1
+            continue
+        if item.body is None:
+            new_sends.append(
+                (
+                    item.enrollment_id,
+                    item.step,
+                    claim.sequence_id,
+                    item.contact_id,
+                    item.channel,
+                    item.idempotency_key,
+                    payload["body"],
+                    "pending",
+                    0,
+                    now,
+                )
+            )
+        claim.outgoing.append(
+            Outgoing(
+                enrollment_id=item.enrollment_id,
+                step=item.step,
+                channel=item.channel,
+                url=item.url,
+                idempotency_key=item.idempotency_key,
+                payload=payload,
+                attempts=item.attempts,
             )
         )
     bulk_insert(
@@ -662,8 +792,32 @@ def claim_due(
         ),
         new_sends,
     )
-    _apply_updates(session, updates)
-    return result
+    _apply_updates(session, updates, guarded=True)
+    claim.to_render = []
+    return claim
+
+
+def claim_and_render(
+    run: Callable[[Callable[[Session], ClaimResult]], ClaimResult],
+    *,
+    sequence: CompiledSequence,
+    now: datetime,
+    limit: int,
+    exclude: Collection[int] = (),
+    lease: timedelta = DEFAULT_LEASE,
+    limits: TemplateLimits = DEFAULT_LIMITS,
+) -> ClaimResult:
+    """A whole claim: `claim_due` in one transaction, `render_sends` with none open, `write_sends` in a
+    second; `run(work)` runs `work(session)` in a transaction of its own and commits it."""
+    claim = run(
+        lambda session: claim_due(
+            session=session, sequence=sequence, now=now, limit=limit, exclude=exclude, lease=lease
+        )
+    )
+    if not claim.to_render:
+        return claim
+    rendered = render_sends(sequence, claim.to_render, limits=limits)
+    return run(lambda session: write_sends(session=session, claim=claim, rendered=rendered, now=now))
 
 
 def _apply_updates(session: Session, updates: list[dict[str, Any]], *, guarded: bool = False) -> None:
