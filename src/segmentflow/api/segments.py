@@ -72,7 +72,7 @@ def _expected_version(body_version: int | None, if_match: str | None) -> int | N
 
 
 @router.get("", responses=responses(401, 403))
-async def list_segments(
+def list_segments(
     session: ReadSession,
     _key: ReadKey,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
@@ -90,7 +90,7 @@ async def list_segments(
 
 
 @router.get("/{segment_id}", responses=responses(401, 403, 404))
-async def read_segment(
+def read_segment(
     segment_id: SegmentRef, session: ReadSession, _key: ReadKey, response: Response
 ) -> SegmentPublic:
     """One segment by UUID `id` or `key`. Scope `segments:read`."""

@@ -57,13 +57,13 @@ def _found(session: Session, key: str) -> Sequence:
 
 
 @router.get("", responses=responses(401, 403))
-async def list_all(session: ReadSession, _key: SequencesReadKey) -> dict[str, Any]:
+def list_all(session: ReadSession, _key: SequencesReadKey) -> dict[str, Any]:
     """Every sequence, by key."""
     return {"data": [_summary(r) for r in list_sequences(session=session)]}
 
 
 @router.get("/{key}", responses=responses(401, 403, 404))
-async def read_one(session: ReadSession, _key: SequencesReadKey, key: SequenceKey) -> dict[str, Any]:
+def read_one(session: ReadSession, _key: SequencesReadKey, key: SequenceKey) -> dict[str, Any]:
     """The sequence's definition (the JSON file format) and its status: enrollments by status, and per
     step enrolled, sent, exited and failed."""
     record = _found(session, key)

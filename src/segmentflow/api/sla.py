@@ -60,7 +60,7 @@ class SlaReportPublic(BaseModel):
 
 
 @router.get("/policies", responses=responses(401, 403))
-async def read_policies(session: ReadSession, _key: SlaReadKey) -> list[dict[str, Any]]:
+def read_policies(session: ReadSession, _key: SlaReadKey) -> list[dict[str, Any]]:
     """The stored policies in precedence order, in the policy file's format. Scope `sla:read`."""
     return [p.to_json() for p in list_policies(session=session)]
 
@@ -97,7 +97,7 @@ def select(session: ReadSession, _key: SlaReadKey, params: SelectSlaPolicyInput)
 
 
 @router.get("/tickets/{ticket_id}/events", responses=responses(401, 403))
-async def read_ticket_events(
+def read_ticket_events(
     ticket_id: Annotated[str, Path(pattern=r"^[^\x00]+$", max_length=256)],
     session: ReadSession,
     _key: SlaReadKey,
