@@ -12,6 +12,7 @@ from sqlmodel import Session
 
 from segmentflow.api.deps import MessagesReadKey, MessagesWriteKey, ReadSession, WriteSession, now
 from segmentflow.api.errors import invalid, responses
+from segmentflow.api.json_body import StrictJsonRoute
 from segmentflow.policies.restrictions import missing_segments
 from segmentflow.services.messages import (
     ActionSpec,
@@ -29,7 +30,7 @@ from segmentflow.services.messages import (
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/messages", tags=["messages"])
+router = APIRouter(prefix="/messages", tags=["messages"], route_class=StrictJsonRoute)
 
 
 #: What a header value reads as in an answer: values are often secrets (tokens), names are not.

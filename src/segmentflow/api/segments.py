@@ -9,6 +9,7 @@ from sqlmodel import Session
 
 from segmentflow.api.deps import ReadKey, ReadSession, SegmentRef, WriteKey, WriteSession, now
 from segmentflow.api.errors import invalid, responses
+from segmentflow.api.json_body import StrictJsonRoute
 from segmentflow.api.models import (
     SegmentCreate,
     SegmentDeleted,
@@ -24,7 +25,7 @@ from segmentflow.services.segments import get_segment, page_segments
 
 __all__ = ["public_segments", "router"]
 
-router = APIRouter(prefix="/contacts/segments", tags=["segments"])
+router = APIRouter(prefix="/contacts/segments", tags=["segments"], route_class=StrictJsonRoute)
 
 IfMatch = Annotated[
     str | None,

@@ -14,6 +14,7 @@ from sqlmodel import Session
 
 from segmentflow.api.deps import ReadSession, SequencesReadKey, SequencesWriteKey, WriteSession, now
 from segmentflow.api.errors import invalid, responses
+from segmentflow.api.json_body import StrictJsonRoute
 from segmentflow.db.tables import Sequence
 from segmentflow.policies.sequences import SequenceError, parse_sequences
 from segmentflow.services.sequences import (
@@ -29,7 +30,7 @@ from segmentflow.services.sequences import (
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/sequences", tags=["sequences"])
+router = APIRouter(prefix="/sequences", tags=["sequences"], route_class=StrictJsonRoute)
 
 SequenceKey = Annotated[
     str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", description="The sequence's key.")
