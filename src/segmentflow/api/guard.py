@@ -132,15 +132,22 @@ class ApiGuard:
         return any(path == p or path.startswith(p + "/") for p in self._unguarded)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self._is_unguarded(scope["path"]):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["path"] not in self._public:
+        path: str = scope["path"]
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root):  # served under a prefix (`--root-path`): match the app's paths
+            path = path[len(root) :] or "/"
+        if self._is_unguarded(path):
+            await self.app(scope, receive, send)
+            return
+        if path not in self._public:  # unknown paths too: the guard runs before routing
             key = await self._check(scope, send)
             if key is None:
                 return
             scope.setdefault("state", {})[_STATE_KEY] = key
-        limited = self._larger.get((scope["method"], scope["path"]), self._default)
+        limited = self._larger.get((scope["method"], path), self._default)
         await limited(scope, receive, send)
 
     async def _check(self, scope: Scope, send: Send) -> VerifiedKey | None:
