@@ -96,7 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        migrate(engine)
+        await run_in_threadpool(migrate, engine)  # may wait on a lock: not on the loop
         _admission(app)
         try:
             yield
