@@ -34,7 +34,14 @@ class Exchange:
 
 
 async def call(
-    app: FastAPI, method: str, path: str, *, token: str | None, size: int, content_length: bool
+    app: FastAPI,
+    method: str,
+    path: str,
+    *,
+    token: str | None,
+    size: int,
+    content_length: bool,
+    root_path: str = "",
 ) -> Exchange:
     """`method path` with a `size`-byte JSON-ish body offered in 64 KiB chunks."""
     exchange = Exchange()
@@ -51,7 +58,7 @@ async def call(
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
-        "root_path": "",
+        "root_path": root_path,
         "query_string": b"",
         "headers": headers,
         "client": ("192.0.2.1", 40000),
@@ -135,6 +142,15 @@ def test_the_body_limits_are_settings_and_imports_get_the_larger_one(
 def test_public_paths_need_no_token(client: TestClient) -> None:
     assert client.get("/healthz").status_code == 200
     assert client.get("/openapi.json").status_code == 200
+    assert client.get("/no/such/path").status_code == 401  # the guard runs before routing
+
+
+async def test_paths_are_matched_below_the_root_path(app: FastAPI) -> None:
+    def get(path: str) -> Any:
+        return call(app, "GET", path, token=None, size=0, content_length=False, root_path="/api")
+
+    assert (await get("/api/healthz")).status == 200
+    assert (await get("/api/contacts/segments")).status == 401
 
 
 # --- the limit on failed authentications ---------------------------------------------------------------
