@@ -49,3 +49,12 @@ class Settings(BaseSettings):
         return TemplateLimits(
             max_output=self.template_max_output, max_loop_iterations=self.template_max_loop_iterations
         )
+    #: HTTP API request bodies, in bytes: larger ones get 413 before they are read whole. The import
+    #: endpoints (`POST /messages/actions`, `POST /messages/instructions`, `PUT /sla/policies`) take files
+    #: and get the larger limit.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=0)
+    max_import_body_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
+    #: Failed authentications (401s) allowed per client address in each window; past them the client's API
+    #: requests get 429 with `Retry-After` until the window ends. 0 turns the limit off.
+    auth_failure_limit: int = Field(default=20, ge=0)
+    auth_failure_window: timedelta = Field(default=timedelta(minutes=1), gt=timedelta(0))

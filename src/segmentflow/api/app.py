@@ -11,11 +11,15 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from segmentflow.api import contacts, health, memberships, messages, segments, sequences, sla
 from segmentflow.api.errors import document_body_errors, install_error_handlers
+from segmentflow.api.guard import ApiGuard, Authenticator, AuthFailureLimiter
 from segmentflow.api.metrics import HttpMetrics
 from segmentflow.db.engine import make_engine, migrate, normalize_url
+from segmentflow.services.keys import VerifiedKey, verify_token
 from segmentflow.services.segments import SegmentIndexCache
 from segmentflow.settings import Settings
 
@@ -24,7 +28,14 @@ __all__ = ["create_app"]
 _DESCRIPTION = """Contact segments in LaunchDarkly's rule model, with memberships precomputed into SQL.
 
 Every endpoint but `/healthz` needs `Authorization: Bearer <token>` (from `segmentflow keys create`) with
-the scope it names: 401 for a missing or unknown token, 403 for a token without the scope."""
+the scope it names: 401 for a missing or unknown token, 403 for a token without the scope. The token is
+checked before the body is read; bodies over the limit get 413, and a client with too many 401s gets 429
+with `Retry-After`."""
+
+#: The import endpoints: they take whole files, so they get `Settings.max_import_body_bytes`.
+IMPORT_ROUTES = (("POST", "/messages/actions"), ("POST", "/messages/instructions"), ("PUT", "/sla/policies"))
+#: Paths of the web console, which has its own sessions and limits: the API guard leaves them alone.
+CONSOLE_PREFIX = "/ui"
 
 
 #: Requests using the database at once, readers and writers apart (segment writers queue on their lock
@@ -51,13 +62,45 @@ def _admission(app: FastAPI) -> None:
     app.state.write_slots = asyncio.Semaphore(WRITE_SLOTS)
 
 
+def _verify(engine: Engine, token: str) -> VerifiedKey | None:
+    # One read in autocommit: on PostgreSQL one round trip instead of BEGIN, SELECT and ROLLBACK.
+    with (
+        engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection,
+        Session(bind=connection) as session,
+    ):
+        return verify_token(session=session, token=token)
+
+
+def _authenticator(app: FastAPI) -> Authenticator:
+    """Tokens checked in the threadpool, each under one of the app's read slots (one connection)."""
+
+    async def authenticate(token: str) -> VerifiedKey | None:
+        async with app.state.read_slots:
+            return await run_in_threadpool(_verify, app.state.engine, token)
+
+    return authenticate
+
+
+def _guard(app: FastAPI, settings: Settings) -> None:
+    docs = (app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    app.add_middleware(
+        ApiGuard,
+        authenticate=_authenticator(app),
+        limiter=AuthFailureLimiter(settings.auth_failure_limit, settings.auth_failure_window.total_seconds()),
+        max_body_bytes=settings.max_body_bytes,
+        larger_bodies={route: settings.max_import_body_bytes for route in IMPORT_ROUTES},
+        public_paths=["/healthz", *(path for path in docs if path)],
+        unguarded_prefixes=[CONSOLE_PREFIX],
+    )
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The API over `settings.database_url`; the schema is migrated when the app starts."""
     engine = _engine(settings.database_url)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        migrate(engine)
+        await run_in_threadpool(migrate, engine)  # may wait on a lock: not on the loop
         _admission(app)
         try:
             yield
@@ -71,7 +114,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.segment_index = SegmentIndexCache()
     app.state.template_limits = settings.template_limits()
     _admission(app)
-    app.add_middleware(HttpMetrics, registry=registry)
+    _guard(app, settings)
+    app.add_middleware(HttpMetrics, registry=registry)  # added last: outermost, so it counts refusals too
     install_error_handlers(app)
     # memberships before segments: its fixed paths win over /{segment_id}
     for module in (health, memberships, segments, contacts, sla, messages, sequences):

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Response, status
 
 from segmentflow.api.deps import ContactId, ContactsKey, IndexCache, WriteSession, now
 from segmentflow.api.errors import invalid, responses
+from segmentflow.api.json_body import StrictJsonRoute
 from segmentflow.api.models import ContactDeleted, ContactPublic
 from segmentflow.rules import parse_context
 from segmentflow.services.contact_admin import delete_contact, save_contact
@@ -15,7 +16,7 @@ from segmentflow.services.membership import list_contact_segments
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/contacts", tags=["contacts"])
+router = APIRouter(prefix="/contacts", tags=["contacts"], route_class=StrictJsonRoute)
 
 ContextBody = Annotated[
     dict[str, Any],

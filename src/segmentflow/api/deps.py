@@ -1,29 +1,33 @@
 """Request dependencies as `Annotated` aliases: the request's session (one transaction, committed when the
 endpoint returns, rolled back when it raises) and the Bearer API key holding a scope.
 
-Two kinds of session, because SQLAlchemy here is synchronous, and each request holds one connection.
-`ReadSession` is opened on the event loop: the `async` endpoints of the hot path (a membership check, a
-segment, a page of rows) run their indexed reads right there, where one costs less than the hops to and
-from a worker thread (bench/api.py measures it); a plain `def` endpoint given one (the report's aggregate)
-still runs in the threadpool. `WriteSession` is opened in FastAPI's threadpool, and the write endpoints
-(`def`, so also in the threadpool) use it for everything, the API key included, so the event loop never
-waits on a write or a recompute. A key is checked in the request's own session: `ReadKey` and `AnyKey` in
-its `ReadSession`, `WriteKey` and `ContactsKey` in its `WriteSession`. Either session first takes one of
-the app's read or write slots (see `segmentflow.api.app`), so a request holds one connection at most and
-never waits for one."""
+SQLAlchemy here is synchronous, so no database work runs on the event loop: a request that waits on the
+database (SQLite's write lock held by another process, a slow PostgreSQL) holds one worker thread, never
+the loop, and `/healthz` and every other request keep being answered. The endpoints given a session are
+plain `def` (FastAPI runs them in its threadpool). `ReadSession` is created on the loop, where that costs
+nothing (a session connects on its first statement, in the endpoint's thread), and committed and closed in
+the threadpool; `WriteSession` is opened in the threadpool. Either first takes one of the app's read or
+write slots (see `segmentflow.api.app`), so a request holds one connection at most and never waits for one.
+
+The token itself is checked before FastAPI reads the body, by the `ApiGuard` middleware
+(`segmentflow.api.guard`, in its own short session): the key dependencies only look up the key it verified
+and check its scope, with no I/O."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
-from segmentflow.services.keys import Scope, VerifiedKey, verify_token
+from segmentflow.api.guard import verified_key
+from segmentflow.services.keys import Scope, VerifiedKey
 from segmentflow.services.segments import SegmentIndexCache
 
 __all__ = [
@@ -77,12 +81,23 @@ def _write_session(
         yield session
 
 
+def _commit(session: Session) -> None:
+    with session:
+        session.commit()
+
+
 async def _read_session(request: Request) -> AsyncIterator[Session]:
     # Takes its read slot itself rather than through `ReadSlot`: one dependency less on the hot path.
     engine: Engine = request.app.state.engine
     async with request.app.state.read_slots:
-        with Session(engine, expire_on_commit=False) as session, session.begin():
+        session = Session(engine, expire_on_commit=False)  # no I/O yet: it connects on first use
+        try:
             yield session
+        except BaseException:
+            with anyio.CancelScope(shield=True):  # a cancelled request still returns its connection
+                await run_in_threadpool(session.close)  # rolls back
+            raise
+        await run_in_threadpool(_commit, session)
 
 
 # scope="function": the transaction commits when the endpoint returns, before the response is sent, so a
@@ -101,12 +116,10 @@ IndexCache = Annotated[SegmentIndexCache, Depends(_index_cache)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def _authenticate(session: Session, credentials: HTTPAuthorizationCredentials | None) -> VerifiedKey:
-    if credentials is None:
+def _authenticate(request: Request) -> VerifiedKey:
+    key = verified_key(request.scope)
+    if key is None:  # only on a route the guard does not cover: refuse rather than trust
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing Bearer token", headers=_UNAUTHORIZED)
-    key = verify_token(session=session, token=credentials.credentials)
-    if key is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown or revoked API key", headers=_UNAUTHORIZED)
     return key
 
 
@@ -116,43 +129,28 @@ def _require(key: VerifiedKey, scope: Scope) -> VerifiedKey:
     return key
 
 
-async def _read_key(session: ReadSession, credentials: Credentials) -> VerifiedKey:
-    return _authenticate(session, credentials)
+async def _any_key(request: Request, _credentials: Credentials) -> VerifiedKey:
+    return _authenticate(request)
 
 
-async def _segments_reader(session: ReadSession, credentials: Credentials) -> VerifiedKey:
-    return _require(_authenticate(session, credentials), "segments:read")
-
-
-async def _sla_reader(session: ReadSession, credentials: Credentials) -> VerifiedKey:
-    return _require(_authenticate(session, credentials), "sla:read")
-
-
-async def _sequences_reader(session: ReadSession, credentials: Credentials) -> VerifiedKey:
-    return _require(_authenticate(session, credentials), "sequences:read")
-
-
-async def _messages_reader(session: ReadSession, credentials: Credentials) -> VerifiedKey:
-    return _require(_authenticate(session, credentials), "messages:read")
-
-
-def _writer(scope: Scope) -> Callable[[Session, HTTPAuthorizationCredentials | None], VerifiedKey]:
-    def require(session: WriteSession, credentials: Credentials) -> VerifiedKey:
-        return _require(_authenticate(session, credentials), scope)
+def _holding(scope: Scope) -> Callable[[Request, Credentials], Awaitable[VerifiedKey]]:
+    # `_credentials` is unused (the guard read the header): it declares the Bearer scheme in the OpenAPI.
+    async def require(request: Request, _credentials: Credentials) -> VerifiedKey:
+        return _require(_authenticate(request), scope)
 
     return require
 
 
-AnyKey = Annotated[VerifiedKey, Depends(_read_key)]
-ReadKey = Annotated[VerifiedKey, Depends(_segments_reader)]
-WriteKey = Annotated[VerifiedKey, Depends(_writer("segments:write"))]
-ContactsKey = Annotated[VerifiedKey, Depends(_writer("contacts:write"))]
-SlaReadKey = Annotated[VerifiedKey, Depends(_sla_reader)]
-SlaWriteKey = Annotated[VerifiedKey, Depends(_writer("sla:write"))]
-MessagesReadKey = Annotated[VerifiedKey, Depends(_messages_reader)]
-MessagesWriteKey = Annotated[VerifiedKey, Depends(_writer("messages:write"))]
-SequencesReadKey = Annotated[VerifiedKey, Depends(_sequences_reader)]
-SequencesWriteKey = Annotated[VerifiedKey, Depends(_writer("sequences:write"))]
+AnyKey = Annotated[VerifiedKey, Depends(_any_key)]
+ReadKey = Annotated[VerifiedKey, Depends(_holding("segments:read"))]
+WriteKey = Annotated[VerifiedKey, Depends(_holding("segments:write"))]
+ContactsKey = Annotated[VerifiedKey, Depends(_holding("contacts:write"))]
+SlaReadKey = Annotated[VerifiedKey, Depends(_holding("sla:read"))]
+SlaWriteKey = Annotated[VerifiedKey, Depends(_holding("sla:write"))]
+MessagesReadKey = Annotated[VerifiedKey, Depends(_holding("messages:read"))]
+MessagesWriteKey = Annotated[VerifiedKey, Depends(_holding("messages:write"))]
+SequencesReadKey = Annotated[VerifiedKey, Depends(_holding("sequences:read"))]
+SequencesWriteKey = Annotated[VerifiedKey, Depends(_holding("sequences:write"))]
 
 SegmentRef = Annotated[
     str, Path(pattern=_SEGMENT, max_length=256, description="The segment's UUID `id` or its `key`.")

@@ -39,6 +39,9 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         403: "The API key lacks the scope.",
         404: "No such segment or contact.",
         409: "Conflict: stale version, existing key, or a segment still referenced.",
+        413: "The body is over the size limit (`SEGMENTFLOW_MAX_BODY_BYTES`; imports: "
+        "`SEGMENTFLOW_MAX_IMPORT_BODY_BYTES`).",
+        429: "Too many failed authentications from this client: retry after `Retry-After` seconds.",
         503: "The database is unavailable.",
     }
     return {code: {"model": ErrorMessage, "description": described[code]} for code in codes}
@@ -117,9 +120,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def document_body_errors(router: APIRouter) -> APIRouter:
-    """Declare the 400 of every endpoint of `router` that reads a body (a body that is not JSON gets one
-    from FastAPI before any endpoint runs), so no router can forget it. Call before including it."""
+    """Declare the 400 and 413 of every endpoint of `router` that reads a body (a body that is not JSON
+    gets a 400 from FastAPI, one over the limit a 413 from the guard, before any endpoint runs), and the
+    guard's 429 on every endpoint needing a key, so no router can forget them. Call before including it."""
     for route in router.routes:
-        if isinstance(route, APIRoute) and route.body_field is not None:
+        if not isinstance(route, APIRoute):
+            continue
+        if route.body_field is not None:
             route.responses.setdefault(400, responses(400)[400])
+            route.responses.setdefault(413, responses(413)[413])
+        if 401 in route.responses:
+            route.responses.setdefault(429, responses(429)[429])
     return router

@@ -44,7 +44,7 @@ def _segments_by_key(session: Session, keys: list[str]) -> list[SegmentRecord]:
 
 
 @router.get("/changes", responses=responses(401, 403))
-async def read_changes(
+def read_changes(
     session: ReadSession,
     _key: ReadKey,
     after: Annotated[int, Query(ge=0, le=2**62, description="The last seq seen (0 for the start).")] = 0,
@@ -106,7 +106,7 @@ def read_report(
 
 
 @router.get("/contacts/{contact_id:path}", responses=responses(401, 403, 404))
-async def read_contact_segments(
+def read_contact_segments(
     contact_id: ContactId, session: ReadSession, _key: ReadKey
 ) -> ContactSegmentsPublic:
     """The segments a contact belongs to. Scope `segments:read`."""
@@ -119,7 +119,7 @@ async def read_contact_segments(
 
 
 @router.get("/{segment_id}/contacts/{contact_id:path}", responses=responses(401, 403, 404))
-async def check_contact(
+def check_contact(
     segment_id: SegmentRef, contact_id: ContactId, session: ReadSession, _key: ReadKey
 ) -> MembershipPublic:
     """Is the contact in the segment, and when that was computed. Scope `segments:read`."""
@@ -128,7 +128,7 @@ async def check_contact(
 
 
 @router.get("/{segment_id}/members", responses=responses(401, 403, 404))
-async def read_members(
+def read_members(
     segment_id: SegmentRef,
     session: ReadSession,
     _key: ReadKey,

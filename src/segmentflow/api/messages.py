@@ -12,6 +12,7 @@ from sqlmodel import Session
 
 from segmentflow.api.deps import MessagesReadKey, MessagesWriteKey, ReadSession, WriteSession, now
 from segmentflow.api.errors import invalid, responses
+from segmentflow.api.json_body import StrictJsonRoute
 from segmentflow.policies.restrictions import missing_segments
 from segmentflow.services.messages import (
     ActionSpec,
@@ -29,7 +30,7 @@ from segmentflow.services.messages import (
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/messages", tags=["messages"])
+router = APIRouter(prefix="/messages", tags=["messages"], route_class=StrictJsonRoute)
 
 
 #: What a header value reads as in an answer: values are often secrets (tokens), names are not.
@@ -130,7 +131,7 @@ def _imported(report: ImportReport) -> ImportedPublic:
 
 
 @router.get("/actions", responses=responses(401, 403))
-async def get_actions(session: ReadSession, _key: MessagesReadKey) -> ActionsPublic:
+def get_actions(session: ReadSession, _key: MessagesReadKey) -> ActionsPublic:
     """Every action in key order, with the listed segments that no longer exist. Scope `messages:read`."""
     segments = existing_segment_keys(session=session)
     return ActionsPublic(
@@ -160,7 +161,7 @@ def post_actions(body: list[ActionSpec], session: WriteSession, _key: MessagesWr
 
 
 @router.get("/instructions", responses=responses(401, 403))
-async def get_instructions(session: ReadSession, _key: MessagesReadKey) -> InstructionsPublic:
+def get_instructions(session: ReadSession, _key: MessagesReadKey) -> InstructionsPublic:
     """Every AI instruction in key order. Scope `messages:read`."""
     segments = existing_segment_keys(session=session)
     return InstructionsPublic(
@@ -219,7 +220,7 @@ def post_resolve(
 
 
 @router.get("/refusals", responses=responses(401, 403))
-async def get_refusals(
+def get_refusals(
     session: ReadSession, _key: MessagesReadKey, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> RefusalsPublic:
     """The refusal audit, newest first: when, contact, action, why, which check. Scope `messages:read`."""

@@ -9,6 +9,7 @@ from sqlmodel import Session
 
 from segmentflow.api.deps import ReadKey, ReadSession, SegmentRef, WriteKey, WriteSession, now
 from segmentflow.api.errors import invalid, responses
+from segmentflow.api.json_body import StrictJsonRoute
 from segmentflow.api.models import (
     SegmentCreate,
     SegmentDeleted,
@@ -24,7 +25,7 @@ from segmentflow.services.segments import get_segment, page_segments
 
 __all__ = ["public_segments", "router"]
 
-router = APIRouter(prefix="/contacts/segments", tags=["segments"])
+router = APIRouter(prefix="/contacts/segments", tags=["segments"], route_class=StrictJsonRoute)
 
 IfMatch = Annotated[
     str | None,
@@ -72,7 +73,7 @@ def _expected_version(body_version: int | None, if_match: str | None) -> int | N
 
 
 @router.get("", responses=responses(401, 403))
-async def list_segments(
+def list_segments(
     session: ReadSession,
     _key: ReadKey,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
@@ -90,7 +91,7 @@ async def list_segments(
 
 
 @router.get("/{segment_id}", responses=responses(401, 403, 404))
-async def read_segment(
+def read_segment(
     segment_id: SegmentRef, session: ReadSession, _key: ReadKey, response: Response
 ) -> SegmentPublic:
     """One segment by UUID `id` (a UUID-shaped reference only ever matches an id) or else by `key`.

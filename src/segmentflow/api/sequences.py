@@ -14,6 +14,7 @@ from sqlmodel import Session
 
 from segmentflow.api.deps import ReadSession, SequencesReadKey, SequencesWriteKey, WriteSession, now
 from segmentflow.api.errors import invalid, responses
+from segmentflow.api.json_body import StrictJsonRoute
 from segmentflow.db.tables import Sequence
 from segmentflow.policies.sequences import SequenceError, parse_sequences
 from segmentflow.services.sequences import (
@@ -29,7 +30,7 @@ from segmentflow.services.sequences import (
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/sequences", tags=["sequences"])
+router = APIRouter(prefix="/sequences", tags=["sequences"], route_class=StrictJsonRoute)
 
 SequenceKey = Annotated[
     str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", description="The sequence's key.")
@@ -57,13 +58,13 @@ def _found(session: Session, key: str) -> Sequence:
 
 
 @router.get("", responses=responses(401, 403))
-async def list_all(session: ReadSession, _key: SequencesReadKey) -> dict[str, Any]:
+def list_all(session: ReadSession, _key: SequencesReadKey) -> dict[str, Any]:
     """Every sequence, by key."""
     return {"data": [_summary(r) for r in list_sequences(session=session)]}
 
 
 @router.get("/{key}", responses=responses(401, 403, 404))
-async def read_one(session: ReadSession, _key: SequencesReadKey, key: SequenceKey) -> dict[str, Any]:
+def read_one(session: ReadSession, _key: SequencesReadKey, key: SequenceKey) -> dict[str, Any]:
     """The sequence's definition (the JSON file format) and its status: enrollments by status, and per
     step enrolled, sent, exited and failed."""
     record = _found(session, key)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from segmentflow.api.deps import ReadSession, SlaReadKey, SlaWriteKey, WriteSession, now
 from segmentflow.api.errors import invalid, responses
+from segmentflow.api.json_body import StrictJsonRoute
 from segmentflow.api.models import UtcDateTime
 from segmentflow.policies.sla import SlaPolicyError, parse_policies
 from segmentflow.services.sla import (
@@ -27,7 +28,7 @@ from segmentflow.workflows.sla_models import SelectSlaPolicyInput, SelectSlaPoli
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/sla", tags=["sla"])
+router = APIRouter(prefix="/sla", tags=["sla"], route_class=StrictJsonRoute)
 
 _DEFAULT_WINDOW = timedelta(days=7)
 
@@ -60,7 +61,7 @@ class SlaReportPublic(BaseModel):
 
 
 @router.get("/policies", responses=responses(401, 403))
-async def read_policies(session: ReadSession, _key: SlaReadKey) -> list[dict[str, Any]]:
+def read_policies(session: ReadSession, _key: SlaReadKey) -> list[dict[str, Any]]:
     """The stored policies in precedence order, in the policy file's format. Scope `sla:read`."""
     return [p.to_json() for p in list_policies(session=session)]
 
@@ -97,7 +98,7 @@ def select(session: ReadSession, _key: SlaReadKey, params: SelectSlaPolicyInput)
 
 
 @router.get("/tickets/{ticket_id}/events", responses=responses(401, 403))
-async def read_ticket_events(
+def read_ticket_events(
     ticket_id: Annotated[str, Path(pattern=r"^[^\x00]+$", max_length=256)],
     session: ReadSession,
     _key: SlaReadKey,
@@ -133,7 +134,10 @@ def read_report(
     """Warnings and breaches fired in `[since, until)`, per segment of the ticket's contact. Scope
     `sla:read`."""
     end = until or now()
-    start = since or end - _DEFAULT_WINDOW
+    try:
+        start = since or end - _DEFAULT_WINDOW
+    except OverflowError:
+        raise invalid(["query", "until"], "too early to open a default window before it") from None
     if start >= end:
         raise invalid(["query", "since"], "since must be before until")
     counts = event_counts_by_segment(session=session, since=start, until=end)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -39,11 +40,28 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _create_private(url: str) -> None:
+    """Create a SQLite database file that does not exist yet as an empty file readable by its owner alone
+    (0600), before SQLite would create it under the umask (usually 0644): it holds webhook header secrets.
+    SQLite gives its WAL and shared-memory files the database file's mode. An existing file keeps its
+    mode; a missing directory is left for SQLite to report."""
+    parsed = sa.engine.make_url(url)
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:") or parsed.query.get("uri"):
+        return
+    try:
+        descriptor = os.open(database, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except (FileExistsError, FileNotFoundError):
+        return
+    os.close(descriptor)
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for `url`; SQLite gets foreign keys, WAL and a busy timeout on every connection. Other
-    databases get `pool_pre_ping` unless `kwargs` say otherwise."""
+    """An engine for `url`; SQLite gets foreign keys, WAL and a busy timeout on every connection, and a new
+    database file is created 0600. Other databases get `pool_pre_ping` unless `kwargs` say otherwise."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
+        _create_private(url)
         engine = sa.create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
