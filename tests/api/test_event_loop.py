@@ -18,7 +18,7 @@ from segmentflow.api import create_app
 from segmentflow.rules import parse_context, parse_segments
 from segmentflow.services.contacts import upsert_contacts
 from segmentflow.services.keys import create_key
-from segmentflow.services.segments import upsert_segments
+from segmentflow.services.segment_admin import import_segments
 from segmentflow.settings import Settings
 from tests.api.conftest import SEGMENTS, bearer
 
@@ -39,7 +39,7 @@ def test_healthz_answers_at_once_while_another_process_holds_the_write_lock(tmp_
     app = create_app(Settings(database_url=f"sqlite:///{path}"))
     with TestClient(app) as client:
         with Session(app.state.engine) as session, session.begin():
-            upsert_segments(session=session, segments=parse_segments(SEGMENTS), now=NOW)
+            import_segments(recompute=False, session=session, segments=parse_segments(SEGMENTS), now=NOW)
             fresh = parse_context({"key": "fresh", "plan": "vip"})
             upsert_contacts(session=session, contexts=[fresh], now=NOW)  # stored, never computed
             _, token = create_key(session=session, scopes=["segments:read"], name="t", now=NOW)
