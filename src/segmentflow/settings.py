@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from segmentflow.policies.egress import EgressPolicy, parse_allow
 
 __all__ = ["Settings"]
 
@@ -33,3 +36,18 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: str | None = None
     smtp_start_tls: bool = False
+    #: The egress policy's exceptions (`policies.egress`): comma-separated CIDRs and host names every
+    #: outbound request (webhooks, responder, SMTP) may reach although they are loopback, private, link-local
+    #: and the like. Empty (the default) in production; `segmentflow demo` and the tests open loopback.
+    egress_allow: str = ""
+    #: Outbound response bodies are read up to this many bytes; the rest is discarded, marked truncated.
+    max_response_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    @field_validator("egress_allow")
+    @classmethod
+    def _valid_allow(cls, value: str) -> str:
+        parse_allow(value)  # a bad entry fails when the settings are built, naming the variable
+        return value
+
+    def egress_policy(self) -> EgressPolicy:
+        return parse_allow(self.egress_allow)
