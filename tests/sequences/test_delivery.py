@@ -18,7 +18,9 @@ from segmentflow.workflows.sequence_models import ProcessSequenceInput
 from sqlalchemy.engine import Engine
 from temporalio.testing import ActivityEnvironment
 
+from segmentflow.policies.egress import parse_allow
 from segmentflow.services.delivery import post_webhook, webhook_client
+from tests.sequences.conftest import EGRESS_ALLOW_LOOPBACK
 from tests.sequences.helpers import (
     Provider,
     enrollments,
@@ -42,6 +44,9 @@ def provider() -> Iterator[Provider]:
         yield running
 
 
+LOOPBACK = parse_allow(EGRESS_ALLOW_LOOPBACK)
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -51,7 +56,7 @@ def closed_port() -> int:
 @pytest.mark.parametrize("host", ["127.0.0.1:{port}", "segmentflow-test.invalid"])
 async def test_unreachable_hosts_are_transport_errors_and_a_retry(host: str) -> None:
     url = f"http://{host.format(port=closed_port())}/hook"
-    async with webhook_client(timeout=5.0) as client:
+    async with webhook_client(policy=LOOPBACK, timeout=5.0) as client:
         with pytest.raises(httpx.TransportError):
             await client.post(url, json={})
         delivery = await post_webhook(client, url=url, payload={}, idempotency_key="k", attempts=2, backoff=0)
@@ -60,7 +65,7 @@ async def test_unreachable_hosts_are_transport_errors_and_a_retry(host: str) -> 
 
 
 async def test_a_paced_send_reports_a_transient_status_without_retrying_it(provider: Provider) -> None:
-    async with webhook_client() as client:
+    async with webhook_client(policy=LOOPBACK) as client:
         paced = await post_webhook(
             client, url=provider.url + "/flaky", payload={}, idempotency_key="a", retry_status=False
         )

@@ -414,6 +414,12 @@ def redirect_refusal(answer: Answer, url: str) -> str | None:
 
 async def _read_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
     truncated = bool(response.extensions.get(TRUNCATED))
+    try:
+        held = response.content  # an answer built in memory (a stand-in transport's): nothing to stream
+    except httpx.ResponseNotRead:
+        pass
+    else:
+        return held[:cap], truncated or len(held) > cap
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
     decoder: Any = None
     if encoding in ("gzip", "x-gzip"):
