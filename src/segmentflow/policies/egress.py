@@ -44,6 +44,9 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 REDACTED = "<redacted>"
 
 _CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
+_PRIVATE: tuple[IPNetwork, ...] = tuple(
+    ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+)
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
@@ -134,9 +137,9 @@ def _category(address: IPAddress) -> str | None:
         return "link-local"
     if isinstance(address, ipaddress.IPv4Address) and address in _CGNAT:
         return "carrier-grade NAT"
-    if address.is_private:
+    if any(address in network for network in _PRIVATE):
         return "private"
-    if not address.is_global:
+    if address.is_private or not address.is_global:
         return "reserved (not globally reachable)"
     return None
 
