@@ -131,8 +131,9 @@ def test_unknown_sequence_or_segment_exits_2(
 
 
 def test_the_demo_sends_a_sequence_to_a_local_webhook(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("SEGMENTFLOW_EGRESS_ALLOW")  # the demo opens its own loopback webhook itself
     code, out, _ = run(capsys, "demo", "--database-url", f"sqlite:///{tmp_path / 'demo.db'}", "--no-temporal")
     assert code == 0
     line = next(x for x in out.splitlines() if x.startswith("sequence welcome-vip:"))
