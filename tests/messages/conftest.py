@@ -48,6 +48,7 @@ def egress_allows_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     """`SEGMENTFLOW_EGRESS_ALLOW` for this package's tests: the local stand-in is on loopback."""
     monkeypatch.setenv("SEGMENTFLOW_EGRESS_ALLOW", EGRESS_ALLOW_LOOPBACK)
 
+
 SEGMENTS: list[dict[str, Any]] = [
     {"key": "vip", "rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["vip"]}]}]},
     {"key": "eu", "rules": [{"clauses": [{"attribute": "country", "op": "in", "values": ["DE", "FR"]}]}]},
