@@ -34,6 +34,7 @@ from segmentflow.services.egress import (
     checked_addresses,
     connect_socket,
     egress_client,
+    post_json,
 )
 from segmentflow.settings import Settings
 
@@ -423,3 +424,23 @@ async def test_a_subject_with_a_line_break_fails_the_send_for_good() -> None:
 
 def test_one_plain_address_is_accepted() -> None:
     assert recipient_refusal("ana.maria+vip@mail.example.org") is None
+
+
+async def test_a_compressed_answer_is_decompressed_only_up_to_the_cap(canned: Canned) -> None:
+    import gzip
+
+    bomb = gzip.compress(b"0" * 10_000_000)  # ~10 KB on the wire, 10 MB decoded
+    canned.answer = (
+        b"HTTP/1.1 400 Bad Request\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(bomb) + bomb
+    )
+    async with egress_client(policy=LOOPBACK, max_body=65536, timeout=5.0) as client:
+        answer = await post_json(client, f"http://127.0.0.1:{canned.port}/x", {}, max_body=65536)
+    assert (answer.status_code, len(answer.body), answer.truncated) == (400, 65536, True)
+    assert answer.body == b"0" * 65536
+    assert "accept-encoding: identity" in canned.heads[0].lower()
+
+
+async def test_a_no_content_answer_without_length_does_not_wait_for_a_body(canned: Canned) -> None:
+    canned.answer = b"HTTP/1.1 204 No Content\r\n\r\n"
+    delivery = await _post(f"http://127.0.0.1:{canned.port}/x", LOOPBACK)
+    assert delivery.outcome == "sent"  # type: ignore[attr-defined]

@@ -293,7 +293,9 @@ class EgressTransport(httpx.AsyncBaseTransport):
         keep = version == "HTTP/1.1" and fields.get("connection", "").lower() != "close"
         cap = self._max_body
         truncated = False
-        if "content-length" in fields:
+        if status in (204, 304) or status < 200:  # no body, whatever the headers say (RFC 9112 6.3)
+            content = b""
+        elif "content-length" in fields:
             try:
                 length = int(fields["content-length"])
             except ValueError:
@@ -432,8 +434,8 @@ async def _read_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]
         if decoder is not None:
             try:
                 chunk = decoder.decompress(chunk, cap + 1 - total)
-            except zlib.error as exc:
-                raise httpx.DecodingError(f"{encoding}: {exc}", request=response.request) from None
+            except zlib.error as exc:  # a transport error like any other malformed answer
+                raise httpx.RemoteProtocolError(f"{encoding}: {exc}", request=response.request) from None
         parts.append(chunk)
         total += len(chunk)
         if total > cap:
