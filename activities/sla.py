@@ -136,8 +136,9 @@ class SlaActivities:
     async def post_sla_webhook(self, params: PostSlaWebhookInput) -> None:
         """POST `{"event": "sla.warning"|"sla.breach", "ticketId", "contactKey", "policy", "metric", "dueAt",
         "firedAt", "segments"}` with the `Idempotency-Key` `ticket:metric:kind:dueAt` (the same on every
-        try) through the webhook channel's helper: a 4xx other than 408, 425 and 429 is final; 5xx, those
-        and transport errors are retried by Temporal."""
+        try) through the webhook channel's helper: a 4xx other than 408, 425 and 429, a 3xx (never
+        followed) and an egress refusal are final (`WebhookRejected` / `EgressRefused`, the reason kept on
+        the SLA event); 5xx, those and transport errors are retried by Temporal."""
         if self._http is None:
             self._http = webhook_client(policy=self._egress, timeout=self._timeout, max_body=self._max_body)
         event = params.event
@@ -170,7 +171,8 @@ class SlaActivities:
                     reason=reason,
                 )
             )
-            kind = "EgressRefused" if sent.status_code is None else "WebhookRejected"
+            refused = (sent.response or "").startswith("egress refused")
+            kind = "EgressRefused" if refused else "WebhookRejected"
             raise ApplicationError(reason, type=kind, non_retryable=True)
         if sent.outcome == "retry":
             raise ApplicationError(
