@@ -444,3 +444,51 @@ async def test_a_no_content_answer_without_length_does_not_wait_for_a_body(canne
     canned.answer = b"HTTP/1.1 204 No Content\r\n\r\n"
     delivery = await _post(f"http://127.0.0.1:{canned.port}/x", LOOPBACK)
     assert delivery.outcome == "sent"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("certified", "ok"), [("svc.example", True), ("other.example", False)])
+async def test_https_to_a_checked_address_verifies_the_url_host_name_and_sends_it_as_sni(
+    certified: str, ok: bool
+) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(certified).configure_cert(server_context)
+    names: list[str | None] = []
+    server_context.sni_callback = lambda sock, name, context: names.append(name)  # type: ignore[assignment,func-returns-value]
+    heads: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            heads.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_context)
+    port = server.sockets[0].getsockname()[1]
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    try:
+        async with egress_client(policy=LOOPBACK, resolve=resolve, tls=client_context, timeout=5.0) as client:
+            if ok:
+                answer = await client.post(f"https://svc.example:{port}/x", json={})
+                assert answer.status_code == 200
+                assert f"host: svc.example:{port}" in heads[0].decode().lower()
+            else:
+                with pytest.raises(httpx.ConnectError, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
+                    await client.post(f"https://svc.example:{port}/x", json={})
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert names[:1] == ["svc.example"]

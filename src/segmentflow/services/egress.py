@@ -172,7 +172,9 @@ class EgressTransport(httpx.AsyncBaseTransport):
         max_body: int = DEFAULT_MAX_RESPONSE_BYTES,
         max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
         resolve: Resolver = system_resolver,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """`tls`: the context https connections verify with (default: the system's trust store)."""
         self.policy = policy
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._gate = asyncio.Semaphore(max_connections)
@@ -180,7 +182,7 @@ class EgressTransport(httpx.AsyncBaseTransport):
         self._max_body = max_body
         self._max_header = max_header_bytes
         self._resolve = resolve
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl: ssl.SSLContext | None = tls
 
     async def _connect(self, scheme: str, host: str, port: int) -> _Connection:
         context = None
@@ -362,6 +364,7 @@ def egress_client(
     timeout: float = 10.0,
     max_body: int = DEFAULT_MAX_RESPONSE_BYTES,
     resolve: Resolver = system_resolver,
+    tls: ssl.SSLContext | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
     """The httpx client every outbound request uses: an `EgressTransport` (unless a test gives a stand-in
@@ -374,6 +377,7 @@ def egress_client(
             timeout=timeout,
             max_body=max_body,
             resolve=resolve,
+            tls=tls,
         ),
         timeout=timeout,
         follow_redirects=False,
