@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import string
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from segmentflow.policies.egress import (
     EgressPolicy,
@@ -492,3 +495,25 @@ async def test_https_to_a_checked_address_verifies_the_url_host_name_and_sends_i
         server.close()
         await server.wait_closed()
     assert names[:1] == ["svc.example"]
+
+
+_SECRET = st.text(alphabet=string.ascii_letters + string.digits, min_size=8, max_size=30).map(
+    lambda s: f"S{s}9"
+)
+
+
+@given(user=_SECRET, password=_SECRET, value=_SECRET, name=st.sampled_from(["token", "sig", "key", "x"]))
+def test_redaction_never_shows_userinfo_or_a_query_value(
+    user: str, password: str, value: str, name: str
+) -> None:
+    shown = redact_url(f"https://{user}:{password}@hooks.example/in?{name}={value}&other=1")
+    assert user not in shown and password not in shown and value not in shown
+    assert shown.startswith("https://<redacted>@hooks.example/in?") and f"{name}=<redacted>" in shown
+
+
+@given(st.text(max_size=200))
+def test_the_url_check_and_redaction_never_raise_on_arbitrary_text(text: str) -> None:
+    url_refusal(text, DEFAULT)
+    url_refusal(f"http://{text}/", DEFAULT)
+    redact_url(text)
+    redact_url(f"https://{text}")
