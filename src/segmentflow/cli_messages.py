@@ -65,12 +65,17 @@ def _import(
 def actions_import(file: Path) -> None:
     """Upsert actions by key from a JSON list of {"key", "name", "description", "restricted_to_segments",
     "trigger_phrases", "parameters", "webhook": {"url"}}; the whole file is validated first."""
+    from pydantic import ValidationError
+
     from segmentflow.inputs import InputError
     from segmentflow.policies.egress import first_url_refusal
     from segmentflow.services.messages import ActionSpec, parse_actions, upsert_actions
-    from segmentflow.settings import Settings
+    from segmentflow.settings import Settings, settings_error
 
-    egress = Settings().egress_policy()
+    try:
+        egress = Settings().egress_policy()
+    except ValidationError as exc:
+        raise InputError(settings_error(exc)) from None
 
     def parse(data: Any) -> list[ActionSpec]:
         actions = parse_actions(data)

@@ -26,6 +26,7 @@ sequences_app = typer.Typer(no_args_is_help=True, help="Segment-targeted outboun
 def sequences_import(file: Path) -> None:
     """Insert or replace sequences by key from a JSON object or list; all are validated (templates
     included) before any is written."""
+    from pydantic import ValidationError
     from sqlmodel import Session
 
     from segmentflow.cli import _engine, _now, out
@@ -33,14 +34,17 @@ def sequences_import(file: Path) -> None:
     from segmentflow.policies.egress import first_url_refusal
     from segmentflow.policies.sequences import SequenceError, parse_sequences, webhook_urls
     from segmentflow.services.sequences import import_sequences
-    from segmentflow.settings import Settings
+    from segmentflow.settings import Settings, settings_error
 
     data = read_json(file)
     try:
         definitions = parse_sequences(data)
     except SequenceError as exc:
         raise InputError(f"{file}: {exc}") from None
-    egress = Settings().egress_policy()
+    try:
+        egress = Settings().egress_policy()
+    except ValidationError as exc:
+        raise InputError(settings_error(exc)) from None
     for definition in definitions:  # a URL the egress policy always refuses is refused now, not at send time
         refused = first_url_refusal(webhook_urls(definition), egress)
         if refused is not None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from segmentflow.policies.egress import EgressPolicy, parse_allow
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "settings_error"]
 
 
 class Settings(BaseSettings):
@@ -51,3 +51,11 @@ class Settings(BaseSettings):
 
     def egress_policy(self) -> EgressPolicy:
         return parse_allow(self.egress_allow)
+
+
+def settings_error(exc: ValidationError) -> str:
+    """One line for settings that do not validate (a bad `SEGMENTFLOW_*` variable), for the CLI."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return message if "SEGMENTFLOW_" in message else f"SEGMENTFLOW_{where.upper()}: {message}"

@@ -194,3 +194,12 @@ def test_import_refuses_a_webhook_at_a_refused_address_naming_the_step(
     file = sequence_file(tmp_path, {"key": "drip", "name": "Drip", "segment": "vip", "steps": [loopback]})
     code, _, err = cli(capsys, engine, "import", file)
     assert code == (0 if allow else 2), err  # the allow list opens loopback, and only loopback
+
+
+def test_a_bad_egress_allow_entry_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SEGMENTFLOW_EGRESS_ALLOW", "127.0.0.0/8, not a host")
+    file = sequence_file(tmp_path, {"key": "drip", "name": "Drip", "segment": "vip", "steps": [SEND]})
+    code, _, err = cli(capsys, engine, "import", file)
+    assert code == 2 and "SEGMENTFLOW_EGRESS_ALLOW: 'not a host' is neither a CIDR nor a host name" in err
