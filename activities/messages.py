@@ -44,6 +44,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from segmentflow.db.tables import utcnow
+from segmentflow.policies.egress import redact_url, url_refusal
+from segmentflow.services.egress import EgressRefusedError, egress_client
 from segmentflow.services.messages import (
     CatalogAction,
     MessageCatalog,
@@ -120,7 +122,8 @@ class MessageActivities:
     """Message handling over one database engine and the `SEGMENTFLOW_*` settings of the responder.
 
     The reply template (`SEGMENTFLOW_REPLY_TEMPLATE`, else the default) is compiled here, once: one that
-    does not parse raises `ValueError` naming the setting, so a worker never starts with it."""
+    does not parse raises `ValueError` naming the setting, so a worker never starts with it; so does a
+    responder base URL the egress policy always refuses (`SEGMENTFLOW_OPENAI_BASE_URL`)."""
 
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self._engine = engine
@@ -129,6 +132,10 @@ class MessageActivities:
             self._reply = compile_reply_template(settings.reply_template or DEFAULT_REPLY_TEMPLATE)
         except TemplateError as exc:
             raise ValueError(f"SEGMENTFLOW_REPLY_TEMPLATE is not a valid Jinja2 template: {exc}") from None
+        if settings.openai_base_url is not None:  # one the egress policy always refuses stops the worker
+            refusal = url_refusal(settings.openai_base_url, settings.egress_policy())
+            if refusal is not None:
+                raise ValueError(f"SEGMENTFLOW_OPENAI_BASE_URL: {refusal}")
         self._catalogs = MessageCatalogCache()
         self._http: httpx.AsyncClient | None = None
         self._reported: object = None
@@ -142,8 +149,14 @@ class MessageActivities:
         return await asyncio.to_thread(self._in_transaction, work)
 
     def _client(self) -> httpx.AsyncClient:
+        """The responder's and the action webhooks' client: under the egress policy, bodies capped."""
         if self._http is None or self._http.is_closed:
-            self._http = httpx.AsyncClient()
+            settings = self._settings
+            self._http = egress_client(
+                policy=settings.egress_policy(),
+                timeout=settings.http_timeout,
+                max_body=settings.max_response_bytes,
+            )
         return self._http
 
     async def aclose(self) -> None:
@@ -158,7 +171,9 @@ class MessageActivities:
             views = self._views = _Views(catalog)
         return views
 
-    async def _refuse(self, action: str, contact_key: str | None, reason: str, side: str) -> ApplicationError:
+    async def _record(self, action: str, contact_key: str | None, reason: str, side: str) -> None:
+        """Write a refusal to the audit table (`side`: which check refused, or `egress` for a webhook the
+        egress policy refused) and log it."""
         workflow_id = _workflow_id()
         await self._run(
             lambda s: record_refusal(
@@ -174,6 +189,9 @@ class MessageActivities:
         activity.logger.warning(
             "refused action %s for contact %s (%s): %s", action, contact_key, side, reason
         )
+
+    async def _refuse(self, action: str, contact_key: str | None, reason: str, side: str) -> ApplicationError:
+        await self._record(action, contact_key, reason, side)
         return refusal_error(action, contact_key, reason, side)
 
     async def check_run_action(
@@ -245,8 +263,9 @@ class MessageActivities:
                     actions=actions,
                     instructions=instructions,
                     timeout=settings.http_timeout,
+                    max_body=settings.max_response_bytes,
                 )
-            except (RejectedError, ResponderError) as exc:
+            except (RejectedError, ResponderError, EgressRefusedError) as exc:
                 raise ApplicationError(str(exc), type="ResponderFailed", non_retryable=True) from None
         return RespondResult(action=choice.action, arguments=choice.arguments, reply=choice.reply)
 
@@ -290,18 +309,27 @@ class MessageActivities:
             "arguments": params.arguments,
         }
         try:
-            status, response = await call_webhook(
+            status, response, truncated = await call_webhook(
                 self._client(),
                 action.webhook,
                 payload,
                 timeout=self._settings.http_timeout,
                 # Stable across this activity's retries, distinct for every run of an action.
                 idempotency_key=_idempotency_key(),
+                max_body=self._settings.max_response_bytes,
             )
         except RejectedError as exc:
             raise ApplicationError(str(exc), type="WebhookRejected", non_retryable=True) from None
+        except EgressRefusedError as exc:  # audited like a refusal, and never retried
+            reason = f"the webhook {redact_url(str(action.webhook['url']))}: {exc}"
+            await self._record(action.key, params.contact_key, reason, "egress")
+            raise ApplicationError(reason, type="EgressRefused", non_retryable=True) from None
         return RunActionResult(
-            action=action.key, contact_key=params.contact_key, status=status, response=response
+            action=action.key,
+            contact_key=params.contact_key,
+            status=status,
+            response=response,
+            response_truncated=truncated,
         )
 
     @activity.defn(name=REFUSE_ACTION)

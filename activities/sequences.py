@@ -32,6 +32,7 @@ from sqlmodel import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from segmentflow.policies.egress import address_refusal, literal_address
 from segmentflow.services.delivery import Delivery, SmtpServer, post_webhook, send_email, webhook_client
 from segmentflow.services.sequences import (
     ClaimResult,
@@ -117,6 +118,15 @@ class SequenceActivities:
         self._programs = ProgramCache()
         self._template_limits = settings.template_limits()
         self._http_timeout = settings.http_timeout
+        self._egress = settings.egress_policy()
+        self._max_body = settings.max_response_bytes
+        if settings.smtp_host is not None:  # a literally refused host stops the worker, naming the setting
+            address = literal_address(settings.smtp_host)
+            refusal = (
+                None if address is None else address_refusal(address, self._egress, host=settings.smtp_host)
+            )
+            if refusal is not None:
+                raise ValueError(f"SEGMENTFLOW_SMTP_HOST: {refusal}")
         self._smtp = (
             None
             if settings.smtp_host is None
@@ -128,6 +138,7 @@ class SequenceActivities:
                 password=settings.smtp_password,
                 start_tls=settings.smtp_start_tls,
                 timeout=settings.http_timeout,
+                policy=self._egress,
             )
         )
         self._clients: dict[int, httpx.AsyncClient] = {}
@@ -137,7 +148,12 @@ class SequenceActivities:
         loop_id = id(asyncio.get_running_loop())
         client = self._clients.get(loop_id)
         if client is None:
-            client = webhook_client(max_connections=concurrency, timeout=self._http_timeout)
+            client = webhook_client(
+                policy=self._egress,
+                max_connections=concurrency,
+                timeout=self._http_timeout,
+                max_body=self._max_body,
+            )
             self._clients[loop_id] = client
         return client
 
@@ -230,6 +246,7 @@ class SequenceActivities:
             payload=item.payload,
             idempotency_key=item.idempotency_key,
             retry_status=not paced,
+            max_body=self._max_body,
         )
 
     @activity.defn(name=PROCESS_SEQUENCE)

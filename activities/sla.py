@@ -35,6 +35,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from segmentflow.policies.egress import redact_url
 from segmentflow.services.delivery import post_webhook, webhook_client
 from segmentflow.services.reports import list_changes
 from segmentflow.services.sla import (
@@ -43,11 +44,13 @@ from segmentflow.services.sla import (
     open_ticket_workflows,
     plan_ticket,
     record_event,
+    record_webhook_failure,
     select_for_contact,
     selection_result,
     ticket_facts,
     watch_cursor,
 )
+from segmentflow.settings import Settings
 
 __all__ = ["SlaActivities"]
 
@@ -57,9 +60,15 @@ T = TypeVar("T")
 class SlaActivities:
     """SLA work over one database engine and one HTTP client (created on first use unless given)."""
 
-    def __init__(self, engine: Engine, *, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, engine: Engine, *, settings: Settings | None = None, http: httpx.AsyncClient | None = None
+    ) -> None:
+        settings = settings or Settings()
         self._engine = engine
         self._http = http
+        self._egress = settings.egress_policy()
+        self._timeout = settings.http_timeout
+        self._max_body = settings.max_response_bytes
 
     def _in_transaction(self, work: Callable[[Session], T]) -> T:
         with Session(self._engine) as session, session.begin():
@@ -127,24 +136,47 @@ class SlaActivities:
     async def post_sla_webhook(self, params: PostSlaWebhookInput) -> None:
         """POST `{"event": "sla.warning"|"sla.breach", "ticketId", "contactKey", "policy", "metric", "dueAt",
         "firedAt", "segments"}` with the `Idempotency-Key` `ticket:metric:kind:dueAt` (the same on every
-        try) through the webhook channel's helper: a 4xx other than 408, 425 and 429 is final; 5xx, those
-        and transport errors are retried by Temporal."""
+        try) through the webhook channel's helper: a 4xx other than 408, 425 and 429, a 3xx (never
+        followed) and an egress refusal are final (`WebhookRejected` / `EgressRefused`, the reason kept on
+        the SLA event); 5xx, those and transport errors are retried by Temporal."""
         if self._http is None:
-            self._http = webhook_client()
+            self._http = webhook_client(policy=self._egress, timeout=self._timeout, max_body=self._max_body)
         event = params.event
         body = event.model_dump(mode="json", by_alias=True, exclude={"kind"})
         body = {"event": f"sla.{event.kind}", **body, "segments": params.segments}
         key = f"{event.ticket_id}:{event.metric}:{event.kind}:{body['dueAt']}"
-        sent = await post_webhook(self._http, url=params.url, payload=body, idempotency_key=key, attempts=1)
+        sent = await post_webhook(
+            self._http,
+            url=params.url,
+            payload=body,
+            idempotency_key=key,
+            attempts=1,
+            max_body=self._max_body,
+        )
+        shown = redact_url(params.url)
         if sent.outcome == "failed":
-            raise ApplicationError(
-                f"webhook {params.url} answered {sent.status_code}",
-                type="WebhookRejected",
-                non_retryable=True,
+            # Egress refusal (no status), redirect or 4xx: kept on the event, never retried.
+            reason = f"webhook {shown}: " + (
+                sent.response or ""
+                if sent.status_code is None
+                else f"HTTP {sent.status_code}: {sent.response}"
             )
+            await self._run(
+                lambda s: record_webhook_failure(
+                    session=s,
+                    ticket_id=event.ticket_id,
+                    metric=event.metric,
+                    kind=event.kind,
+                    due_at=event.due_at,
+                    reason=reason,
+                )
+            )
+            refused = (sent.response or "").startswith("egress refused")
+            kind = "EgressRefused" if refused else "WebhookRejected"
+            raise ApplicationError(reason, type=kind, non_retryable=True)
         if sent.outcome == "retry":
             raise ApplicationError(
-                f"webhook {params.url}: {sent.status_code or sent.response}", type="WebhookRetry"
+                f"webhook {shown}: {sent.status_code or sent.response}", type="WebhookRetry"
             )
 
     @activity.defn(name=DISPATCH_SLA_MEMBERSHIP_CHANGES)

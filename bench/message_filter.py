@@ -72,6 +72,9 @@ from segmentflow.services.messages import (
 from segmentflow.services.segment_admin import import_segments
 from segmentflow.settings import Settings
 
+#: The local webhook stand-in is on loopback, which the egress policy refuses unless allowed.
+LOCAL_HOOKS = "127.0.0.1/32"
+
 
 @dataclass(frozen=True)
 class Item:
@@ -276,7 +279,7 @@ async def bench_temporal(engine: Any, contacts: list[str], args: argparse.Namesp
     failures = 0
     try:
         config = env.client.config()
-        config["plugins"] = [SegmentsPlugin(engine=engine, settings=Settings())]
+        config["plugins"] = [SegmentsPlugin(engine=engine, settings=Settings(egress_allow=LOCAL_HOOKS))]
         client = Client(**config)
         queue = f"bench-{uuid.uuid4()}"
 
@@ -313,7 +316,7 @@ async def bench_temporal(engine: Any, contacts: list[str], args: argparse.Namesp
         failures += sum(a.ran != b.ran for a, b in zip(results, concurrent, strict=True))
 
         # The peer: the same activity methods called directly, in process.
-        activities = MessageActivities(engine, Settings())
+        activities = MessageActivities(engine, Settings(egress_allow=LOCAL_HOOKS))
         direct: list[float] = []
         try:
             for text in texts:

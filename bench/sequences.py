@@ -60,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
     from segmentflow.services.segments import load_index
     from segmentflow.services.sequences import import_sequences, launch_sequence
     from segmentflow.services.templates import compile_template, render_template
+    from segmentflow.settings import Settings
 
 TEMPLATE = "Welcome, {{ contact.name }}!"
 
@@ -302,7 +303,8 @@ async def main_async(args: argparse.Namespace) -> int:
                 dev_server_existing_path=temporal_cli_path(),
                 dev_server_extra_args=DEV_SERVER_ARGS,
                 dev_server_log_level="error",
-                plugins=[SegmentsPlugin(engine=engine)],
+                # The provider is a local process on loopback, which the egress policy refuses unless allowed.
+                plugins=[SegmentsPlugin(engine=engine, settings=Settings(egress_allow="127.0.0.1/32"))],
             )
             try:
                 queue = f"bench-{uuid.uuid4()}"

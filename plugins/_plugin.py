@@ -67,13 +67,14 @@ class SegmentsPlugin(SimplePlugin):
         settings: Settings | None = None,
     ) -> None:
         self._owns_engine = engine is None
+        settings = settings or Settings()
         if engine is None:
-            engine = make_engine(database_url or (settings or Settings()).database_url)
+            engine = make_engine(database_url or settings.database_url)
         self.engine = engine
         self.membership_activities = MembershipActivities(engine)
-        self.message_activities = MessageActivities(engine, settings or Settings())
-        self.sequence_activities = SequenceActivities(engine, settings or Settings())
-        self.sla_activities = SlaActivities(engine)
+        self.message_activities = MessageActivities(engine, settings)
+        self.sequence_activities = SequenceActivities(engine, settings)
+        self.sla_activities = SlaActivities(engine, settings=settings)
         # Each feature's activity class holds the engine; `all()` lists its bound activity methods.
         activities = [
             *self.membership_activities.all(),

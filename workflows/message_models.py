@@ -102,8 +102,10 @@ class RunActionResult(Payload):
     contact_key: str | None
     #: The webhook's HTTP status, or None for an action without a webhook.
     status: int | None
-    #: The webhook's JSON response (or its text when it is not JSON).
+    #: The webhook's JSON response (or its text when it is not JSON), read up to
+    #: `SEGMENTFLOW_MAX_RESPONSE_BYTES`; past that it is the text read so far and `responseTruncated` is set.
     response: Any = None
+    response_truncated: bool = False
 
 
 class ResolveMessageInput(Payload):

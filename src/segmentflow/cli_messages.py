@@ -65,12 +65,30 @@ def _import(
 def actions_import(file: Path) -> None:
     """Upsert actions by key from a JSON list of {"key", "name", "description", "restricted_to_segments",
     "trigger_phrases", "parameters", "webhook": {"url"}}; the whole file is validated first."""
-    from segmentflow.services.messages import parse_actions, upsert_actions
+    from pydantic import ValidationError
+
+    from segmentflow.inputs import InputError
+    from segmentflow.policies.egress import first_url_refusal
+    from segmentflow.services.messages import ActionSpec, parse_actions, upsert_actions
+    from segmentflow.settings import Settings, settings_error
+
+    try:
+        egress = Settings().egress_policy()
+    except ValidationError as exc:
+        raise InputError(settings_error(exc)) from None
+
+    def parse(data: Any) -> list[ActionSpec]:
+        actions = parse_actions(data)
+        urls = (((i, a.key), a.webhook.url) for i, a in enumerate(actions) if a.webhook is not None)
+        refused = first_url_refusal(urls, egress)  # never sendable: refused now, not at run time
+        if refused is not None:
+            raise InputError(f'{file}: action "{refused[0][1]}": webhook.url: {refused[1]}')
+        return actions
 
     _import(
         file,
         "action",
-        parse_actions,
+        parse,
         lambda session, specs, now: upsert_actions(session=session, actions=specs, now=now),
     )
 
@@ -81,6 +99,7 @@ def actions_list() -> None:
     from sqlmodel import Session
 
     from segmentflow.cli import _engine, out
+    from segmentflow.policies.egress import redact_url
     from segmentflow.services.messages import existing_segment_keys, list_actions
 
     table = Table("key", "name", "restricted to", "trigger phrases", "webhook", "status")
@@ -88,7 +107,7 @@ def actions_list() -> None:
         segments = existing_segment_keys(session=session)
         for a in list_actions(session=session):
             shown, status = _restriction(a.restricted_to_segments, segments)
-            url = str(a.webhook["url"]) if a.webhook else "-"
+            url = redact_url(str(a.webhook["url"])) if a.webhook else "-"
             table.add_row(a.key, a.name, shown, ", ".join(a.trigger_phrases) or "-", url, status)
     out.print(table)
 

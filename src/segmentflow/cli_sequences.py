@@ -14,7 +14,10 @@ import typer
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-__all__ = ["sequences_app", "show_sequence_demo"]
+__all__ = ["DEMO_EGRESS_ALLOW", "sequences_app", "show_sequence_demo"]
+
+#: What `segmentflow demo` opens in the egress policy (`SEGMENTFLOW_EGRESS_ALLOW`): its local webhook.
+DEMO_EGRESS_ALLOW = "127.0.0.1/32"
 
 sequences_app = typer.Typer(no_args_is_help=True, help="Segment-targeted outbound sequences.")
 
@@ -23,19 +26,30 @@ sequences_app = typer.Typer(no_args_is_help=True, help="Segment-targeted outboun
 def sequences_import(file: Path) -> None:
     """Insert or replace sequences by key from a JSON object or list; all are validated (templates
     included) before any is written."""
+    from pydantic import ValidationError
     from sqlmodel import Session
 
     from segmentflow.cli import _engine, _now, out
     from segmentflow.inputs import InputError, read_json
-    from segmentflow.policies.sequences import SequenceError, parse_sequences
+    from segmentflow.policies.egress import first_url_refusal
+    from segmentflow.policies.sequences import SequenceError, parse_sequences, webhook_urls
     from segmentflow.services.sequences import import_sequences
-    from segmentflow.settings import Settings
+    from segmentflow.settings import Settings, settings_error
 
     data = read_json(file)
     try:
         definitions = parse_sequences(data)
     except SequenceError as exc:
         raise InputError(f"{file}: {exc}") from None
+    try:
+        egress = Settings().egress_policy()
+    except ValidationError as exc:
+        raise InputError(settings_error(exc)) from None
+    for definition in definitions:  # a URL the egress policy always refuses is refused now, not at send time
+        refused = first_url_refusal(webhook_urls(definition), egress)
+        if refused is not None:
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in refused[0]).lstrip(".")
+            raise InputError(f'{file}: sequence "{definition.key}": {where}: {refused[1]}')
     engine = _engine()
     with Session(engine) as session, session.begin():
         try:
@@ -243,12 +257,14 @@ async def _send_on_temporal(engine: Engine, key: str) -> None:
     from segmentflow.cli import _now
     from segmentflow.plugins import DEV_SERVER_ARGS, SegmentsPlugin, start_sequence_runner, temporal_cli_path
     from segmentflow.services.sequences import pause_sequence
+    from segmentflow.settings import Settings
     from segmentflow.workflows.sequence_models import RunSequenceInput
 
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_cli_path(),
         dev_server_extra_args=DEV_SERVER_ARGS,
-        plugins=[SegmentsPlugin(engine=engine)],
+        # The demo's own webhook listens on loopback, which the egress policy refuses unless allowed.
+        plugins=[SegmentsPlugin(engine=engine, settings=Settings(egress_allow=DEMO_EGRESS_ALLOW))],
     )
     try:
         queue = f"segmentflow-demo-{uuid.uuid4()}"
@@ -275,6 +291,7 @@ async def _send_in_process(engine: Engine, key: str) -> None:
     from sqlmodel import Session
 
     from segmentflow.cli import _now
+    from segmentflow.policies.egress import parse_allow
     from segmentflow.services.delivery import post_webhook, webhook_client
     from segmentflow.services.sequences import ClaimResult, ProgramCache, claim_and_render, record_deliveries
 
@@ -283,7 +300,7 @@ async def _send_in_process(engine: Engine, key: str) -> None:
             return work(session)
 
     cache = ProgramCache()
-    async with webhook_client() as client:
+    async with webhook_client(policy=parse_allow(DEMO_EGRESS_ALLOW)) as client:
         while True:
             with Session(engine) as session, session.begin():
                 sequence = cache.get(session=session, key=key)

@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from segmentflow.policies.egress import EgressPolicy, parse_allow
 
 if TYPE_CHECKING:
     from segmentflow.services.templates import TemplateLimits
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "settings_error"]
 
 
 class Settings(BaseSettings):
@@ -58,3 +60,26 @@ class Settings(BaseSettings):
     #: requests get 429 with `Retry-After` until the window ends. 0 turns the limit off.
     auth_failure_limit: int = Field(default=20, ge=0)
     auth_failure_window: timedelta = Field(default=timedelta(minutes=1), gt=timedelta(0))
+    #: The egress policy's exceptions (`policies.egress`): comma-separated CIDRs and host names every
+    #: outbound request (webhooks, responder, SMTP) may reach although they are loopback, private, link-local
+    #: and the like. Empty (the default) in production; `segmentflow demo` and the tests open loopback.
+    egress_allow: str = ""
+    #: Outbound response bodies are read up to this many bytes; the rest is discarded, marked truncated.
+    max_response_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    @field_validator("egress_allow")
+    @classmethod
+    def _valid_allow(cls, value: str) -> str:
+        parse_allow(value)  # a bad entry fails when the settings are built, naming the variable
+        return value
+
+    def egress_policy(self) -> EgressPolicy:
+        return parse_allow(self.egress_allow)
+
+
+def settings_error(exc: ValidationError) -> str:
+    """One line for settings that do not validate (a bad `SEGMENTFLOW_*` variable), for the CLI."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return message if "SEGMENTFLOW_" in message else f"SEGMENTFLOW_{where.upper()}: {message}"

@@ -70,7 +70,7 @@ SEQUENCE: dict[str, Any] = {
     "key": "welcome",
     "name": "Welcome",
     "segment": "vip",
-    "steps": [{"type": "send", "channel": "webhook", "url": "http://127.0.0.1:9/hook", "template": "Hi"}],
+    "steps": [{"type": "send", "channel": "webhook", "url": "https://hooks.example/hook", "template": "Hi"}],
 }
 
 

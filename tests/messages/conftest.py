@@ -38,6 +38,17 @@ from tests.temporal.conftest import dev_env, task_queue  # noqa: F401  (shared w
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
+#: What these tests open in the egress policy: the stand-in endpoint listens on loopback, which the policy
+#: refuses by default (tests/services/test_egress.py runs without it, and shows the refusals).
+EGRESS_ALLOW_LOOPBACK = "127.0.0.0/8,::1"
+
+
+@pytest.fixture(autouse=True)
+def egress_allows_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`SEGMENTFLOW_EGRESS_ALLOW` for this package's tests: the local stand-in is on loopback."""
+    monkeypatch.setenv("SEGMENTFLOW_EGRESS_ALLOW", EGRESS_ALLOW_LOOPBACK)
+
+
 SEGMENTS: list[dict[str, Any]] = [
     {"key": "vip", "rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["vip"]}]}]},
     {"key": "eu", "rules": [{"clauses": [{"attribute": "country", "op": "in", "values": ["DE", "FR"]}]}]},

@@ -142,3 +142,20 @@ def test_bad_files_exit_2_with_one_line_naming_the_item(
     assert len(err.strip().splitlines()) == 1
     with Session(engine) as session:  # the whole file is refused: nothing was stored
         assert list_actions(session=session) == [] and list_instructions(session=session) == []
+
+
+def test_actions_import_refuses_a_webhook_at_a_refused_address(
+    capsys: pytest.CaptureFixture[str], engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SEGMENTFLOW_EGRESS_ALLOW")  # this package's loopback allowance, taken away
+    url = engine.url.render_as_string(hide_password=False)
+    data = [
+        {"key": "ok", "webhook": {"url": "https://hooks.example/x"}},
+        {"key": "x", "webhook": {"url": "http://[::1]:8/x"}},
+    ]
+    code, _, err = run(
+        capsys, "--database-url", url, "actions", "import", str(write(tmp_path, "a.json", data))
+    )
+    assert code == 2 and 'action "x": webhook.url: egress refused: ::1 is loopback' in err
+    with Session(engine) as session:
+        assert list_actions(session=session) == []  # the whole file or nothing

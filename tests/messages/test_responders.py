@@ -174,10 +174,10 @@ async def test_webhook_client_errors_are_rejected() -> None:
 async def test_webhook_posts_payload_with_configured_headers() -> None:
     seen: list[dict[str, Any]] = []
     async with _mock({"status": "shipped"}, seen=seen) as client:
-        status, body = await call_webhook(
+        status, body, truncated = await call_webhook(
             client, {"url": "http://hook.test/x", "headers": {"X-Key": "k"}}, {"action": "a"}, timeout=5
         )
-    assert (status, body) == (200, {"status": "shipped"})
+    assert (status, body, truncated) == (200, {"status": "shipped"}, False)
     assert seen[0]["headers"]["x-key"] == "k" and seen[0]["body"] == {"action": "a"}
     assert "idempotency-key" not in seen[0]["headers"]
     async with _mock({}, seen=seen) as client:
@@ -202,3 +202,52 @@ def test_reply_template_runs_in_jinja2_sandbox_with_strict_undefined() -> None:
         render_reply("Hi {{ nobody.name }}", {"text": "x"})
     with pytest.raises(TemplateError, match="line 1"):
         render_reply("{% if %}", {})
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_a_redirect_is_rejected_naming_it_and_never_followed(status: int) -> None:
+    seen: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(status, headers={"Location": "http://169.254.169.254/latest?token=s3cret"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as client:
+        with pytest.raises(
+            RejectedError, match=f"HTTP {status}: redirect to http://169.254.169.254/latest"
+        ) as e:
+            await call_webhook(client, {"url": "http://hook.test/x"}, {"action": "a"}, timeout=5)
+        assert "s3cret" not in str(e.value)
+    with pytest.raises(RejectedError, match="redirect"):
+        await _choose(httpx.AsyncClient(transport=httpx.MockTransport(handle)))
+    assert seen == ["http://hook.test/x", "http://llm.test/v1/chat/completions"]
+
+
+async def test_a_webhook_answer_over_the_cap_comes_back_cut_and_marked_truncated() -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"blob": "A" * 50_000})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as client:
+        status, body, truncated = await call_webhook(
+            client, {"url": "http://hook.test/x"}, {}, timeout=5, max_body=4096
+        )
+        assert (status, truncated, len(body)) == (200, True, 4096)
+        assert isinstance(body, str) and body.startswith('{"blob":"AAA')
+        status, body, truncated = await call_webhook(client, {"url": "http://hook.test/x"}, {}, timeout=5)
+        assert truncated is False and len(body["blob"]) == 50_000
+
+
+async def test_a_chat_completion_over_the_cap_is_a_responder_error() -> None:
+    big = {"choices": [{"message": {"content": "x" * 10_000}}]}
+    with pytest.raises(ResponderError, match="larger than 2048 bytes"):
+        await choose_with_chat_completions(
+            _mock(big),
+            base_url="http://llm.test/v1",
+            api_key=None,
+            model="m",
+            text="hi",
+            actions=[],
+            instructions=[],
+            timeout=5,
+            max_body=2048,
+        )

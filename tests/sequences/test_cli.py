@@ -131,8 +131,9 @@ def test_unknown_sequence_or_segment_exits_2(
 
 
 def test_the_demo_sends_a_sequence_to_a_local_webhook(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("SEGMENTFLOW_EGRESS_ALLOW")  # the demo opens its own loopback webhook itself
     code, out, _ = run(capsys, "demo", "--database-url", f"sqlite:///{tmp_path / 'demo.db'}", "--no-temporal")
     assert code == 0
     line = next(x for x in out.splitlines() if x.startswith("sequence welcome-vip:"))
@@ -171,3 +172,34 @@ async def test_launch_starts_the_runner_workflow_and_pause_stops_it(
         assert out.strip() == "paused live"
         result = await client.get_workflow_handle_for(RunSequence.run, "segmentflow-sequence-live").result()
     assert result.status == "paused"
+
+
+@pytest.mark.parametrize("allow", ["", "127.0.0.0/8"])
+def test_import_refuses_a_webhook_at_a_refused_address_naming_the_step(
+    capsys: pytest.CaptureFixture[str],
+    engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    allow: str,
+) -> None:
+    monkeypatch.setenv("SEGMENTFLOW_EGRESS_ALLOW", allow)
+    load_segments(engine, SEGMENTS)
+    bad = {**SEND, "url": "http://169.254.169.254/latest/meta-data/"}
+    loopback = {**SEND, "url": "http://2130706433:9/hook"}
+    steps = [{**SEND, "url": "https://hooks.example/x"}, {"type": "branch", "segment": "vip", "then": [bad]}]
+    file = sequence_file(tmp_path, {"key": "drip", "name": "Drip", "segment": "vip", "steps": steps})
+    code, _, err = cli(capsys, engine, "import", file)
+    assert code == 2 and 'sequence "drip": steps[1].then[0].url: egress refused' in err
+    assert "169.254.169.254 is link-local" in err
+    file = sequence_file(tmp_path, {"key": "drip", "name": "Drip", "segment": "vip", "steps": [loopback]})
+    code, _, err = cli(capsys, engine, "import", file)
+    assert code == (0 if allow else 2), err  # the allow list opens loopback, and only loopback
+
+
+def test_a_bad_egress_allow_entry_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SEGMENTFLOW_EGRESS_ALLOW", "127.0.0.0/8, not a host")
+    file = sequence_file(tmp_path, {"key": "drip", "name": "Drip", "segment": "vip", "steps": [SEND]})
+    code, _, err = cli(capsys, engine, "import", file)
+    assert code == 2 and "SEGMENTFLOW_EGRESS_ALLOW: 'not a host' is neither a CIDR nor a host name" in err

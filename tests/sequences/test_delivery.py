@@ -18,7 +18,10 @@ from segmentflow.workflows.sequence_models import ProcessSequenceInput
 from sqlalchemy.engine import Engine
 from temporalio.testing import ActivityEnvironment
 
+from segmentflow.policies.egress import parse_allow
 from segmentflow.services.delivery import post_webhook, webhook_client
+from segmentflow.settings import Settings
+from tests.sequences.conftest import EGRESS_ALLOW_LOOPBACK
 from tests.sequences.helpers import (
     Provider,
     enrollments,
@@ -42,6 +45,9 @@ def provider() -> Iterator[Provider]:
         yield running
 
 
+LOOPBACK = parse_allow(EGRESS_ALLOW_LOOPBACK)
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -51,7 +57,7 @@ def closed_port() -> int:
 @pytest.mark.parametrize("host", ["127.0.0.1:{port}", "segmentflow-test.invalid"])
 async def test_unreachable_hosts_are_transport_errors_and_a_retry(host: str) -> None:
     url = f"http://{host.format(port=closed_port())}/hook"
-    async with webhook_client(timeout=5.0) as client:
+    async with webhook_client(policy=LOOPBACK, timeout=5.0) as client:
         with pytest.raises(httpx.TransportError):
             await client.post(url, json={})
         delivery = await post_webhook(client, url=url, payload={}, idempotency_key="k", attempts=2, backoff=0)
@@ -60,7 +66,7 @@ async def test_unreachable_hosts_are_transport_errors_and_a_retry(host: str) -> 
 
 
 async def test_a_paced_send_reports_a_transient_status_without_retrying_it(provider: Provider) -> None:
-    async with webhook_client() as client:
+    async with webhook_client(policy=LOOPBACK) as client:
         paced = await post_webhook(
             client, url=provider.url + "/flaky", payload={}, idempotency_key="a", retry_status=False
         )
@@ -198,3 +204,31 @@ async def test_a_paced_round_reads_membership_again_for_each_batch(
     assert ("u7", 0) not in provider.deliveries()
     status = {e.contact_key: (e.status, e.reason) for e in enrollments(engine, "paced")}
     assert status["u7"] == ("exited", "left_segment")
+
+
+async def test_a_send_the_egress_policy_refuses_fails_for_good_with_the_reason_on_the_send(
+    engine: Engine, provider: Provider
+) -> None:
+    """The worker's policy without this package's loopback allowance: a webhook at `localhost` (a name
+    resolving to loopback) is refused on the address it would connect to; the send fails, never retried."""
+    load_segments(engine, SEGMENTS)
+    put_contacts(engine, [{"kind": "user", "key": "ana", "plan": "vip"}])
+    port = provider.url.rsplit(":", 1)[1]
+    step = {"type": "send", "channel": "webhook", "url": f"http://localhost:{port}/ok", "template": "x"}
+    save_sequence(engine, {"key": "ssrf", "name": "SSRF", "segment": "vip", "steps": [step]})
+    activities = SequenceActivities(engine, Settings(egress_allow=""))
+    try:
+        result = await ActivityEnvironment().run(
+            activities.process_sequence, ProcessSequenceInput(sequence_key="ssrf", now=now())
+        )
+    finally:
+        await activities.aclose()
+    assert (result.counts.sent, result.counts.failed, result.counts.retried) == (0, 1, 0)
+    assert provider.deliveries() == []
+    [send] = sends(engine, "ssrf")
+    assert (send.status, send.attempts, send.response_status) == ("failed", 1, None)
+    assert "egress refused: localhost resolves to" in (send.response_body or "")
+    assert "loopback" in (send.response_body or "")
+    [enrollment] = enrollments(engine, "ssrf")
+    assert enrollment.status == "failed" and "egress refused" in (enrollment.reason or "")
+    assert result.next_due_at is None  # nothing left to retry

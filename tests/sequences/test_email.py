@@ -105,3 +105,45 @@ async def test_without_an_smtp_server_email_sends_fail_with_the_reason(engine: E
         await activities.aclose()
     [send] = sends(engine, "mail")
     assert send.status == "failed" and "SEGMENTFLOW_SMTP_HOST" in (send.response_body or "")
+
+
+async def test_one_contact_reaches_exactly_one_mailbox(engine: Engine, mailbox: tuple[Mailbox, int]) -> None:
+    """An address list, a header injection or a display name in the contact's email attribute fails that
+    send for good (never retried) and nothing reaches the SMTP server; a plain address is mailed."""
+    box, port = mailbox
+    load_segments(engine, SEGMENTS)
+    put_contacts(
+        engine,
+        [
+            {
+                "kind": "user",
+                "key": "fan",
+                "email": "me@x.example, v1@y.example, v2@z.example",
+                "plan": "vip",
+            },
+            {"kind": "user", "key": "crlf", "email": "me@x.example\r\nBcc: v1@y.example", "plan": "vip"},
+            {"kind": "user", "key": "named", "email": "Me <me@x.example>", "plan": "vip"},
+            {"kind": "user", "key": "ok", "email": "ok@x.example", "plan": "vip"},
+        ],
+    )
+    step = {"type": "send", "channel": "email", "subject": "Hi", "template": "Hi"}
+    save_sequence(engine, {"key": "mail", "name": "Mail", "segment": "vip", "steps": [step]})
+    activities = SequenceActivities(engine, Settings(smtp_host="127.0.0.1", smtp_port=port))
+    try:
+        result = await ActivityEnvironment().run(
+            activities.process_sequence, ProcessSequenceInput(sequence_key="mail", now=now())
+        )
+    finally:
+        await activities.aclose()
+    assert (result.counts.sent, result.counts.failed, result.counts.retried) == (1, 3, 0)
+    assert [m["To"] for m in box.messages] == ["ok@x.example"]
+    by_contact = {e.contact_key: e for e in enrollments(engine, "mail")}
+    assert {k: e.status for k, e in by_contact.items()} == {
+        "fan": "failed",
+        "crlf": "failed",
+        "named": "failed",
+        "ok": "completed",
+    }
+    failed = [s for s in sends(engine, "mail") if s.status == "failed"]
+    assert len(failed) == 3 and all(s.attempts == 1 for s in failed)
+    assert all("address" in (s.response_body or "") for s in failed)

@@ -15,7 +15,16 @@ from sqlalchemy.engine import Engine
 
 from tests.temporal.conftest import dev_env, skipping_env, task_queue
 
-__all__ = ["WebhookServer", "dev_env", "engine", "skipping_env", "task_queue", "webhook"]
+__all__ = [
+    "EGRESS_ALLOW_LOOPBACK",
+    "WebhookServer",
+    "dev_env",
+    "egress_allows_loopback",
+    "engine",
+    "skipping_env",
+    "task_queue",
+    "webhook",
+]
 
 
 @pytest.fixture
@@ -68,3 +77,14 @@ def webhook() -> Iterator[WebhookServer]:
         yield server
     finally:
         server.close()
+
+
+#: What these tests open in the egress policy: their stand-in endpoints listen on loopback, which the policy
+#: refuses by default (tests/services/test_egress.py runs without it, and shows the refusals).
+EGRESS_ALLOW_LOOPBACK = "127.0.0.0/8,::1"
+
+
+@pytest.fixture(autouse=True)
+def egress_allows_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`SEGMENTFLOW_EGRESS_ALLOW` for this package's tests: the local HTTP/SMTP stand-ins are on loopback."""
+    monkeypatch.setenv("SEGMENTFLOW_EGRESS_ALLOW", EGRESS_ALLOW_LOOPBACK)

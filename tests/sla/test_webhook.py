@@ -10,9 +10,12 @@ import pytest
 from segmentflow.activities.sla import SlaActivities
 from segmentflow.workflows.sla_models import PostSlaWebhookInput, RecordSlaEventInput
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from segmentflow.services.sla import list_events
+from segmentflow.settings import Settings
 from tests.sla.conftest import WebhookServer
 
 DUE = datetime(2026, 11, 27, 10, tzinfo=UTC)
@@ -61,3 +64,40 @@ async def test_answers_are_sent_final_or_retried_with_one_idempotency_key(
     key = f"t-9:first_reply:breach:{webhook.requests[0][2]['dueAt']}"
     assert [(s, k) for s, k, _ in webhook.requests] == [(status, key)] * 2
     assert webhook.requests[0][2]["event"] == "sla.breach" and webhook.requests[0][2]["segments"] == ["vip"]
+
+
+async def test_a_webhook_the_egress_policy_refuses_is_final_and_recorded_on_the_event(
+    engine: Engine, webhook: WebhookServer
+) -> None:
+    """Without this package's loopback allowance: `localhost` resolves to a loopback address, refused on
+    the address the worker would connect to; never retried, and the SLA event keeps the reason."""
+    activities = SlaActivities(engine, settings=Settings(egress_allow=""))
+    notice = _notice(webhook.url.replace("127.0.0.1", "localhost"))
+    try:
+        await ActivityEnvironment().run(activities.record_sla_event, notice.event)
+        with pytest.raises(ApplicationError) as caught:
+            await ActivityEnvironment().run(activities.post_sla_webhook, notice)
+    finally:
+        await activities.aclose()
+    assert (caught.value.type, caught.value.non_retryable) == ("EgressRefused", True)
+    assert "localhost resolves to" in str(caught.value) and "loopback" in str(caught.value)
+    assert webhook.requests == []
+    with Session(engine) as session:
+        [event] = list_events(session=session, ticket_id="t-9")
+    assert event.webhook_error is not None and "egress refused" in event.webhook_error
+
+
+async def test_a_redirect_is_final_and_recorded_on_the_event(engine: Engine, webhook: WebhookServer) -> None:
+    webhook.status = 302
+    activities = SlaActivities(engine)
+    try:
+        await ActivityEnvironment().run(activities.record_sla_event, _notice(webhook.url).event)
+        with pytest.raises(ApplicationError) as caught:
+            await ActivityEnvironment().run(activities.post_sla_webhook, _notice(webhook.url))
+    finally:
+        await activities.aclose()
+    assert (caught.value.type, caught.value.non_retryable) == ("WebhookRejected", True)
+    assert len(webhook.requests) == 1
+    with Session(engine) as session:
+        [event] = list_events(session=session, ticket_id="t-9")
+    assert "HTTP 302" in (event.webhook_error or "") and "redirect" in (event.webhook_error or "")

@@ -110,6 +110,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="segmentflow", version="0.1.0", description=_DESCRIPTION, lifespan=lifespan)
     registry = CollectorRegistry()
     app.state.engine = engine
+    app.state.egress = settings.egress_policy()
     app.state.metrics_registry = registry
     app.state.segment_index = SegmentIndexCache()
     app.state.template_limits = settings.template_limits()

@@ -27,6 +27,7 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from segmentflow.api.guard import verified_key
+from segmentflow.policies.egress import EgressPolicy
 from segmentflow.services.keys import Scope, VerifiedKey
 from segmentflow.services.segments import SegmentIndexCache
 
@@ -34,6 +35,7 @@ __all__ = [
     "AnyKey",
     "ContactId",
     "ContactsKey",
+    "Egress",
     "IndexCache",
     "MessagesReadKey",
     "MessagesWriteKey",
@@ -68,6 +70,14 @@ async def _read_slot(request: Request) -> AsyncIterator[None]:
     async with request.app.state.read_slots:
         yield
 
+
+def _egress(request: Request) -> EgressPolicy:
+    policy: EgressPolicy = request.app.state.egress
+    return policy
+
+
+#: The egress policy (`SEGMENTFLOW_EGRESS_ALLOW`) that URLs written through the API are checked against.
+Egress = Annotated[EgressPolicy, Depends(_egress)]
 
 #: One of the app's read slots, for an endpoint using a connection of its own (`/healthz`).
 ReadSlot = Annotated[None, Depends(_read_slot, scope="function")]

@@ -10,9 +10,10 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from sqlmodel import Session
 
-from segmentflow.api.deps import MessagesReadKey, MessagesWriteKey, ReadSession, WriteSession, now
+from segmentflow.api.deps import Egress, MessagesReadKey, MessagesWriteKey, ReadSession, WriteSession, now
 from segmentflow.api.errors import invalid, responses
 from segmentflow.api.json_body import StrictJsonRoute
+from segmentflow.policies.egress import REDACTED, first_url_refusal, redact_url
 from segmentflow.policies.restrictions import missing_segments
 from segmentflow.services.messages import (
     ActionSpec,
@@ -33,11 +34,8 @@ __all__ = ["router"]
 router = APIRouter(prefix="/messages", tags=["messages"], route_class=StrictJsonRoute)
 
 
-#: What a header value reads as in an answer: values are often secrets (tokens), names are not.
-REDACTED = "<redacted>"
-
-
 class WebhookPublic(BaseModel):
+    #: Userinfo, query values and token-like path segments redacted (`policies.egress.redact_url`).
     url: str
     #: Header names, each with the value redacted.
     headers: dict[str, str]
@@ -62,7 +60,9 @@ class ActionPublic(BaseModel):
 def _webhook(stored: dict[str, Any] | None) -> WebhookPublic | None:
     if stored is None:
         return None
-    return WebhookPublic(url=stored["url"], headers=dict.fromkeys(stored.get("headers") or {}, REDACTED))
+    return WebhookPublic(
+        url=redact_url(stored["url"]), headers=dict.fromkeys(stored.get("headers") or {}, REDACTED)
+    )
 
 
 class InstructionPublic(InstructionSpec):
@@ -153,10 +153,17 @@ def get_actions(session: ReadSession, _key: MessagesReadKey) -> ActionsPublic:
 
 
 @router.post("/actions", responses=responses(400, 401, 403))
-def post_actions(body: list[ActionSpec], session: WriteSession, _key: MessagesWriteKey) -> ImportedPublic:
-    """Upsert actions by key (the `segmentflow actions import` format); all or none. Scope
-    `messages:write`."""
+def post_actions(
+    body: list[ActionSpec], session: WriteSession, _key: MessagesWriteKey, egress: Egress
+) -> ImportedPublic:
+    """Upsert actions by key (the `segmentflow actions import` format); all or none. A webhook URL the
+    egress policy always refuses is a 422 naming it. Scope `messages:write`."""
     _unique(body)
+    refused = first_url_refusal(
+        (((i, "webhook", "url"), a.webhook.url) for i, a in enumerate(body) if a.webhook is not None), egress
+    )
+    if refused is not None:
+        raise invalid(["body", *refused[0]], refused[1])
     return _imported(upsert_actions(session=session, actions=body, now=now()))
 
 

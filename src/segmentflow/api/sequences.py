@@ -12,11 +12,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, HTTPException, Path, Request, Response, status
 from sqlmodel import Session
 
-from segmentflow.api.deps import ReadSession, SequencesReadKey, SequencesWriteKey, WriteSession, now
+from segmentflow.api.deps import (
+    Egress,
+    ReadSession,
+    SequencesReadKey,
+    SequencesWriteKey,
+    WriteSession,
+    now,
+)
 from segmentflow.api.errors import invalid, responses
 from segmentflow.api.json_body import StrictJsonRoute
 from segmentflow.db.tables import Sequence
-from segmentflow.policies.sequences import SequenceError, parse_sequences
+from segmentflow.policies.egress import first_url_refusal, redact_url
+from segmentflow.policies.sequences import SequenceError, parse_sequences, webhook_urls
 from segmentflow.services.sequences import (
     UnknownSegmentForSequenceError,
     UnknownSequenceError,
@@ -65,11 +73,26 @@ def list_all(session: ReadSession, _key: SequencesReadKey) -> dict[str, Any]:
 
 @router.get("/{key}", responses=responses(401, 403, 404))
 def read_one(session: ReadSession, _key: SequencesReadKey, key: SequenceKey) -> dict[str, Any]:
-    """The sequence's definition (the JSON file format) and its status: enrollments by status, and per
-    step enrolled, sent, exited and failed."""
+    """The sequence's definition (the JSON file format, webhook URLs with their secrets redacted: see
+    `policies.egress.redact_url`) and its status: enrollments by status, and per step enrolled, sent,
+    exited and failed."""
     record = _found(session, key)
     report = sequence_status(session=session, key=key)
-    return {**_summary(record), "definition": record.definition, "report": dataclasses.asdict(report)}
+    shown = _redacted(record.definition)
+    return {**_summary(record), "definition": shown, "report": dataclasses.asdict(report)}
+
+
+def _redacted(definition: Any) -> Any:
+    """The stored definition with every send step's `url` redacted (userinfo, query values, token-like
+    path segments); nothing else changes."""
+    if isinstance(definition, list):
+        return [_redacted(item) for item in definition]
+    if not isinstance(definition, dict):
+        return definition
+    out = {k: _redacted(v) for k, v in definition.items()}
+    if definition.get("type") == "send" and isinstance(definition.get("url"), str):
+        out["url"] = redact_url(definition["url"])
+    return out
 
 
 @router.put("/{key}", responses=responses(401, 403))
@@ -80,13 +103,18 @@ def save(
     response: Response,
     definition: Definition,
     key: SequenceKey,
+    egress: Egress,
 ) -> dict[str, Any]:
     """Create or replace a sequence (201 when created); its templates must parse and render within the
-    template limits for a sample contact."""
+    template limits for a sample contact, and no webhook URL may be one the egress policy always refuses
+    (422 naming the step's `url`)."""
     if definition.get("key", key) != key:
         raise invalid(["body", "key"], "the body's key differs from the path's")
     try:
         parsed = parse_sequences({**definition, "key": key})
+        refused = first_url_refusal(webhook_urls(parsed[0]), egress)
+        if refused is not None:
+            raise invalid(["body", *refused[0]], refused[1])
         [(record, created)] = import_sequences(
             session=session, sequences=parsed, now=now(), limits=request.app.state.template_limits
         )

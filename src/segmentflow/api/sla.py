@@ -42,6 +42,8 @@ class SlaEventPublic(BaseModel):
     kind: str
     due_at: datetime
     fired_at: datetime
+    #: Why its webhook failed for good (egress refusal, redirect, 4xx); null when sent or none is set.
+    webhook_error: str | None = None
 
 
 class SlaEventsPublic(BaseModel):
@@ -116,6 +118,7 @@ def read_ticket_events(
                 kind=r.kind,
                 due_at=r.due_at,
                 fired_at=r.fired_at,
+                webhook_error=r.webhook_error,
             )
             for r in rows
         ]

@@ -199,7 +199,7 @@ class Instruction(SQLModel, table=True):
 class ActionRefusal(SQLModel, table=True):
     """The audit of refused actions: when, which contact (None: anonymous), which action, why, and which
     check refused it (`workflow`: the outbound interceptor, `worker`: the inbound one, `activity`:
-    `segmentflow.RunAction` itself)."""
+    `segmentflow.RunAction` itself, `egress`: its webhook refused by the egress policy)."""
 
     __tablename__ = "action_refusal"
 
@@ -372,6 +372,8 @@ class SlaEvent(SQLModel, table=True):
     kind: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
     due_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
     fired_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
+    #: Why its webhook failed for good (an egress refusal, a redirect, a 4xx); None: sent, or no webhook.
+    webhook_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
 
 
 class SlaWatch(SQLModel, table=True):

@@ -256,6 +256,23 @@ def _json_type(value: Any) -> str:
     return "a list" if isinstance(value, list) else type(value).__name__
 
 
+def webhook_urls(definition: SequenceDefinition) -> list[tuple[tuple[str | int, ...], str]]:
+    """Every webhook send step's URL with its place in the definition (`("steps", 2, "then", 0, "url")`),
+    for the egress policy's check when a sequence is saved."""
+    found: list[tuple[tuple[str | int, ...], str]] = []
+
+    def walk(steps: list[Any], at: tuple[str | int, ...]) -> None:
+        for index, step in enumerate(steps):
+            if isinstance(step, SendStep) and step.url is not None:
+                found.append(((*at, index, "url"), step.url))
+            elif isinstance(step, BranchStep):
+                walk(step.then, (*at, index, "then"))
+                walk(step.else_, (*at, index, "else"))
+
+    walk(definition.steps, ("steps",))
+    return found
+
+
 def parse_sequences(data: Any) -> list[SequenceDefinition]:
     """One sequence object or a list of them; errors name the sequence key and the field path."""
     items = data if isinstance(data, list) else [data]

@@ -2,10 +2,14 @@
 OpenAI-compatible chat-completions endpoint over httpx), the reply rendered from a sandboxed Jinja2
 template, and the action webhook (an httpx POST with an `Idempotency-Key` stable across retries).
 
-Answers are classified as the delivery channels classify them (`services.delivery.transient_status`): a
-4xx other than 408/425/429 is the caller's problem and raises `RejectedError` (never worth a retry); 5xx,
-408, 425, 429 and transport errors propagate as httpx's own exceptions so Temporal retries them. An answer
-that is not a usable chat completion raises `ResponderError` (not retried either)."""
+Both go through `services.egress` (`post_json`: the egress policy of the client's transport, bodies read
+up to `max_body` bytes, never whole). Answers are classified as the delivery channels classify them
+(`services.delivery.transient_status`): a 4xx other than 408/425/429 and a 3xx (redirects are never
+followed) are final and raise `RejectedError` (never worth a retry); an egress refusal raises
+`EgressRefusedError` (final too); 5xx, 408, 425, 429 and other transport errors (malformed or oversized
+answers included) propagate as httpx's own exceptions so Temporal retries them. An answer that is not a
+usable chat completion (a truncated one included) raises `ResponderError` (not retried either). URLs in
+error messages have their secrets redacted (`policies.egress.redact_url`)."""
 
 from __future__ import annotations
 
@@ -18,7 +22,9 @@ from typing import Any
 import httpx
 from jinja2 import Template
 
+from segmentflow.policies.egress import redact_url
 from segmentflow.services.delivery import transient_status
+from segmentflow.services.egress import DEFAULT_MAX_RESPONSE_BYTES, Answer, post_json, redirect_refusal
 from segmentflow.services.templates import (
     DEFAULT_LIMITS,
     TemplateError,
@@ -94,11 +100,19 @@ def tool_name(action_key: str) -> str:
     return _TOOL_CHARS.sub("_", action_key)[:64]
 
 
-def _check(response: httpx.Response, what: str) -> None:
-    code = response.status_code
+def _check(answer: Answer, url: str, what: str) -> None:
+    code = answer.status_code
+    redirect = redirect_refusal(answer, url)
+    if redirect is not None:
+        raise RejectedError(f"{what} {redirect}")
     if 400 <= code < 500 and not transient_status(code):
-        raise RejectedError(f"{what} answered HTTP {code}: {response.text[:200]}")
-    response.raise_for_status()  # 5xx, 408, 425, 429 (and anything else not 2xx): retried
+        raise RejectedError(f"{what} {redact_url(url)} answered HTTP {code}: {answer.summary(200)}")
+    if not 200 <= code < 300:  # 5xx, 408, 425, 429 (and anything else): retried
+        request = httpx.Request("POST", url)
+        response = httpx.Response(code, headers=answer.headers, content=answer.body, request=request)
+        raise httpx.HTTPStatusError(
+            f"{what} {redact_url(url)} answered HTTP {code}", request=request, response=response
+        )
 
 
 def _content(value: Any) -> str | None:
@@ -135,6 +149,7 @@ async def choose_with_chat_completions(
     actions: Sequence[OfferedAction],
     instructions: Sequence[AppliedInstruction],
     timeout: float,
+    max_body: int = DEFAULT_MAX_RESPONSE_BYTES,
 ) -> Choice:
     """Ask an OpenAI-compatible `/chat/completions` endpoint: the offered actions become tools, the applied
     instructions the system prompt. The first tool call names the action (mapped back to its key; a name
@@ -158,12 +173,15 @@ async def choose_with_chat_completions(
             for a in actions
         ]
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    response = await client.post(
-        f"{base_url.rstrip('/')}/chat/completions", json=body, headers=headers, timeout=timeout
-    )
-    _check(response, "the chat-completions endpoint")
+    url = f"{base_url.rstrip('/')}/chat/completions"
+    answer = await post_json(client, url, body, headers=headers, timeout=timeout, max_body=max_body)
+    _check(answer, url, "the chat-completions endpoint")
+    if answer.truncated:
+        raise ResponderError(
+            f"the chat completion is larger than {max_body} bytes (SEGMENTFLOW_MAX_RESPONSE_BYTES)"
+        )
     try:
-        message = response.json()["choices"][0]["message"]
+        message = json.loads(answer.body)["choices"][0]["message"]
         calls = message.get("tool_calls") or []
         content = _content(message.get("content"))
         if not calls:
@@ -204,16 +222,21 @@ async def call_webhook(
     *,
     timeout: float,
     idempotency_key: str | None = None,
-) -> tuple[int, Any]:
+    max_body: int = DEFAULT_MAX_RESPONSE_BYTES,
+) -> tuple[int, Any, bool]:
     """POST the payload as JSON with the webhook's headers and `Idempotency-Key` (the same key on every
-    retry of one action run, so the receiver performs it once); the status and the JSON answer (or its
-    text)."""
+    retry of one action run, so the receiver performs it once); the status, the JSON answer (or its text)
+    and whether the body was cut at `max_body` bytes (then it is the text read so far: it goes into
+    workflow history and the reply template, so it is never larger)."""
     headers = dict(webhook.get("headers") or {})
     if idempotency_key is not None:
         headers["Idempotency-Key"] = idempotency_key
-    response = await client.post(str(webhook["url"]), json=dict(payload), headers=headers, timeout=timeout)
-    _check(response, f"the webhook {webhook['url']}")
+    url = str(webhook["url"])
+    answer = await post_json(client, url, dict(payload), headers=headers, timeout=timeout, max_body=max_body)
+    _check(answer, url, "the webhook")
+    if answer.truncated:
+        return answer.status_code, answer.text, True
     try:
-        return response.status_code, response.json()
+        return answer.status_code, json.loads(answer.body), False
     except ValueError:
-        return response.status_code, response.text
+        return answer.status_code, answer.text, False

@@ -53,6 +53,7 @@ __all__ = [
     "open_ticket_workflows",
     "plan_ticket",
     "record_event",
+    "record_webhook_failure",
     "select_for_contact",
     "selection_result",
     "ticket_facts",
@@ -214,6 +215,19 @@ def record_event(
     return segments
 
 
+def record_webhook_failure(
+    *, session: Session, ticket_id: str, metric: str, kind: str, due_at: datetime, reason: str
+) -> None:
+    """Keep on the SLA event why its webhook failed for good (never retried): an egress refusal, a
+    redirect, a 4xx."""
+    t = sla_event_table.c
+    session.execute(
+        sla_event_table.update()
+        .where(t.ticket_id == ticket_id, t.metric == metric, t.kind == kind, t.due_at == due_at)
+        .values(webhook_error=reason[:2000])
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class SlaEventRow:
     ticket_id: str
@@ -224,13 +238,22 @@ class SlaEventRow:
     kind: str
     due_at: datetime
     fired_at: datetime
+    webhook_error: str | None = None
 
 
 def list_events(*, session: Session, ticket_id: str | None = None, limit: int = 1000) -> list[SlaEventRow]:
     """SLA events in the order they fired (one ticket's, or all)."""
     t = sla_event_table.c
     query = sa.select(
-        t.ticket_id, t.contact_key, t.segments, t.policy_key, t.metric, t.kind, t.due_at, t.fired_at
+        t.ticket_id,
+        t.contact_key,
+        t.segments,
+        t.policy_key,
+        t.metric,
+        t.kind,
+        t.due_at,
+        t.fired_at,
+        t.webhook_error,
     ).order_by(t.fired_at, t.id)
     if ticket_id is not None:
         query = query.where(t.ticket_id == ticket_id)
