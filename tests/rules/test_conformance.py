@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +30,24 @@ import yaml
 
 from segmentflow.rules import RuleError, compile_segments, parse_context, parse_segment
 
-DATA_DIR = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "launchdarkly-server-side-eval"
-)
+def _data_dir() -> Path:
+    """`../shared/conformance/...` beside the project; in a git worktree, also beside its main checkout;
+    `SEGMENTFLOW_CONFORMANCE_DIR` overrides both."""
+    override = os.environ.get("SEGMENTFLOW_CONFORMANCE_DIR")
+    if override:
+        return Path(override)
+    root = Path(__file__).resolve().parents[2]
+    candidates = [root.parent]
+    git = root / ".git"
+    if git.is_file():  # a worktree: ".git" names <main>/.git/worktrees/<name>
+        text = git.read_text(encoding="utf-8").strip()
+        if text.startswith("gitdir:"):
+            candidates.append(Path(text.removeprefix("gitdir:").strip()).parents[2].parent)
+    found = [c / "shared" / "conformance" / "launchdarkly-server-side-eval" for c in candidates]
+    return next((d for d in found if d.is_dir()), found[0])
+
+
+DATA_DIR = _data_dir()
 
 
 class _HarnessLoader(yaml.SafeLoader):  # type: ignore[misc]  # yaml ships no types here
