@@ -15,9 +15,11 @@ from segmentflow.api.models import (
     SegmentPatch,
     SegmentPublic,
     SegmentReplace,
+    SegmentSaved,
     SegmentsPublic,
 )
 from segmentflow.db.tables import SegmentRecord
+from segmentflow.rules import segment_problems
 from segmentflow.services import segment_admin
 from segmentflow.services.membership import UnknownSegmentError, member_counts
 from segmentflow.services.segments import get_segment, page_segments
@@ -56,6 +58,12 @@ def public_segments(session: Session, records: list[SegmentRecord]) -> list[Segm
 def _one(session: Session, record: SegmentRecord, response: Response) -> SegmentPublic:
     response.headers["ETag"] = f'"{record.version}"'
     return public_segments(session, [record])[0]
+
+
+def _saved(session: Session, record: SegmentRecord, response: Response) -> SegmentSaved:
+    """The saved segment beside the warnings of its definition (values it keeps that never match)."""
+    _, warnings = segment_problems(record.definition_model())
+    return SegmentSaved(**_one(session, record, response).model_dump(), warnings=[str(w) for w in warnings])
 
 
 def _expected_version(body_version: int | None, if_match: str | None) -> int | None:
@@ -103,7 +111,7 @@ async def read_segment(
 @router.post("", status_code=status.HTTP_201_CREATED, responses=responses(400, 401, 403, 409))
 def create_segment(
     body: SegmentCreate, session: WriteSession, _key: WriteKey, response: Response
-) -> SegmentPublic:
+) -> SegmentSaved:
     """Create a segment (version 1) and compute its members. Scope `segments:write`."""
     record = segment_admin.create_segment(
         session=session,
@@ -114,7 +122,7 @@ def create_segment(
         now=now(),
     )
     response.headers["Location"] = f"/contacts/segments/{record.id}"
-    return _one(session, record, response)
+    return _saved(session, record, response)
 
 
 @router.put("/{segment_id}", responses=responses(400, 401, 403, 404, 409))
@@ -125,7 +133,7 @@ def replace_segment(
     _key: WriteKey,
     response: Response,
     if_match: IfMatch = None,
-) -> SegmentPublic:
+) -> SegmentSaved:
     """Replace name, description and definition; recompute it and its dependents. A stale `version` or
     `If-Match` is a 409. Scope `segments:write`."""
     record = segment_admin.replace_segment(
@@ -137,7 +145,7 @@ def replace_segment(
         expected_version=_expected_version(body.version, if_match),
         now=now(),
     )
-    return _one(session, record, response)
+    return _saved(session, record, response)
 
 
 @router.patch("/{segment_id}", responses=responses(400, 401, 403, 404, 409))
@@ -148,7 +156,7 @@ def patch_segment(
     _key: WriteKey,
     response: Response,
     if_match: IfMatch = None,
-) -> SegmentPublic:
+) -> SegmentSaved:
     """Apply LaunchDarkly semantic-patch instructions, all or none; recompute it and its dependents.
     Without a version the instructions apply to the current definition. Scope `segments:write`."""
     record = segment_admin.patch_segment(
@@ -158,7 +166,7 @@ def patch_segment(
         expected_version=_expected_version(body.version, if_match),
         now=now(),
     )
-    return _one(session, record, response)
+    return _saved(session, record, response)
 
 
 @router.delete("/{segment_id}", responses=responses(401, 403, 404, 409))
