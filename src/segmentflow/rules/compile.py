@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -48,8 +47,11 @@ from segmentflow.rules.operators import (
     parse_time,
     parse_time_text,
     precedence_key,
+    regex_problem,
     semver_key,
+    unusable_regex,
 )
+from segmentflow.rules.regex import compile_linear
 
 __all__ = [
     "CompiledSegment",
@@ -205,13 +207,9 @@ def _scalar_expression(src: _Source, op: str, values: list[Any], test: str) -> s
             }[op]
             key_of = src.bind(semver_key)
             return f"((_k := {key_of}(_v)) is not None and {check} if type(_v) is str else {test}(_v))"
-    if op == "matches" and len(values) == 1 and type(values[0]) is str:
-        try:
-            pattern = re.compile(values[0])
-        except (re.error, OverflowError, RecursionError):
-            pattern = None
-        if pattern is not None:
-            return f"({src.bind(pattern)}.search(_v) is not None if type(_v) is str else {test}(_v))"
+    if op == "matches" and len(values) == 1 and type(values[0]) is str and regex_problem(values[0]) is None:
+        search = compile_linear(values[0]).search
+        return f"({src.bind(search)}(_v) if type(_v) is str else {test}(_v))"
     if op == "contains" and len(values) == 1 and type(values[0]) is str:
         return f"({src.bind(values[0])} in _v if type(_v) is str else {test}(_v))"
     if op in ("startsWith", "endsWith") and values and all(type(v) is str for v in values):
@@ -461,12 +459,18 @@ def _clause_problems(
         prepare(clause.values, lenient)
     except ValueError as exc:
         errors.append(error(f"{clause.op}: {exc}"))
+    check = never_matches if not (lenient and clause.op == "matches") else _never_matches_leniently
     warnings = [
         RuleWarning(seg.key, r_index, c_index, problem)
-        for problem in (never_matches(clause.op, value) for value in clause.values)
+        for problem in (check(clause.op, value) for value in clause.values)
         if problem is not None
     ]
     return errors, warnings
+
+
+def _never_matches_leniently(op: str, value: Any) -> str | None:
+    """`never_matches`, plus the patterns a lenient load keeps but a save refuses."""
+    return never_matches(op, value) or unusable_regex(value)
 
 
 def segment_problems(seg: Segment, *, lenient: bool = False) -> tuple[list[RuleError], list[RuleWarning]]:

@@ -10,7 +10,8 @@ value. Settled edge cases, as in LaunchDarkly's Python SDK:
   (it also takes ISO 8601 forms such as `20171206T000000Z`; a date alone or no offset is refused);
   anything else never matches; `before`/`after` are strict;
 - semantic versions pad missing minor/patch (`2` -> `2.0.0`, `2.1` -> `2.1.0`) and refuse `v2` or `02.0.0`;
-- `matches` is Python's `re.search`.
+- `matches` answers as Python's `re.search` does, run in linear time on RE2 (`segmentflow.rules.regex`);
+  a pattern that cannot run that way with Python's answers is refused like one that does not compile.
 A clause value that can never match (an unparseable date or version, a value of the wrong type) is kept
 and never matches, LaunchDarkly's behaviour; `never_matches` says why, so the compiler can report it as a
 warning. A regex that does not compile is refused with `ValueError` unless `lenient` (LaunchDarkly drops it
@@ -32,6 +33,8 @@ from typing import Any
 import pyrfc3339
 from semver import Version
 
+from segmentflow.rules.regex import LinearRegex, RegexRefusedError, compile_linear
+
 __all__ = [
     "OPERATORS",
     "SemverKey",
@@ -41,7 +44,9 @@ __all__ = [
     "parse_time",
     "parse_time_text",
     "precedence_key",
+    "regex_problem",
     "semver_key",
+    "unusable_regex",
 ]
 
 ValueTest = Callable[[Any], bool]
@@ -158,13 +163,29 @@ def _ends_with(values: list[Any], lenient: bool) -> ValueTest:
     return lambda value: isinstance(value, str) and value.endswith(suffixes)
 
 
-def _compile_regex(value: Any) -> re.Pattern[str] | None:
-    if not isinstance(value, str):
-        return None
+def regex_problem(pattern: str) -> str | None:
+    """Why a `matches` pattern cannot be used (it does not compile in Python, or cannot run in linear time
+    with Python's answers: `segmentflow.rules.regex`), or None."""
     try:
-        return re.compile(value)
-    except Exception:  # re.error, and OverflowError for a repeat count like `a{4294967296}`
+        re.compile(pattern)
+    except Exception as exc:  # re.error, and OverflowError for a repeat count like `a{4294967296}`
+        return f"bad regex {pattern!r}: {exc}"
+    try:
+        compile_linear(pattern)
+    except RegexRefusedError as exc:
+        return (
+            f"regex {pattern!r} cannot run in linear time: {exc} (refused so that no value can make an "
+            "evaluation take exponential time)"
+        )
+    except Exception as exc:  # what Python's parser accepts but its compiler refuses
+        return f"bad regex {pattern!r}: {exc}"
+    return None
+
+
+def _compile_regex(value: Any) -> LinearRegex | None:
+    if not isinstance(value, str) or regex_problem(value) is not None:
         return None
+    return compile_linear(value)
 
 
 def _matches(values: list[Any], lenient: bool) -> ValueTest:
@@ -172,12 +193,11 @@ def _matches(values: list[Any], lenient: bool) -> ValueTest:
         for value in values:
             if not isinstance(value, str):
                 continue  # never matches: a warning, as LaunchDarkly keeps it
-            try:
-                re.compile(value)
-            except (re.error, OverflowError) as exc:
-                raise ValueError(f"bad regex {value!r}: {exc}") from None
-    patterns = [p for p in map(_compile_regex, values) if p is not None]
-    return lambda value: isinstance(value, str) and any(p.search(value) for p in patterns)
+            problem = regex_problem(value)
+            if problem is not None:
+                raise ValueError(problem)
+    searches = [p.search for p in map(_compile_regex, values) if p is not None]
+    return lambda value: isinstance(value, str) and any(search(value) for search in searches)
 
 
 def _numeric(compare: Callable[[float, float], bool], pick: Callable[[list[float]], float]) -> Prepare:
@@ -345,3 +365,10 @@ def never_matches(op: str, value: Any) -> str | None:
     check = _VALUE_CHECKS.get(op)
     problem = None if check is None else check(value)
     return None if problem is None else f"{op}: {_show(value)} {problem}; it never matches"
+
+
+def unusable_regex(value: Any) -> str | None:
+    """For lenient loading: the warning for a `matches` pattern that never matches because it does not
+    compile or cannot run in linear time (a save refuses it), or None."""
+    problem = regex_problem(value) if isinstance(value, str) else None
+    return None if problem is None else f"matches: {problem}; it never matches"

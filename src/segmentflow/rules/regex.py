@@ -1,0 +1,324 @@
+"""Pure. `matches` regexes in linear time: Python's own parse of a pattern is translated into an RE2
+pattern that gives exactly Python's answers, or the pattern is refused.
+
+LaunchDarkly's SDK runs `matches` with Python's `re.search`, a backtracking engine: `(a+)+$` against forty
+`a`s and a `!` takes minutes. RE2 (Google's linear-time engine, `google-re2`) answers any pattern it runs
+in time linear in the value, but its syntax and some meanings differ (`$`, `\\d`, `\\w`, `\\s`, `\\b` and
+case folding are Unicode-aware in Python, ASCII or otherwise different in RE2). So a pattern is not handed
+to RE2 as written: `re`'s own parser reads it (what `re.compile` would run), and each node is rewritten:
+- every single-character test (a literal, `.`, a set, `\\d`/`\\w`/`\\s`, any of them case-insensitive or
+  ASCII-only) becomes an explicit RE2 class of exactly the code points Python's `re` matches, computed by
+  running Python's own matcher over the code points that could differ;
+- sequences, alternatives, groups and counted repetition carry over (lazy or greedy makes no difference to
+  whether a match exists); `^`, `\\A`, `\\Z` and multi-line `^`/`$` have RE2 equivalents; a plain `$` (end,
+  or before a final newline) is rewritten when nothing follows it (`\\n?\\z`).
+Refused, with the construct named: lookahead and lookbehind, backreferences, conditionals, atomic groups
+and possessive repeats (RE2 has none: only a backtracking engine runs them, and a backtracking engine is
+what can take exponential time), a Unicode `\\b`/`\\B` (RE2's are ASCII-only: `(?a)\\b` is accepted), `$`
+with more pattern after it, and repetition counts above 1000 or patterns too large for RE2.
+
+A value that is not valid Unicode text (a lone surrogate, which JSON allows and the API refuses) cannot be
+handed to RE2 and never matches.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+from re import _constants as sre
+from re import _parser as sre_parse
+from typing import Any
+
+import re2
+
+__all__ = ["MAX_PATTERN_LENGTH", "LinearRegex", "RegexRefusedError", "compile_linear"]
+
+#: A longer pattern is refused: translation costs time per node, and no real rule needs more.
+MAX_PATTERN_LENGTH = 4096
+_MAX_REPEAT = 1000  # RE2's limit on a counted repetition
+_LAST = 0x10FFFF
+_SURROGATES = (0xD800, 0xDFFF)
+Ranges = list[tuple[int, int]]
+
+
+class RegexRefusedError(ValueError):
+    """A pattern Python compiles but that cannot run in linear time with Python's answers."""
+
+
+# --- code point sets as sorted, disjoint, inclusive ranges -------------------------------------------
+
+
+def _normalise(ranges: Iterable[tuple[int, int]]) -> Ranges:
+    out: Ranges = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            if hi > out[-1][1]:
+                out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _complement(ranges: Ranges) -> Ranges:
+    out: Ranges = []
+    start = 0
+    for lo, hi in ranges:
+        if lo > start:
+            out.append((start, lo - 1))
+        start = hi + 1
+    if start <= _LAST:
+        out.append((start, _LAST))
+    return out
+
+
+def _intersect(a: Ranges, b: Ranges) -> Ranges:
+    out: Ranges = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if lo <= hi:
+            out.append((lo, hi))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
+def _without_surrogates(ranges: Ranges) -> Ranges:
+    return _intersect(ranges, _complement([_SURROGATES]))
+
+
+# --- what Python's `re` matches, one character at a time ----------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _all_text() -> str:
+    """Every code point but the surrogates, in order."""
+    return "".join(map(chr, [*range(0xD800), *range(0xE000, _LAST + 1)]))
+
+
+def _index_to_cp(index: int) -> int:
+    return index if index < 0xD800 else index + 0x800
+
+
+@lru_cache(maxsize=64)
+def _scan(source: str, flags: int) -> tuple[tuple[int, int], ...]:
+    """The code points a one-character Python pattern matches, by running it over every code point (runs
+    of matches are ranges, so one `finditer` of `source+`)."""
+    found = []
+    for m in re.finditer(f"(?:{source})+", _all_text(), flags):
+        found.append((_index_to_cp(m.start()), _index_to_cp(m.end() - 1)))
+    return tuple(_without_surrogates(_normalise(found)))
+
+
+@lru_cache(maxsize=1)
+def _cased() -> tuple[Ranges, frozenset[int]]:
+    """Every code point taking part in a case mapping (mapped, or the image of one): the only ones a
+    case-insensitive test can treat differently from a case-sensitive one."""
+    points: set[int] = set()
+    for ch in _all_text():
+        for other in (ch.lower(), ch.upper(), ch.casefold(), ch.title()):
+            if other != ch:
+                points.add(ord(ch))
+                points.update(ord(c) for c in other)
+    ranges = _without_surrogates(_normalise((p, p) for p in points))
+    return ranges, frozenset(p for p in points if not 0xD800 <= p <= 0xDFFF)
+
+
+def _escape_py(cp: int) -> str:
+    return f"\\U{cp:08x}"
+
+
+_CATEGORY_PY = {
+    sre.CATEGORY_DIGIT: "\\d",
+    sre.CATEGORY_NOT_DIGIT: "\\D",
+    sre.CATEGORY_SPACE: "\\s",
+    sre.CATEGORY_NOT_SPACE: "\\S",
+    sre.CATEGORY_WORD: "\\w",
+    sre.CATEGORY_NOT_WORD: "\\W",
+}
+
+
+def _set_source(items: list[tuple[Any, Any]]) -> str:
+    parts = []
+    for op, av in items:
+        if op is sre.NEGATE:
+            parts.append("^")
+        elif op is sre.LITERAL:
+            parts.append(_escape_py(av))
+        elif op is sre.RANGE:
+            parts.append(f"{_escape_py(av[0])}-{_escape_py(av[1])}")
+        elif op is sre.CATEGORY and av in _CATEGORY_PY:
+            parts.append(_CATEGORY_PY[av])
+        else:
+            raise RegexRefusedError(f"unsupported set item {op}")
+    return "[" + "".join(parts) + "]"
+
+
+def _case_sensitive_set(items: list[tuple[Any, Any]], flags: int) -> Ranges:
+    """The set without IGNORECASE (ASCII still applies to categories), computed without a full scan for
+    literals and ranges."""
+    negate = False
+    ranges: Ranges = []
+    for op, av in items:
+        if op is sre.NEGATE:
+            negate = True
+        elif op is sre.LITERAL:
+            ranges.append((av, av))
+        elif op is sre.RANGE:
+            ranges.append((av[0], av[1]))
+        else:  # a category
+            ranges.extend(_scan(_CATEGORY_PY[av], flags & re.ASCII))
+    result = _normalise(ranges)
+    return _without_surrogates(_complement(result) if negate else result)
+
+
+def _char_set(op: Any, av: Any, flags: int) -> Ranges:
+    """Exactly the code points Python's `re` matches with this one-character node under `flags`."""
+    if op is sre.ANY:
+        return _without_surrogates([(0, _LAST)] if flags & re.DOTALL else _complement([(10, 10)]))
+    if op is sre.LITERAL:
+        items = [(sre.LITERAL, av)]
+    elif op is sre.NOT_LITERAL:
+        items = [(sre.NEGATE, None), (sre.LITERAL, av)]
+    else:
+        items = list(av)
+    plain = _case_sensitive_set(items, flags)
+    if not flags & re.IGNORECASE:
+        return plain
+    # Case-insensitive: only code points in a case mapping can answer differently, so Python decides
+    # those one by one and the rest keep their case-sensitive answer.
+    cased_ranges, cased = _cased()
+    test = re.compile(_set_source(items), flags & (re.IGNORECASE | re.ASCII))
+    kept = _intersect(plain, _complement(cased_ranges))
+    extra = [(cp, cp) for cp in sorted(cased) if test.fullmatch(chr(cp))]
+    return _normalise([*kept, *extra])
+
+
+def _class_re2(ranges: Ranges) -> str:
+    if not ranges:
+        return "[^\\x00-\\x{10FFFF}]"
+    if ranges == _without_surrogates([(0, _LAST)]):
+        return "(?s:.)"
+    parts = [f"\\x{{{lo:X}}}" if lo == hi else f"\\x{{{lo:X}}}-\\x{{{hi:X}}}" for lo, hi in ranges]
+    return "[" + "".join(parts) + "]"
+
+
+# --- the translation ----------------------------------------------------------------------------------
+
+_REFUSED = {
+    sre.ASSERT: "a lookahead or lookbehind",
+    sre.ASSERT_NOT: "a negative lookahead or lookbehind",
+    sre.GROUPREF: "a backreference",
+    sre.GROUPREF_EXISTS: "a conditional group",
+    sre.ATOMIC_GROUP: "an atomic group",
+    sre.POSSESSIVE_REPEAT: "a possessive repeat",
+}
+
+
+class _Translator:
+    def __init__(self, flags: int) -> None:
+        self.flags = flags
+
+    def sequence(self, nodes: Any, flags: int, tail: bool) -> str:
+        items = list(nodes)
+        return "".join(
+            self.node(op, av, flags, tail and i == len(items) - 1) for i, (op, av) in enumerate(items)
+        )
+
+    def node(self, op: Any, av: Any, flags: int, tail: bool) -> str:
+        if op in (sre.LITERAL, sre.NOT_LITERAL, sre.ANY, sre.IN):
+            if op is sre.LITERAL and not flags & re.IGNORECASE:
+                return f"\\x{{{av:X}}}" if not 0xD800 <= av <= 0xDFFF else "[^\\x00-\\x{10FFFF}]"
+            return _class_re2(_char_set(op, av, flags))
+        if op is sre.BRANCH:
+            return "(?:" + "|".join(self.sequence(alt, flags, tail) for alt in av[1]) + ")"
+        if op is sre.SUBPATTERN:
+            _group, add, remove, inner = av
+            return "(?:" + self.sequence(inner, (flags | add) & ~remove, tail) + ")"
+        if op in (sre.MAX_REPEAT, sre.MIN_REPEAT):
+            low, high, inner = av
+            unbounded = high is sre.MAXREPEAT
+            if low > _MAX_REPEAT or (not unbounded and high > _MAX_REPEAT):
+                raise RegexRefusedError(f"a repetition count above {_MAX_REPEAT}")
+            body = self.sequence(inner, flags, tail and not unbounded and high <= 1)
+            count = "{%d,}" % low if unbounded else "{%d,%d}" % (low, high)
+            return f"(?:{body}){count}"
+        if op is sre.AT:
+            return self.at(av, flags, tail)
+        reason = _REFUSED.get(op)
+        raise RegexRefusedError(
+            f"{reason} needs a backtracking engine" if reason else f"the construct {op} is not supported"
+        )
+
+    def at(self, code: Any, flags: int, tail: bool) -> str:
+        multiline = flags & re.MULTILINE
+        if code is sre.AT_BEGINNING:
+            return "(?m:^)" if multiline else "\\A"
+        if code is sre.AT_BEGINNING_STRING:
+            return "\\A"
+        if code is sre.AT_END_STRING:
+            return "\\z"
+        if code is sre.AT_END:
+            if multiline:
+                return "(?m:$)"
+            if tail:
+                return "(?:\\n?\\z)"  # Python's `$`: the end, or just before a final newline
+            raise RegexRefusedError("`$` followed by more pattern (use \\Z, or end the pattern with `$`)")
+        if code in (sre.AT_BOUNDARY, sre.AT_NON_BOUNDARY):
+            if flags & re.ASCII:
+                return "\\b" if code is sre.AT_BOUNDARY else "\\B"
+            raise RegexRefusedError(
+                "a Unicode word boundary (`\\b`, `\\B`) needs a backtracking engine; "
+                "`(?a)\\b` (ASCII word characters) is accepted"
+            )
+        raise RegexRefusedError(f"the anchor {code} is not supported")
+
+
+def _options() -> re2.Options:
+    options = re2.Options()
+    options.never_capture = True
+    options.log_errors = False
+    return options
+
+
+class LinearRegex:
+    """A `matches` pattern running on RE2 with Python's answers: `search(text)` is `re.search(pattern,
+    text) is not None` in time linear in `text`."""
+
+    __slots__ = ("_regexp", "pattern", "translated")
+
+    def __init__(self, pattern: str, translated: str) -> None:
+        self.pattern = pattern
+        self.translated = translated
+        self._regexp = re2.compile(translated.encode("utf-8"), _options())
+
+    def search(self, text: str) -> bool:
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: not text RE2 can read
+            return False
+        return self._regexp.search(data) is not None
+
+    def __repr__(self) -> str:
+        return f"LinearRegex({self.pattern!r})"
+
+
+@lru_cache(maxsize=4096)
+def compile_linear(pattern: str) -> LinearRegex:
+    """The linear-time form of a Python regex. `re.error` (or `OverflowError`) when Python refuses the
+    pattern; `RegexRefusedError` naming the construct when it cannot run in linear time with Python's
+    answers."""
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise RegexRefusedError(f"longer than {MAX_PATTERN_LENGTH} characters")
+    parsed = sre_parse.parse(pattern, 0)
+    flags = parsed.state.flags
+    if flags & re.VERBOSE:
+        flags &= ~re.VERBOSE  # already applied by the parser
+    translated = _Translator(flags).sequence(parsed, flags, tail=True)
+    try:
+        return LinearRegex(pattern, translated)
+    except re2.error as exc:
+        raise RegexRefusedError(f"too large or complex for the linear-time engine ({exc})") from None
