@@ -18,7 +18,9 @@ what can take exponential time), a Unicode `\\b`/`\\B` (RE2's are ASCII-only: `(
 with more pattern after it, and repetition counts above 1000 or patterns too large for RE2.
 
 A value that is not valid Unicode text (a lone surrogate, which JSON allows and the API refuses) cannot be
-handed to RE2 and never matches.
+handed to RE2 and never matches. A short pattern with no repetition and no alternation (`@example\\.com$`,
+`^vip`) has nothing to backtrack into, so Python's `re` runs it directly (faster per call than RE2, and
+LaunchDarkly's engine itself).
 """
 
 from __future__ import annotations
@@ -284,23 +286,53 @@ def _options() -> re2.Options:
     return options
 
 
+_UNANCHORED = re2._Anchor.UNANCHORED
+_NO_MATCH = (-1, -1)
+#: Patterns of at most this many nodes without repetition or alternation run on Python's `re` itself:
+#: with no choice to backtrack into, a search costs at most this many steps per position of the value.
+_SIMPLE_NODES = 32
+_SIMPLE = (sre.LITERAL, sre.NOT_LITERAL, sre.ANY, sre.IN, sre.AT)
+
+
+def _simple_size(nodes: Any) -> int | None:
+    """How many nodes a pattern without repetition or alternation has, or None when it has either."""
+    size = 0
+    for op, av in nodes:
+        if op is sre.SUBPATTERN:
+            inner = _simple_size(av[3])
+            if inner is None:
+                return None
+            size += inner
+        elif op in _SIMPLE:
+            size += 1
+        else:
+            return None
+    return size
+
+
 class LinearRegex:
-    """A `matches` pattern running on RE2 with Python's answers: `search(text)` is `re.search(pattern,
-    text) is not None` in time linear in `text`."""
+    """A `matches` pattern with Python's answers in time linear in the value: `search(text)` is
+    `re.search(pattern, text) is not None`. RE2 runs the translated pattern (its binding's low-level
+    `Match`, which skips the wrapper's offset bookkeeping), except for a short pattern with nothing to
+    backtrack into, which Python's `re` runs as LaunchDarkly does."""
 
-    __slots__ = ("_regexp", "pattern", "translated")
+    __slots__ = ("_match", "_python", "pattern", "translated")
 
-    def __init__(self, pattern: str, translated: str) -> None:
+    def __init__(self, pattern: str, translated: str, simple: bool) -> None:
         self.pattern = pattern
         self.translated = translated
-        self._regexp = re2.compile(translated.encode("utf-8"), _options())
+        regexp = re2.compile(translated.encode("utf-8"), _options())  # raises re2.error when too large
+        self._match = regexp._regexp.Match
+        self._python = re.compile(pattern).search if simple else None
 
     def search(self, text: str) -> bool:
         try:
             data = text.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate: not text RE2 can read
+        except UnicodeEncodeError:  # a lone surrogate: not text RE2 can read, so never a match (either way)
             return False
-        return self._regexp.search(data) is not None
+        if self._python is not None:
+            return self._python(text) is not None
+        return bool(self._match(_UNANCHORED, data, 0, len(data))[0] != _NO_MATCH)
 
     def __repr__(self) -> str:
         return f"LinearRegex({self.pattern!r})"
@@ -318,7 +350,8 @@ def compile_linear(pattern: str) -> LinearRegex:
     if flags & re.VERBOSE:
         flags &= ~re.VERBOSE  # already applied by the parser
     translated = _Translator(flags).sequence(parsed, flags, tail=True)
+    size = _simple_size(parsed)
     try:
-        return LinearRegex(pattern, translated)
+        return LinearRegex(pattern, translated, simple=size is not None and size <= _SIMPLE_NODES)
     except re2.error as exc:
         raise RegexRefusedError(f"too large or complex for the linear-time engine ({exc})") from None
