@@ -157,13 +157,17 @@ WARNED = [
     },
     {
         "key": "old",
-        "rules": [{"clauses": [{"attribute": "joined", "op": "before", "values": ["not-a-date"], "negate": True}]}],
+        "rules": [
+            {"clauses": [{"attribute": "joined", "op": "before", "values": ["not-a-date"], "negate": True}]}
+        ],
     },
 ]
 WARNINGS = [
-    "segment \"vip\" rule 0 clause 1: semVerLessThan: 'v2.0.0' is not a valid semantic version; it never matches",
-    "segment \"old\" rule 0 clause 0: before: 'not-a-date' is not a valid date (epoch milliseconds, or RFC 3339"
-    " with a time and an offset); it never matches",
+    'segment "vip" rule 0 clause 1: '
+    "semVerLessThan: 'v2.0.0' is not a valid semantic version; it never matches",
+    'segment "old" rule 0 clause 0: '
+    "before: 'not-a-date' is not a valid date (epoch milliseconds, or RFC 3339 with a time and an offset); "
+    "it never matches",
 ]
 WARNED_CONTEXTS = [
     {"key": "u1", "plan": "vip", "version": "2.5.0", "joined": 1},
@@ -240,7 +244,9 @@ def test_segments_lint_reports_every_error_and_warning_exits_2_and_writes_nothin
     lines = err.splitlines()
     assert lines[:2] == WARNINGS
     errors = lines[2:]
-    assert len(errors) == 4 and all(line.startswith(f"segmentflow: error: {bad}: segment ") for line in errors)
+    assert len(errors) == 4 and all(
+        line.startswith(f"segmentflow: error: {bad}: segment ") for line in errors
+    )
     assert {line.removeprefix(f"segmentflow: error: {bad}: ")[:11] for line in errors} == {
         f'segment "{key}"' for key in "abcd"
     }

@@ -63,10 +63,16 @@ def _with_code(schema: dict[str, Any]) -> dict[str, Any]:
 )
 def test_a_catastrophic_schema_pattern_checks_model_arguments_at_once(pattern: str, value: str) -> None:
     # `re.search` would take minutes to years on each of these; the per-test timeout is 60 s.
-    [action] = parse_actions([{"key": "refund", "parameters": _with_code({"type": "string", "pattern": pattern})}])
+    [action] = parse_actions(
+        [{"key": "refund", "parameters": _with_code({"type": "string", "pattern": pattern})}]
+    )
     schema = action.parameters
     assert argument_errors(schema, {"code": value}) == [f"/code: {value!r} does not match {pattern!r}"]
-    props = {"type": "object", "patternProperties": {pattern: {"type": "integer"}}, "additionalProperties": False}
+    props = {
+        "type": "object",
+        "patternProperties": {pattern: {"type": "integer"}},
+        "additionalProperties": False,
+    }
     assert argument_errors(props, {value: 1}) == [
         f"/: {value!r} does not match any of the regexes: {pattern!r}"
     ]
@@ -80,16 +86,26 @@ def test_a_catastrophic_schema_pattern_checks_model_arguments_at_once(pattern: s
         (_with_code({"type": "string", "pattern": r"(?i)^ok"}), {"code": "OK then"}),
         (_with_code({"type": "string", "pattern": r"\d"}), {"code": "٣"}),  # Python's Unicode digits
         (
-            {"type": "object", "patternProperties": {"^x-": {"type": "string"}}, "additionalProperties": False},
+            {
+                "type": "object",
+                "patternProperties": {"^x-": {"type": "string"}},
+                "additionalProperties": False,
+            },
             {"x-a": "1", "y": 2},
         ),
         (
-            {"type": "object", "patternProperties": {"^n": {"type": "integer"}}, "additionalProperties": {"type": "string"}},
+            {
+                "type": "object",
+                "patternProperties": {"^n": {"type": "integer"}},
+                "additionalProperties": {"type": "string"},
+            },
             {"n1": "one", "other": 3, "fine": "yes"},
         ),
     ],
 )
-def test_schema_regexes_give_jsonschemas_own_answers(schema: dict[str, Any], arguments: dict[str, Any]) -> None:
+def test_schema_regexes_give_jsonschemas_own_answers(
+    schema: dict[str, Any], arguments: dict[str, Any]
+) -> None:
     from jsonschema import Draft202012Validator
 
     want = sorted(

@@ -43,6 +43,7 @@ from segmentflow.rules import (
     parse_segment,
 )
 
+
 def _data_dir() -> Path:
     """`../shared/conformance/...` beside the project; in a git worktree, also beside its main checkout;
     `SEGMENTFLOW_CONFORMANCE_DIR` overrides both."""
@@ -236,7 +237,9 @@ def _bad_rules(flag: dict[str, Any]) -> set[int]:
 
 def _bad_rules_only(flag: dict[str, Any]) -> bool:
     """Only rules serve badly, so a `MALFORMED_FLAG` says the first matching rule is one of them."""
-    return bool(_bad_rules(flag)) and not _serves_badly(flag.get("fallthrough") or {}, flag.get("variations") or [])
+    return bool(_bad_rules(flag)) and not _serves_badly(
+        flag.get("fallthrough") or {}, flag.get("variations") or []
+    )
 
 
 def _hits_flag_targets(flag: dict[str, Any], context: Any) -> bool:
@@ -332,9 +335,7 @@ def test_launchdarkly_server_side_eval_case(case: Case) -> None:
 
 def _bad_value_cases() -> list[Any]:
     return [
-        p
-        for p in _collect()
-        if p.values[0] is not None and re.search(r"bad-(syntax|type)", p.values[0].file)
+        p for p in _collect() if p.values[0] is not None and re.search(r"bad-(syntax|type)", p.values[0].file)
     ]
 
 
@@ -354,6 +355,8 @@ def test_bad_syntax_and_bad_type_files_load_strictly_and_warn() -> None:
                 assert str(warning).endswith("; it never matches")
                 warned += 1
     assert warned > 0
+
+
 def test_expansion_permutes_parameter_lists_like_the_harness() -> None:
     text = 'parameters:\n  - [{A: 1}, {A: 2}]\n  - [{B: "x"}, {B: "y"}]\nv: ["<A>", "<B>", "<B>-<A>"]\n'
     assert [doc["v"] for _, doc in expand(text)] == [

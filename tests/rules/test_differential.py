@@ -74,7 +74,9 @@ _USABLE = {
     **dict.fromkeys(("startsWith", "endsWith", "contains", "matches"), lambda v: isinstance(v, str)),
     **dict.fromkeys(("lessThan", "lessThanOrEqual", "greaterThan", "greaterThanOrEqual"), _is_number),
     **dict.fromkeys(("before", "after"), lambda v: parse_time(v) is not None),
-    **dict.fromkeys(("semVerEqual", "semVerLessThan", "semVerGreaterThan"), lambda v: parse_semver(v) is not None),
+    **dict.fromkeys(
+        ("semVerEqual", "semVerLessThan", "semVerGreaterThan"), lambda v: parse_semver(v) is not None
+    ),
 }
 
 

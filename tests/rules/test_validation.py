@@ -181,7 +181,9 @@ def test_clause_values_that_can_never_match_load_with_one_warning_each(
 
 
 def test_the_warning_line_is_exactly_the_documented_one() -> None:
-    seg = segment("vip", rules=[rule(clause("plan", "in", ["pro"]), clause("version", "semVerLessThan", ["v2.0.0"]))])
+    seg = segment(
+        "vip", rules=[rule(clause("plan", "in", ["pro"]), clause("version", "semVerLessThan", ["v2.0.0"]))]
+    )
     assert [str(w) for w in compile_one(seg).warnings] == [
         "segment \"vip\" rule 0 clause 1: semVerLessThan: 'v2.0.0' is not a valid semantic version; "
         "it never matches"

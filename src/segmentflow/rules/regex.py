@@ -28,8 +28,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from functools import lru_cache
-from re import _constants as sre
-from re import _parser as sre_parse
+from re import _constants as sre  # type: ignore[attr-defined]  # `re`'s own parser: what re.compile runs
+from re import _parser as sre_parse  # type: ignore[attr-defined]
 from typing import Any
 
 import re2
@@ -246,7 +246,7 @@ class _Translator:
             if low > _MAX_REPEAT or (not unbounded and high > _MAX_REPEAT):
                 raise RegexRefusedError(f"a repetition count above {_MAX_REPEAT}")
             body = self.sequence(inner, flags, tail and not unbounded and high <= 1)
-            count = "{%d,}" % low if unbounded else "{%d,%d}" % (low, high)
+            count = f"{{{low},}}" if unbounded else f"{{{low},{high}}}"
             return f"(?:{body}){count}"
         if op is sre.AT:
             return self.at(av, flags, tail)

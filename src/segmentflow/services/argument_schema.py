@@ -49,7 +49,9 @@ def _pattern_properties(
         for key, value in instance.items():
             found = _search(pattern, key)
             if found is None:
-                yield ValidationError(f"{key!r} cannot be checked against {pattern!r}: the pattern is refused")
+                yield ValidationError(
+                    f"{key!r} cannot be checked against {pattern!r}: the pattern is refused"
+                )
             elif found:
                 yield from validator.descend(value, subschema, path=key, schema_path=pattern)
 
@@ -57,14 +59,12 @@ def _pattern_properties(
 def _additional(instance: dict[str, Any], schema: dict[str, Any]) -> set[str]:
     properties = schema.get("properties", {})
     patterns = list(schema.get("patternProperties", {}))
-    return {
-        key
-        for key in instance
-        if key not in properties and not any(_search(p, key) for p in patterns)
-    }
+    return {key for key in instance if key not in properties and not any(_search(p, key) for p in patterns)}
 
 
-def _additional_properties(validator: Any, allowed: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
+def _additional_properties(
+    validator: Any, allowed: Any, instance: Any, schema: Any
+) -> Iterator[ValidationError]:
     """jsonschema's `additionalProperties`, with the `patternProperties` matched in linear time."""
     if not validator.is_type(instance, "object"):
         return
@@ -84,7 +84,7 @@ def _additional_properties(validator: Any, allowed: Any, instance: Any, schema: 
 
 
 #: Draft 2020-12 with every regex keyword in linear time.
-ArgumentsValidator = extend(
+ArgumentsValidator: Any = extend(  # type: ignore[no-untyped-call]
     Draft202012Validator,
     validators={
         "pattern": _pattern,
