@@ -116,6 +116,34 @@ def test_never_matching_values_are_saved_and_returned_as_warnings_beside_the_seg
     assert "warnings" not in client.get("/contacts/segments/odd", headers=auth).json()
 
 
+def test_a_catastrophic_regex_cannot_stall_a_contact_put_that_recomputes_in_the_request(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    clause = {"attribute": "code", "op": "matches", "values": ["(a+)+$", "(a|aa)+$"]}
+    definition = {"rules": [{"clauses": [clause]}]}
+    created = client.post("/contacts/segments", json={"key": "evil", "definition": definition}, headers=auth)
+    assert created.status_code == 201, created.text
+    # Python's `re` would take minutes to years on this value, inside the request.
+    hostile = client.put("/contacts/u9", json={"key": "u9", "code": "a" * 40 + "!"}, headers=auth)
+    assert hostile.status_code == 201, hostile.text
+    assert "evil" not in hostile.json()["segments"]
+    matching = client.put("/contacts/u9", json={"key": "u9", "code": "a" * 50_000}, headers=auth)
+    assert "evil" in matching.json()["segments"]
+
+
+def test_a_regex_that_needs_backtracking_is_422_saying_why(client: TestClient, auth: dict[str, str]) -> None:
+    clause = {"attribute": "email", "op": "matches", "values": ["(a)\\1"]}
+    response = client.post(
+        "/contacts/segments",
+        json={"key": "bad", "definition": {"rules": [{"clauses": [clause]}]}},
+        headers=auth,
+    )
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert "cannot run in linear time: a backreference needs a backtracking engine" in error["msg"]
+    assert error["loc"] == ["body", "definition", "rules", 0, "clauses", 0]
+
+
 def test_a_malformed_rule_is_422_naming_the_field(client: TestClient, auth: dict[str, str]) -> None:
     definition = {
         "rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["x"], "negate": "yes"}]}]
