@@ -89,6 +89,16 @@ REGEXES = (
     "^1\\.0",
     "ключ",
     "🙂$",
+    # Meanings RE2 spells differently, translated so answers stay Python's (and LaunchDarkly's).
+    "(?i)^U",
+    "(?i)ключ",
+    "\\w+$",
+    "^\\S*$",
+    "(?m)^o",
+    "\\s",
+    "1$",
+    "(a+)+$",
+    "^(?:u|o:?)\\d",
 )
 
 # Custom attribute names on contexts; clause attributes are drawn from these plus the built-ins.
