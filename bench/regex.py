@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 
 from segmentflow.rules import compile_segments, parse_context, parse_segment
+from segmentflow.rules.regex import compile_linear
 
 CATASTROPHIC: list[tuple[str, Callable[[int], str]]] = [
     (r"(a+)+$", lambda n: "a" * n + "!"),
@@ -31,6 +32,8 @@ ORDINARY = [
     (r"(?i)^[a-z0-9._%+-]+@(gmail|yahoo)\.com$", "Some.One@Gmail.com"),
     (r"^v?2\.", "v2.3.1"),
     (r"\d{3}-\d{4}", "call 555-1234 now"),
+    (r"^[a-z]+\.[a-z]+@(acme\.io|globex\.com|initech\.com)$", "ann.kim@acme.io"),  # bench/common.py's
+    (r"^\+1 \([2-9]\d\d\)", "+1 (555) 123-4567"),
 ]
 
 
@@ -84,22 +87,15 @@ def catastrophic(cap: float) -> None:
             print(f"{'':<16} {big:>7} {'(minutes+)':>10} {took * 1e3:>9.3f}")
 
 
-def _context_only(value: str) -> object:
-    return parse_context({"key": "u", "v": value})
-
-
 def ordinary(repeat: int) -> None:
     print(f"\n{'pattern':<44} {'re us':>7} {'ours us':>8} {'ours/re':>8}")
     for pattern, value in ORDINARY:
-        ours = _ours(pattern)
+        ours = compile_linear(pattern).search  # what a compiled `matches` clause calls per value
         ours(value)
         t_re = _search_many(re.compile(pattern).search, value, repeat)
-        # `ours` includes building the context; subtract that part so the ratio compares the searches.
-        t_ours = _search_many(ours, value, repeat) - _search_many(_context_only, value, repeat)
-        t_ours = max(t_ours, 1e-9)
-        print(
-            f"{pattern:<44} {t_re / repeat * 1e6:>7.2f} {t_ours / repeat * 1e6:>8.2f} {t_ours / t_re:>7.1f}x"
-        )
+        t_ours = _search_many(ours, value, repeat)
+        per_re, per_ours = t_re / repeat * 1e6, t_ours / repeat * 1e6
+        print(f"{pattern:<44} {per_re:>7.2f} {per_ours:>8.2f} {t_ours / t_re:>7.1f}x")
 
 
 def main() -> None:
