@@ -127,6 +127,8 @@ def test_a_value_with_a_lone_surrogate_never_matches() -> None:
         (".", "\n"),
         ("[^a]", "\n"),
         ("(?i:Σ)x", "ςx"),
+        ("(?i)(?:a|(?a:s))", "\u017f"),  # RE2 widens a [Ss] class to U+017F in an alternation
+        ("(?i)(?:a|(?a:k))", "\u212a"),
         ("🙂+$", "🙂🙂"),
     ],
 )

@@ -116,17 +116,41 @@ def _scan(source: str, flags: int) -> tuple[tuple[int, int], ...]:
 
 
 @lru_cache(maxsize=1)
-def _cased() -> tuple[Ranges, frozenset[int]]:
+def _cased() -> tuple[Ranges, frozenset[int], dict[int, frozenset[int]]]:
     """Every code point taking part in a case mapping (mapped, or the image of one): the only ones a
-    case-insensitive test can treat differently from a case-sensitive one."""
-    points: set[int] = set()
+    case-insensitive test can treat differently from a case-sensitive one; and, for each, its case family
+    (the code points linked to it by lower, upper, title and casefold mappings, transitively). Python's
+    case-insensitive match of two code points goes through those mappings (`re._casefix` pairs code points
+    sharing one), so a literal can only match within its family."""
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        root = x
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while parent.get(x, x) != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    def union(a: int, b: int) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[ra] = rb
+
     for ch in _all_text():
         for other in (ch.lower(), ch.upper(), ch.casefold(), ch.title()):
             if other != ch:
-                points.add(ord(ch))
-                points.update(ord(c) for c in other)
-    ranges = _without_surrogates(_normalise((p, p) for p in points))
-    return ranges, frozenset(p for p in points if not 0xD800 <= p <= 0xDFFF)
+                parent.setdefault(ord(ch), ord(ch))
+                for c in other:
+                    parent.setdefault(ord(c), ord(c))
+                    union(ord(ch), ord(c))
+    points = frozenset(p for p in parent if not 0xD800 <= p <= 0xDFFF)
+    families: dict[int, set[int]] = {}
+    for p in points:
+        families.setdefault(find(p), set()).add(p)
+    family_of = {p: frozenset(families[find(p)]) for p in points}
+    ranges = _normalise((p, p) for p in points)
+    return ranges, points, family_of
 
 
 def _escape_py(cp: int) -> str:
@@ -179,24 +203,44 @@ def _case_sensitive_set(items: list[tuple[Any, Any]], flags: int) -> Ranges:
 
 def _char_set(op: Any, av: Any, flags: int) -> Ranges:
     """Exactly the code points Python's `re` matches with this one-character node under `flags`."""
+    return list(_char_set_cached(op, tuple(av) if op is sre.IN else av, flags))
+
+
+@lru_cache(maxsize=4096)
+def _char_set_cached(op: Any, av: Any, flags: int) -> tuple[tuple[int, int], ...]:
     if op is sre.ANY:
-        return _without_surrogates([(0, _LAST)] if flags & re.DOTALL else _complement([(10, 10)]))
+        return tuple(_without_surrogates([(0, _LAST)] if flags & re.DOTALL else _complement([(10, 10)])))
     if op is sre.LITERAL:
         items = [(sre.LITERAL, av)]
     elif op is sre.NOT_LITERAL:
         items = [(sre.NEGATE, None), (sre.LITERAL, av)]
     else:
         items = list(av)
-    plain = _case_sensitive_set(items, flags)
     if not flags & re.IGNORECASE:
-        return plain
-    # Case-insensitive: only code points in a case mapping can answer differently, so Python decides
-    # those one by one and the rest keep their case-sensitive answer.
-    cased_ranges, cased = _cased()
-    test = re.compile(_set_source(items), flags & (re.IGNORECASE | re.ASCII))
+        return tuple(_case_sensitive_set(items, flags))
+    cased_ranges, _, family_of = _cased()
+    if op in (sre.LITERAL, sre.NOT_LITERAL):
+        # A literal matches only within its case family: Python decides each member.
+        test = re.compile(_set_source([(sre.LITERAL, av)]), flags & (re.IGNORECASE | re.ASCII))
+        members = sorted(family_of.get(av, frozenset()) | {av})
+        found = _normalise((cp, cp) for cp in members if test.fullmatch(chr(cp)))
+        found = _without_surrogates(found)
+        return tuple(found if op is sre.LITERAL else _without_surrogates(_complement(found)))
+    # A set (Python negates a case-insensitive set as a whole, so the positive one is computed): only code
+    # points in a case mapping can answer differently from the case-sensitive set, and only within the
+    # families of its members, so Python decides those one by one and the rest keep their answer.
+    negate = bool(items) and items[0][0] is sre.NEGATE
+    positive = items[1:] if negate else items
+    plain = _case_sensitive_set(positive, flags)
+    test = re.compile(_set_source(positive), flags & (re.IGNORECASE | re.ASCII))
+    candidates: set[int] = set()
+    for lo, hi in _intersect(plain, cased_ranges):
+        for cp in range(lo, hi + 1):
+            candidates |= family_of.get(cp, frozenset())
     kept = _intersect(plain, _complement(cased_ranges))
-    extra = [(cp, cp) for cp in sorted(cased) if test.fullmatch(chr(cp))]
-    return _normalise([*kept, *extra])
+    extra = [(cp, cp) for cp in sorted(candidates) if test.fullmatch(chr(cp))]
+    found = _normalise([*kept, *extra])
+    return tuple(_without_surrogates(_complement(found)) if negate else found)
 
 
 def _class_re2(ranges: Ranges) -> str:
@@ -205,6 +249,11 @@ def _class_re2(ranges: Ranges) -> str:
     if ranges == _without_surrogates([(0, _LAST)]):
         return "(?s:.)"
     parts = [f"\\x{{{lo:X}}}" if lo == hi else f"\\x{{{lo:X}}}-\\x{{{hi:X}}}" for lo, hi in ranges]
+    if sum(hi - lo + 1 for lo, hi in ranges) == 2:
+        # RE2 turns a two-rune class such as [Ss] into a case-folded literal, which an alternation then
+        # widens to every Unicode fold of it (`[Ss]|x` matches U+017F, the long s). A surrogate, which no
+        # text handed to RE2 can hold, keeps it a plain class.
+        parts.append("\\x{D800}")
     return "[" + "".join(parts) + "]"
 
 
