@@ -16,9 +16,11 @@ Semantics are LaunchDarkly's (its Python server SDK where SDKs differ):
 
 Refused at compile time with a `RuleError` naming segment, rule and clause: an invalid attribute reference,
 a `segmentMatch` cycle, big (unbounded) segments, duplicate keys; and unless `lenient`, an unknown operator,
-a `segmentMatch` to a missing segment and a regex that does not compile. `lenient=True` follows LaunchDarkly
-exactly for those last three: a missing segment is simply no match, an unknown operator matches no value
-(so, negated, it matches any present attribute), and a bad regex matches nothing.
+a `segmentMatch` to a missing segment and a regex that does not compile or cannot run in linear time
+(`segmentflow.rules.regex`). `lenient=True` follows LaunchDarkly for those last three: a missing segment is
+simply no match, an unknown operator matches no value (so, negated, it matches any present attribute), and
+a bad regex matches nothing; a regex that compiles but needs backtracking also matches nothing there (where
+LaunchDarkly would run it), with a warning, since no evaluation may take exponential time.
 LaunchDarkly reports a cycle only when evaluation walks into it; we refuse it whenever it exists.
 
 Clause values LaunchDarkly loads but never matches (a malformed date or version, a value of the wrong type
