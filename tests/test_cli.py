@@ -143,6 +143,118 @@ def test_evaluate_refuses_bad_segments_with_a_message_naming_the_place(
     assert message in err and str(files[0]) in err
 
 
+WARNED = [
+    {
+        "key": "vip",
+        "rules": [
+            {
+                "clauses": [
+                    {"attribute": "plan", "op": "in", "values": ["vip"]},
+                    {"attribute": "version", "op": "semVerLessThan", "values": ["v2.0.0", "3.0.0"]},
+                ]
+            }
+        ],
+    },
+    {
+        "key": "old",
+        "rules": [
+            {"clauses": [{"attribute": "joined", "op": "before", "values": ["not-a-date"], "negate": True}]}
+        ],
+    },
+]
+WARNINGS = [
+    'segment "vip" rule 0 clause 1: '
+    "semVerLessThan: 'v2.0.0' is not a valid semantic version; it never matches",
+    'segment "old" rule 0 clause 0: '
+    "before: 'not-a-date' is not a valid date (epoch milliseconds, or RFC 3339 with a time and an offset); "
+    "it never matches",
+]
+WARNED_CONTEXTS = [
+    {"key": "u1", "plan": "vip", "version": "2.5.0", "joined": 1},
+    {"key": "u2", "plan": "vip", "version": "v2.0.0"},
+    {"key": "u3", "plan": "vip", "version": "3.5.0", "joined": "2020-01-01T00:00:00Z"},
+]
+
+
+def test_evaluate_loads_never_matching_values_with_one_warning_line_each(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    segments = write(tmp_path, "warned.json", WARNED)
+    contexts = write(tmp_path, "warned.jsonl", WARNED_CONTEXTS)
+    code, out, err = run(capsys, "evaluate", "--segments", str(segments), "--contexts", str(contexts))
+    assert code == 0
+    assert err.splitlines() == WARNINGS
+    # "v2.0.0" never matches, "3.0.0" still does; the negated bad date matches any present `joined`.
+    assert [json.loads(line) for line in out.splitlines()] == [
+        {"key": "u1", "segments": ["old", "vip"]},
+        {"key": "u2", "segments": []},
+        {"key": "u3", "segments": ["old"]},
+    ]
+
+
+def test_segments_import_keeps_never_matching_values_and_warns(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, engine: Engine, database_url: str
+) -> None:
+    db = ("--database-url", database_url)
+    segments = write(tmp_path, "warned.json", WARNED)
+    code, out, err = run(capsys, *db, "segments", "import", str(segments))
+    assert code == 0, err
+    assert err.splitlines() == WARNINGS
+    assert "vip (v1)" in out
+    _, exported, _ = run(capsys, *db, "segments", "export")
+    stored = {s["key"]: s for s in json.loads(exported)}
+    assert stored["vip"]["rules"][0]["clauses"][1]["values"] == ["v2.0.0", "3.0.0"]  # imported unchanged
+    run(capsys, *db, "contacts", "import", str(write(tmp_path, "warned.jsonl", WARNED_CONTEXTS)))
+    _, members, _ = run(capsys, *db, "memberships", "export")
+    _, evaluated, _ = run(
+        capsys, "evaluate", "--segments", str(segments), "--contexts", str(tmp_path / "warned.jsonl")
+    )
+    assert members == evaluated
+
+
+def test_segments_lint_prints_warnings_and_exits_0_when_there_are_only_warnings(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    segments = write(tmp_path, "warned.json", WARNED)
+    code, out, err = run(capsys, "segments", "lint", str(segments))
+    assert code == 0
+    assert err.splitlines() == WARNINGS
+    assert out.strip() == f"{segments}: 2 segment(s), 2 warning(s), 0 error(s)"
+
+
+def test_segments_lint_reports_every_error_and_warning_exits_2_and_writes_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, engine: Engine, database_url: str
+) -> None:
+    db = ("--database-url", database_url)
+    run(capsys, *db, "segments", "import", str(write(tmp_path, "ok.json", SEGMENTS)))
+    _, before, _ = run(capsys, *db, "segments", "export")
+    bad = write(
+        tmp_path,
+        "bad.json",
+        [
+            *WARNED,
+            {"key": "a", "rules": [{"clauses": [{"attribute": "x", "op": "isIn", "values": [1]}]}]},
+            {"key": "b", "rules": [{"clauses": [{"attribute": "x", "op": "matches", "values": ["[a-"]}]}]},
+            {"key": "c", "rules": [{"clauses": [{"attribute": "x", "op": "in", "values": "x"}]}]},
+            {"key": "d", "rules": [{"clauses": [{"op": "segmentMatch", "values": ["nope"]}]}]},
+        ],
+    )
+    code, out, err = run(capsys, "segments", "lint", str(bad))
+    assert code == 2
+    lines = err.splitlines()
+    assert lines[:2] == WARNINGS
+    errors = lines[2:]
+    assert len(errors) == 4 and all(
+        line.startswith(f"segmentflow: error: {bad}: segment ") for line in errors
+    )
+    assert {line.removeprefix(f"segmentflow: error: {bad}: ")[:11] for line in errors} == {
+        f'segment "{key}"' for key in "abcd"
+    }
+    assert out.strip() == f"{bad}: 6 segment(s), 2 warning(s), 4 error(s)"
+    _, after, _ = run(capsys, *db, "segments", "export")
+    assert after == before
+
+
 def test_malformed_segments_json_names_file_line_and_column(
     capsys: pytest.CaptureFixture[str], files: tuple[Path, Path]
 ) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,11 +22,13 @@ from rich.table import Table
 from segmentflow.inputs import (
     InputError,
     iter_context_lines,
+    lint_segments_file,
     read_compiled_segments,
     read_contexts,
     read_segments,
+    segment_warnings,
 )
-from segmentflow.rules import ContextError, RuleError, memberships
+from segmentflow.rules import ContextError, RuleError, RuleWarning, memberships
 from segmentflow.settings import Settings
 
 if TYPE_CHECKING:  # the database layer is imported by the commands that use it, so `evaluate` starts fast
@@ -124,6 +126,13 @@ def _recompute(engine: Engine, segment_keys: set[str] | None = None) -> Recomput
         )
 
 
+def _warn(warnings: Iterable[RuleWarning]) -> None:
+    """One line per clause value that loads but never matches, on stderr, exactly as `str(warning)`."""
+    for warning in warnings:
+        sys.stderr.write(f"{warning}\n")
+    sys.stderr.flush()
+
+
 @app.command()
 def evaluate(
     segments: Annotated[
@@ -132,8 +141,10 @@ def evaluate(
     contexts: Annotated[Path, typer.Option("--contexts", help="JSON lines, one context per line.")],
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Report bad lines and go on.")] = False,
 ) -> None:
-    """Stateless: print {"key", "segments"} for each context line, in order."""
+    """Stateless: print {"key", "segments"} for each context line, in order. A clause value that never
+    matches (a malformed version or date, a wrong type) is a warning line on stderr, not an error."""
     compiled = read_compiled_segments(segments)
+    _warn(w for seg in compiled.values() for w in seg.warnings)
     write = sys.stdout.write
     dumps = json.dumps
     for number, item in iter_context_lines(contexts):
@@ -208,6 +219,7 @@ def segments_import(
     from segmentflow.services.segments import dependents_of, list_segments
 
     segments = read_segments(file)
+    _warn(segment_warnings(segments))  # values kept that never match: reported, not refused
     engine = _engine()
     with Session(engine) as session, session.begin():
         try:
@@ -244,6 +256,23 @@ def segments_delete(
         except (UnknownSegmentError, ConflictError) as exc:
             raise InputError(str(exc)) from None
     out.print(f'deleted segment "{key}": {exited} member(s) exited', soft_wrap=True)
+@segments_app.command("lint")
+def segments_lint(file: Path) -> None:
+    """Check a segments file as `segments import` would, writing nothing: each warning (a clause value that
+    never matches) and each error on its own line on stderr, then a summary. Exit 0 with only warnings, 2 on
+    any error. `segmentMatch` targets must be in the file."""
+    count, errors, warnings = lint_segments_file(file)
+    _warn(warnings)
+    for error in errors:
+        err.print(f"segmentflow: error: {file}: {error}", markup=False, highlight=False, soft_wrap=True)
+    out.print(
+        f"{file}: {count} segment(s), {len(warnings)} warning(s), {len(errors)} error(s)",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    if errors:
+        raise SystemExit(2)
 
 
 @segments_app.command("list")

@@ -13,19 +13,26 @@ from segmentflow.rules import (
     Context,
     ContextError,
     RuleError,
+    RuleWarning,
     Segment,
     compile_segments,
+    lint_segments,
     parse_context,
+    parse_segment,
     parse_segments,
+    segment_problems,
 )
+from segmentflow.rules.model import segment_items
 
 __all__ = [
     "InputError",
     "iter_context_lines",
+    "lint_segments_file",
     "read_compiled_segments",
     "read_contexts",
     "read_json",
     "read_segments",
+    "segment_warnings",
 ]
 
 
@@ -56,12 +63,38 @@ def read_segments(path: Path) -> list[Segment]:
 
 
 def read_compiled_segments(path: Path) -> dict[str, CompiledSegment]:
-    """Segments of a file, compiled strictly; any refusal names the file."""
+    """Segments of a file, compiled strictly, in the file's order (each one's `warnings` name the values it
+    keeps that never match); any refusal names the file."""
     segments = read_segments(path)
     try:
-        return compile_segments(segments)
+        compiled = compile_segments(segments)
     except RuleError as exc:
         raise InputError(f"{path}: {exc}") from None
+    return {seg.key: compiled[seg.key] for seg in segments}  # the file's order
+
+
+def segment_warnings(segments: list[Segment]) -> list[RuleWarning]:
+    """Every clause value of these segments that loads but never matches, in file order."""
+    return [w for seg in segments for w in segment_problems(seg)[1]]
+
+
+def lint_segments_file(path: Path) -> tuple[int, list[RuleError], list[RuleWarning]]:
+    """(segments read, errors, warnings) of a segments file checked as an import checks it, without
+    stopping at the first problem: each segment that does not parse is one error, then the rest are
+    checked together (`segmentMatch` targets must be in the file). An unreadable file is an `InputError`."""
+    try:
+        items = segment_items(read_json(path))
+    except RuleError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    errors: list[RuleError] = []
+    segments: list[Segment] = []
+    for item in items:
+        try:
+            segments.append(parse_segment(item))
+        except RuleError as exc:
+            errors.append(exc)
+    more_errors, warnings = lint_segments(segments)
+    return len(items), errors + more_errors, warnings
 
 
 def iter_context_lines(path: Path) -> Iterator[tuple[int, Context | str]]:

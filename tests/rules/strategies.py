@@ -43,6 +43,12 @@ DATES = (
     "2017-12-06T07:00:00",
     "1512543600000",
     "not a date",
+    # Malformed dates LaunchDarkly loads and never matches.
+    "not-a-date",
+    "2017-13-45T00:00:00Z",
+    "2017-12-06T25:00:00Z",
+    "2017-12-06 07:00:00",
+    "",
 )
 DATE_NUMBERS = (1512543600000, 1512543600000.5, 1512543601000, 0, -1)
 SEMVERS = (
@@ -59,6 +65,13 @@ SEMVERS = (
     "2.0.0.0",
     "2-rc",
     "2.0.0-rc",
+    # Malformed versions LaunchDarkly loads and never matches.
+    "v2.0.0",
+    "2.0.0-",
+    "1.2.3.4-beta",
+    "2.0.0-01",
+    "a.b.c",
+    "",
 )
 NUMERIC_STRINGS = ("0", "1", "1.0", "99", "100", " 1", "1e3", "true", "null", "")
 WORDS = ("a", "b", "prefix", "prefixabc", "é", "e\u0301", "ключ", "🙂", "u1", "user", "org", "x/y")
@@ -76,6 +89,16 @@ REGEXES = (
     "^1\\.0",
     "ключ",
     "🙂$",
+    # Meanings RE2 spells differently, translated so answers stay Python's (and LaunchDarkly's).
+    "(?i)^U",
+    "(?i)ключ",
+    "\\w+$",
+    "^\\S*$",
+    "(?m)^o",
+    "\\s",
+    "1$",
+    "(a+)+$",
+    "^(?:u|o:?)\\d",
 )
 
 # Custom attribute names on contexts; clause attributes are drawn from these plus the built-ins.
@@ -150,8 +173,15 @@ _RELEVANT: dict[str, st.SearchStrategy[Any]] = {
     "semVerLessThan": st.sampled_from(SEMVERS),
     "semVerGreaterThan": st.sampled_from(SEMVERS),
 }
-# Off-type clause values: never a regex here, since non-string values are skipped for `matches` anyway.
-_OFF_TYPE = st.one_of(st.booleans(), numbers, st.none(), st.sampled_from((*NUMERIC_STRINGS, "2")))
+# Off-type clause values (LaunchDarkly loads them and never matches them): never a string regex here,
+# since a string under `matches` is a regex.
+_OFF_TYPE = st.one_of(
+    st.booleans(),
+    numbers,
+    st.none(),
+    st.sampled_from((*NUMERIC_STRINGS, "2")),
+    st.sampled_from(([], [1], {}, {"x": "2.0.0"})),
+)
 
 
 def clause_values(op: str) -> st.SearchStrategy[list[Any]]:

@@ -2,23 +2,30 @@
 
 The files are expanded as the harness expands them (`constants`/`parameters` replaced in the raw text,
 YAML read as the harness's yaml.v3 reads it), then each evaluation maps onto segments: every flag rule is
-compiled as a one-rule segment together with the file's `segments` (`lenient=True`: LaunchDarkly treats a
-missing segment or an unknown operator as a non-match), and the first rule whose segment the context is in
-must be the expected `RULE_MATCH` rule; `FALLTHROUGH` means none is; an `ERROR`/`MALFORMED_FLAG` means we
-refuse the data with a `RuleError` (a `segmentMatch` cycle, a malformed attribute reference).
+compiled as a one-rule segment together with the file's `segments`, and the first rule whose segment the
+context is in must be the expected `RULE_MATCH` rule; `FALLTHROUGH` means none is; an `ERROR`/`MALFORMED_FLAG`
+means we refuse the data with a `RuleError` (a `segmentMatch` cycle, a malformed attribute reference).
+
+Each case compiles as a save would (strictly): bad-syntax and bad-type clause values must load, with
+warnings, and answer as LaunchDarkly does. Only what we refuse at save on purpose (an unknown operator, a
+`segmentMatch` to a missing segment, a regex that does not compile) falls back to `lenient=True`, which is
+LaunchDarkly's semantics for those.
+
+A flag rule serving a rollout still matches by its clauses, so its `RULE_MATCH` cases run too; and a
+`MALFORMED_FLAG` error from a bad variation on rules alone says that one of those rules matched first.
 
 Skipped, each with its reason, because they test flags rather than clauses:
 - the flag is off, or has prerequisites;
-- the context hits the flag's own `targets`/`contextTargets`;
-- a flag rule serves a rollout or experiment instead of a variation;
+- the context hits the flag's own `targets`/`contextTargets` (the rules are never reached);
 - the expectation is a flag-only error: an `errorKind` other than `MALFORMED_FLAG` (`FLAG_NOT_FOUND`,
-  `WRONG_TYPE`), or `MALFORMED_FLAG` caused by a variation index out of range or an empty rollout.
+  `WRONG_TYPE`), or `MALFORMED_FLAG` from a bad fallthrough (or one that says nothing about the rules).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +34,34 @@ from typing import Any
 import pytest
 import yaml
 
-from segmentflow.rules import RuleError, compile_segments, parse_context, parse_segment
-
-DATA_DIR = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "launchdarkly-server-side-eval"
+from segmentflow.rules import (
+    CompiledSegment,
+    CycleError,
+    RuleError,
+    compile_segments,
+    parse_context,
+    parse_segment,
 )
+
+
+def _data_dir() -> Path:
+    """`../shared/conformance/...` beside the project; in a git worktree, also beside its main checkout;
+    `SEGMENTFLOW_CONFORMANCE_DIR` overrides both."""
+    override = os.environ.get("SEGMENTFLOW_CONFORMANCE_DIR")
+    if override:
+        return Path(override)
+    root = Path(__file__).resolve().parents[2]
+    candidates = [root.parent]
+    git = root / ".git"
+    if git.is_file():  # a worktree: ".git" names <main>/.git/worktrees/<name>
+        text = git.read_text(encoding="utf-8").strip()
+        if text.startswith("gitdir:"):
+            candidates.append(Path(text.removeprefix("gitdir:").strip()).parents[2].parent)
+    found = [c / "shared" / "conformance" / "launchdarkly-server-side-eval" for c in candidates]
+    return next((d for d in found if d.is_dir()), found[0])
+
+
+DATA_DIR = _data_dir()
 
 
 class _HarnessLoader(yaml.SafeLoader):  # type: ignore[misc]  # yaml ships no types here
@@ -186,17 +216,30 @@ def _in_range(index: Any, variations: list[Any]) -> bool:
     return isinstance(index, int) and 0 <= index < len(variations)
 
 
+def _serves_badly(served: dict[str, Any], variations: list[Any]) -> bool:
+    rollout = served.get("rollout")
+    if rollout is not None:
+        return not rollout.get("variations")
+    return not _in_range(served.get("variation"), variations)
+
+
 def _variation_problem(flag: dict[str, Any]) -> bool:
     """Would the flag fail to pick a variation (index out of range, empty rollout) on some path?"""
     variations = flag.get("variations") or []
-    for served in [flag.get("fallthrough") or {}, *(flag.get("rules") or [])]:
-        rollout = served.get("rollout")
-        if rollout is not None:
-            if not rollout.get("variations"):
-                return True
-        elif not _in_range(served.get("variation"), variations):
-            return True
-    return False
+    served = [flag.get("fallthrough") or {}, *(flag.get("rules") or [])]
+    return any(_serves_badly(s, variations) for s in served)
+
+
+def _bad_rules(flag: dict[str, Any]) -> set[int]:
+    variations = flag.get("variations") or []
+    return {i for i, r in enumerate(flag.get("rules") or []) if _serves_badly(r, variations)}
+
+
+def _bad_rules_only(flag: dict[str, Any]) -> bool:
+    """Only rules serve badly, so a `MALFORMED_FLAG` says the first matching rule is one of them."""
+    return bool(_bad_rules(flag)) and not _serves_badly(
+        flag.get("fallthrough") or {}, flag.get("variations") or []
+    )
 
 
 def _hits_flag_targets(flag: dict[str, Any], context: Any) -> bool:
@@ -234,17 +277,19 @@ def _skip_reason(case: Case) -> str | None:
         return "flag-only: the flag has prerequisites"
     if _hits_flag_targets(flag, case.context):
         return "flag-only: the context hits the flag's own targets"
-    if any(r.get("variation") is None and r.get("rollout") is not None for r in flag.get("rules") or []):
-        return "flag-only: a flag rule serves a rollout or experiment"
-    if reason.get("kind") == "ERROR" and _variation_problem(flag):
-        return "flag-only: MALFORMED_FLAG from a variation index out of range or an empty rollout"
+    if reason.get("kind") == "ERROR" and _variation_problem(flag) and not _bad_rules_only(flag):
+        return "flag-only: MALFORMED_FLAG that a bad fallthrough variation or rollout explains as well"
     if reason.get("kind") not in ("RULE_MATCH", "FALLTHROUGH", "ERROR"):
         return f"flag-only reason {reason.get('kind')}"
     return None
 
 
-def first_matching_rule(case: Case) -> int | None:
-    """Index of the first flag rule whose clauses match, each rule compiled as a one-rule segment."""
+#: What a save refuses on purpose although LaunchDarkly evaluates it (as "no match").
+_REFUSED_AT_SAVE = ("unknown operator", "segmentMatch refers to missing segment", "matches: bad regex")
+
+
+def compile_case(case: Case, *, lenient: bool) -> tuple[list[str], dict[str, CompiledSegment]]:
+    """The rule segments' keys and the compiled set (the file's segments plus one segment per flag rule)."""
     assert case.flag is not None
     rule_keys = [f"{case.flag_key} rule {i}" for i in range(len(case.flag.get("rules") or []))]
     definitions = [{"key": key, **seg} for key, seg in case.segments.items()]
@@ -252,7 +297,20 @@ def first_matching_rule(case: Case) -> int | None:
         {"key": key, "rules": [{"clauses": rule.get("clauses", [])}]}
         for key, rule in zip(rule_keys, case.flag.get("rules") or [], strict=True)
     ]
-    compiled = compile_segments([parse_segment(d) for d in definitions], lenient=True)
+    return rule_keys, compile_segments([parse_segment(d) for d in definitions], lenient=lenient)
+
+
+def first_matching_rule(case: Case) -> int | None:
+    """Index of the first flag rule whose clauses match, each rule compiled as a one-rule segment; strictly
+    (as a save would) unless the data holds what a save refuses on purpose."""
+    try:
+        rule_keys, compiled = compile_case(case, lenient=False)
+    except CycleError:
+        raise
+    except RuleError as exc:
+        if not any(what in exc.detail for what in _REFUSED_AT_SAVE):
+            raise
+        rule_keys, compiled = compile_case(case, lenient=True)
     ctx = parse_context(case.context)
     return next((i for i, key in enumerate(rule_keys) if compiled[key].matches(ctx)), None)
 
@@ -264,11 +322,39 @@ def test_launchdarkly_server_side_eval_case(case: Case) -> None:
         pytest.skip(reason)
     expected = case.expect["reason"]
     if expected["kind"] == "ERROR":
+        assert case.flag is not None
+        if _variation_problem(case.flag):  # a bad variation on rules alone: one of them matched first
+            assert first_matching_rule(case) in _bad_rules(case.flag)
+            return
         with pytest.raises(RuleError):
             first_matching_rule(case)
         return
     want = expected.get("ruleIndex") if expected["kind"] == "RULE_MATCH" else None
     assert first_matching_rule(case) == want
+
+
+def _bad_value_cases() -> list[Any]:
+    return [
+        p for p in _collect() if p.values[0] is not None and re.search(r"bad-(syntax|type)", p.values[0].file)
+    ]
+
+
+def test_bad_syntax_and_bad_type_files_load_strictly_and_warn() -> None:
+    """Every flag of LaunchDarkly's bad-syntax and bad-type files loads as a save would, and a clause
+    value that can never match is reported, once, as a warning."""
+    cases = _bad_value_cases()
+    if not cases:
+        pytest.skip(f"conformance data not found at {DATA_DIR}")
+    warned = 0
+    for param in cases:
+        case = param.values[0]
+        rule_keys, compiled = compile_case(case, lenient=False)
+        for key in rule_keys:
+            for warning in compiled[key].warnings:
+                assert str(warning).startswith(f'segment "{key}" rule 0 clause ')
+                assert str(warning).endswith("; it never matches")
+                warned += 1
+    assert warned > 0
 
 
 def test_expansion_permutes_parameter_lists_like_the_harness() -> None:

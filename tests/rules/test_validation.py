@@ -11,8 +11,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from segmentflow.rules import CycleError, RuleError, compile_segments, parse_context, parse_segment
+from segmentflow.rules import (
+    CycleError,
+    RuleError,
+    compile_segments,
+    lint_segments,
+    parse_context,
+    parse_segment,
+)
 from tests.factories import clause, compile_one, is_member, rule, segment, user
+from tests.rules.launchdarkly import ld_is_member
 from tests.rules.strategies import (
     OPERATORS,
     attribute_clauses,
@@ -47,8 +55,13 @@ def test_bad_regex_is_refused_with_the_regex_error() -> None:
     assert "missing )" in message
 
 
-def test_non_string_regex_is_refused() -> None:
-    assert "regex 1 is not a string" in refusal(segment("s", rules=[rule(clause("a", "matches", [1]))]))
+def test_non_string_regex_loads_with_a_warning_and_never_matches() -> None:
+    seg = segment("s", rules=[rule(clause("a", "matches", [1, "^x"]))])
+    compiled = compile_one(seg)
+    assert [str(w) for w in compiled.warnings] == [
+        'segment "s" rule 0 clause 0: matches: 1 is not a string; it never matches'
+    ]
+    assert compiled.matches(parse_context(user("u1", a="xy"))) is True  # the clause's other value still can
 
 
 def test_values_that_are_not_a_list_are_refused_with_the_field_path() -> None:
@@ -141,22 +154,83 @@ def test_duplicate_keys_are_refused() -> None:
     [
         pytest.param("before", ["2017-12-06"], "'2017-12-06' is not a valid date", id="date-without-time"),
         pytest.param("after", ["1512543600000"], "'1512543600000' is not a valid date", id="ms-as-string"),
-        pytest.param("after", [True], "True is not a valid date", id="bool-date"),
+        pytest.param("after", [True], "true is not a valid date", id="bool-date"),
+        pytest.param("before", ["not-a-date"], "'not-a-date' is not a valid date", id="not-a-date"),
         pytest.param("semVerEqual", ["v2"], "'v2' is not a valid semantic version", id="v-prefixed-version"),
         pytest.param(
             "semVerLessThan", ["02.0.0"], "'02.0.0' is not a valid semantic version", id="leading-zero"
         ),
         pytest.param("semVerGreaterThan", [2], "2 is not a valid semantic version", id="number-version"),
+        pytest.param("startsWith", [None], "null is not a string", id="null-prefix"),
+        pytest.param("contains", [{"x": 1}], '{"x": 1} is not a string', id="object-substring"),
+        pytest.param("lessThan", ["5"], "'5' is not a number", id="numeric-string"),
+        pytest.param("greaterThanOrEqual", [False], "false is not a number", id="bool-number"),
     ],
 )
-def test_strict_mode_refuses_clause_values_that_can_never_match(
+def test_clause_values_that_can_never_match_load_with_one_warning_each(
     op: str, values: list[Any], problem: str
 ) -> None:
-    seg = segment("s", rules=[rule(clause("a", op, ["2.0.0" if op.startswith("sem") else 0, *values]))])
-    message = refusal(seg)
-    assert message.startswith(f'segment "s" rule 0 clause 0: {op}: ')
-    assert problem in message
-    compile_one(seg, lenient=True)  # LaunchDarkly just skips such a value
+    good = "2.0.0" if op.startswith("sem") else "x" if op in ("startsWith", "contains") else 0
+    seg = segment("s", rules=[rule(), rule(clause("a", "in", [1]), clause("a", op, [good, *values]))])
+    for lenient in (False, True):
+        warnings = compile_one(seg, lenient=lenient).warnings
+        [line] = [str(w) for w in warnings]
+        assert line.startswith(f'segment "s" rule 1 clause 1: {op}: {problem}')
+        assert line.endswith("; it never matches")
+        assert (warnings[0].rule_index, warnings[0].clause_index) == (1, 1)
+
+
+def test_the_warning_line_is_exactly_the_documented_one() -> None:
+    seg = segment(
+        "vip", rules=[rule(clause("plan", "in", ["pro"]), clause("version", "semVerLessThan", ["v2.0.0"]))]
+    )
+    assert [str(w) for w in compile_one(seg).warnings] == [
+        "segment \"vip\" rule 0 clause 1: semVerLessThan: 'v2.0.0' is not a valid semantic version; "
+        "it never matches"
+    ]
+
+
+@pytest.mark.parametrize("negate", [False, True])
+@pytest.mark.parametrize(
+    ("op", "bad", "good", "hit", "miss"),
+    [
+        pytest.param("semVerLessThan", "v2.0.0", "3.0.0", "2.5.0", "3.5.0", id="semver"),
+        pytest.param("before", "not-a-date", 1000, 999, 1001, id="date"),
+        pytest.param("endsWith", 7, "@x.io", "a@x.io", "a@y.io", id="wrong-type"),
+    ],
+)
+def test_a_never_matching_value_only_drops_itself_and_negate_applies_to_the_clause(
+    op: str, bad: Any, good: Any, hit: Any, miss: Any, negate: bool
+) -> None:
+    only_bad = segment("s", rules=[rule(clause("a", op, [bad], negate=negate))])
+    mixed = segment("s", rules=[rule(clause("a", op, [bad, good], negate=negate))])
+    for value in (hit, miss):
+        # Like LaunchDarkly: the bad value never matches, so the clause is "no match", then negated.
+        assert is_member(only_bad, user("u1", a=value)) is negate
+        assert ld_is_member("s", [only_bad], user("u1", a=value)) is negate
+    assert is_member(mixed, user("u1", a=hit)) is not negate
+    assert is_member(mixed, user("u1", a=miss)) is negate
+    assert ld_is_member("s", [mixed], user("u1", a=hit)) is not negate
+    # A missing attribute is no match even when negated.
+    assert is_member(only_bad, user("u1")) is False
+
+
+def test_segment_problems_and_lint_collect_every_error_and_warning() -> None:
+    a = segment(
+        "a",
+        rules=[
+            rule(clause("v", "semVerEqual", ["v1"]), clause("v", "isOneOf", ["x"])),
+            rule(clause("e", "matches", ["(unclosed"]), clause("d", "after", ["soon"])),
+        ],
+    )
+    b = segment("b", rules=[rule(clause("", "segmentMatch", ["nope"]))])
+    errors, warnings = lint_segments([parse_segment(a), parse_segment(b)])
+    assert len(errors) == 3
+    assert str(errors[0]) == 'segment "b" rule 0 clause 0: segmentMatch refers to missing segment "nope"'
+    assert [(e.segment_key, e.rule_index, e.clause_index) for e in errors[1:]] == [("a", 0, 1), ("a", 1, 0)]
+    assert errors[1].detail.startswith('unknown operator "isOneOf"')
+    assert errors[2].detail.startswith("matches: bad regex '(unclosed'")
+    assert [(w.segment_key, w.rule_index, w.clause_index) for w in warnings] == [("a", 0, 0), ("a", 1, 1)]
 
 
 # Arbitrary JSON, including numbers beyond float range, NaN and infinities that Python's json reads.

@@ -264,3 +264,43 @@ def test_index_cache_recompiles_only_when_segments_change(engine: Engine) -> Non
         second = cache.get(session=session)
     assert second is not first
     assert second.compiled["vip"].definition.version == 2
+
+
+CATASTROPHIC_SEGMENTS: list[dict[str, Any]] = [
+    {"key": "nested", "rules": [{"clauses": [{"attribute": "code", "op": "matches", "values": ["(a+)+$"]}]}]},
+    {"key": "alt", "rules": [{"clauses": [{"attribute": "code", "op": "matches", "values": ["(a|aa)+$"]}]}]},
+]
+
+
+def test_recompute_with_catastrophic_regexes_finishes_with_the_evaluators_answers(engine: Engine) -> None:
+    # With Python's `re` each of these contacts would hold the recompute for minutes to years.
+    contexts = [
+        {"key": "hostile", "code": "a" * 40 + "!"},
+        {"key": "long", "code": "a" * 100_000},
+        {"key": "plain", "code": "aaa"},
+    ]
+    _load(engine, contexts, CATASTROPHIC_SEGMENTS)
+    recompute_all(engine, page_size=2)
+    assert _stored(engine) == {"hostile": [], "long": ["alt", "nested"], "plain": ["alt", "nested"]}
+
+
+def test_a_stored_regex_refused_since_it_was_saved_never_matches_instead_of_stopping_recompute(
+    engine: Engine,
+) -> None:
+    # Written past the save-time check, as a segment saved before the linear-time bound existed.
+    _load(engine, [{"key": "u1", "email": "ab"}], [{"key": "other"}])
+    legacy = {
+        "key": "legacy",
+        "rules": [{"clauses": [{"attribute": "email", "op": "matches", "values": ["(a)\\1|b"]}]}],
+    }
+    with Session(engine) as session, session.begin():
+        session.add(
+            SegmentRecord(
+                key="legacy", name="legacy", version=1, definition=legacy, created_at=NOW, updated_at=NOW
+            )
+        )
+    with Session(engine) as session:
+        [warning] = load_index(session=session).compiled["legacy"].warnings
+    assert "cannot run in linear time" in str(warning) and str(warning).endswith("it never matches")
+    recompute_all(engine, page_size=10)
+    assert _stored(engine) == {"u1": []}

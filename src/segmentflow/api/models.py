@@ -36,6 +36,7 @@ __all__ = [
     "SegmentPatch",
     "SegmentPublic",
     "SegmentReplace",
+    "SegmentSaved",
     "SegmentsPublic",
     "UtcDateTime",
 ]
@@ -124,6 +125,16 @@ class SegmentPublic(BaseModel):
     created_at: datetime
     updated_at: datetime
     member_count: int
+
+
+class SegmentSaved(SegmentPublic):
+    """A segment as a write saved it, with the warnings of that save."""
+
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="One line per clause value that was kept although it never matches (a malformed version "
+        "or date, a value of the wrong type), as `segmentflow segments lint` prints it.",
+    )
 
 
 class SegmentsPublic(BaseModel):

@@ -16,6 +16,7 @@ from segmentflow.api.models import (
     SegmentPatch,
     SegmentPublic,
     SegmentReplace,
+    SegmentSaved,
     SegmentsPublic,
 )
 from segmentflow.db.tables import SegmentRecord
@@ -57,6 +58,11 @@ def public_segments(session: Session, records: list[SegmentRecord]) -> list[Segm
 def _one(session: Session, record: SegmentRecord, response: Response) -> SegmentPublic:
     response.headers["ETag"] = f'"{record.version}"'
     return public_segments(session, [record])[0]
+
+
+def _saved(session: Session, saved: segment_admin.SegmentSaved, response: Response) -> SegmentSaved:
+    """The saved segment beside the warnings of its definition (values it keeps that never match)."""
+    return SegmentSaved(**_one(session, saved.record, response).model_dump(), warnings=saved.warnings)
 
 
 def _expected_version(body_version: int | None, if_match: str | None) -> int | None:
@@ -105,7 +111,7 @@ def read_segment(
 @router.post("", status_code=status.HTTP_201_CREATED, responses=responses(400, 401, 403, 409))
 def create_segment(
     body: SegmentCreate, session: WriteSession, _key: WriteKey, response: Response
-) -> SegmentPublic:
+) -> SegmentSaved:
     """Create a segment (version 1) and compute its members. Scope `segments:write`."""
     saved = segment_admin.create_segment(
         session=session,
@@ -116,7 +122,7 @@ def create_segment(
         now=now(),
     )
     response.headers["Location"] = f"/contacts/segments/{saved.record.id}"
-    return _one(session, saved.record, response)
+    return _saved(session, saved, response)
 
 
 @router.put("/{segment_id}", responses=responses(400, 401, 403, 404, 409))
@@ -127,7 +133,7 @@ def replace_segment(
     _key: WriteKey,
     response: Response,
     if_match: IfMatch = None,
-) -> SegmentPublic:
+) -> SegmentSaved:
     """Replace name, description and definition; recompute it and its dependents. A stale `version` or
     `If-Match` is a 409. Scope `segments:write`."""
     saved = segment_admin.replace_segment(
@@ -139,7 +145,7 @@ def replace_segment(
         expected_version=_expected_version(body.version, if_match),
         now=now(),
     )
-    return _one(session, saved.record, response)
+    return _saved(session, saved, response)
 
 
 @router.patch("/{segment_id}", responses=responses(400, 401, 403, 404, 409))
@@ -150,7 +156,7 @@ def patch_segment(
     _key: WriteKey,
     response: Response,
     if_match: IfMatch = None,
-) -> SegmentPublic:
+) -> SegmentSaved:
     """Apply LaunchDarkly semantic-patch instructions, all or none; recompute it and its dependents.
     Without a version the instructions apply to the current definition. Scope `segments:write`."""
     saved = segment_admin.patch_segment(
@@ -160,7 +166,7 @@ def patch_segment(
         expected_version=_expected_version(body.version, if_match),
         now=now(),
     )
-    return _one(session, saved.record, response)
+    return _saved(session, saved, response)
 
 
 @router.delete("/{segment_id}", responses=responses(401, 403, 404, 409))

@@ -1,8 +1,15 @@
 """Pure. LaunchDarkly-compatible segment rules: model, contexts, operators, compile and evaluate."""
 
-from segmentflow.rules.compile import CompiledSegment, Explanation, compile_segments, segment_order
+from segmentflow.rules.compile import (
+    CompiledSegment,
+    Explanation,
+    compile_segments,
+    lint_segments,
+    segment_order,
+    segment_problems,
+)
 from segmentflow.rules.context import DEFAULT_KIND, Context, Individual, parse_context
-from segmentflow.rules.errors import ContextError, CycleError, RuleError
+from segmentflow.rules.errors import ContextError, CycleError, RuleError, RuleWarning
 from segmentflow.rules.evaluate import explain, matches, matching, memberships
 from segmentflow.rules.model import Clause, Rule, Segment, Target, parse_segment, parse_segments
 
@@ -17,10 +24,12 @@ __all__ = [
     "Individual",
     "Rule",
     "RuleError",
+    "RuleWarning",
     "Segment",
     "Target",
     "compile_segments",
     "explain",
+    "lint_segments",
     "matches",
     "matching",
     "memberships",
@@ -28,4 +37,5 @@ __all__ = [
     "parse_segment",
     "parse_segments",
     "segment_order",
+    "segment_problems",
 ]

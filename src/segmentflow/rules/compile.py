@@ -16,17 +16,23 @@ Semantics are LaunchDarkly's (its Python server SDK where SDKs differ):
 
 Refused at compile time with a `RuleError` naming segment, rule and clause: an invalid attribute reference,
 a `segmentMatch` cycle, big (unbounded) segments, duplicate keys; and unless `lenient`, an unknown operator,
-a `segmentMatch` to a missing segment and clause values that can never match (bad regex, date, version).
-`lenient=True` follows LaunchDarkly exactly for those last three: a missing segment is simply no match, and
-an unknown operator matches no value (so, negated, it matches any present attribute).
+a `segmentMatch` to a missing segment and a regex that does not compile or cannot run in linear time
+(`segmentflow.rules.regex`). `lenient=True` follows LaunchDarkly for those last three: a missing segment is
+simply no match, an unknown operator matches no value (so, negated, it matches any present attribute), and
+a bad regex matches nothing; a regex that compiles but needs backtracking also matches nothing there (where
+LaunchDarkly would run it), with a warning, since no evaluation may take exponential time.
 LaunchDarkly reports a cycle only when evaluation walks into it; we refuse it whenever it exists.
+
+Clause values LaunchDarkly loads but never matches (a malformed date or version, a value of the wrong type
+for its operator) load in both modes and never match; the clause's other values still can, and `negate`
+applies to the clause's result as LaunchDarkly applies it. Each is a `RuleWarning` in
+`CompiledSegment.warnings` (and from `segment_problems`, which checks one segment without compiling).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -34,18 +40,29 @@ from typing import Any, Literal
 
 from segmentflow.rules.attrref import AttributeRefError, parse_attribute
 from segmentflow.rules.context import DEFAULT_KIND, Context
-from segmentflow.rules.errors import CycleError, RuleError
+from segmentflow.rules.errors import CycleError, RuleError, RuleWarning
 from segmentflow.rules.model import Clause, Rule, Segment
 from segmentflow.rules.operators import (
     OPERATORS,
+    never_matches,
     parse_semver,
     parse_time,
     parse_time_text,
     precedence_key,
+    regex_problem,
     semver_key,
+    unusable_regex,
 )
+from segmentflow.rules.regex import compile_linear
 
-__all__ = ["CompiledSegment", "Explanation", "compile_segments", "segment_order"]
+__all__ = [
+    "CompiledSegment",
+    "Explanation",
+    "compile_segments",
+    "lint_segments",
+    "segment_order",
+    "segment_problems",
+]
 
 ByKind = Mapping[str, Mapping[str, Any]]
 Memo = dict[str, bool]
@@ -192,13 +209,9 @@ def _scalar_expression(src: _Source, op: str, values: list[Any], test: str) -> s
             }[op]
             key_of = src.bind(semver_key)
             return f"((_k := {key_of}(_v)) is not None and {check} if type(_v) is str else {test}(_v))"
-    if op == "matches" and len(values) == 1 and type(values[0]) is str:
-        try:
-            pattern = re.compile(values[0])
-        except (re.error, OverflowError, RecursionError):
-            pattern = None
-        if pattern is not None:
-            return f"({src.bind(pattern)}.search(_v) is not None if type(_v) is str else {test}(_v))"
+    if op == "matches" and len(values) == 1 and type(values[0]) is str and regex_problem(values[0]) is None:
+        search = compile_linear(values[0]).search
+        return f"({src.bind(search)}(_v) if type(_v) is str else {test}(_v))"
     if op == "contains" and len(values) == 1 and type(values[0]) is str:
         return f"({src.bind(values[0])} in _v if type(_v) is str else {test}(_v))"
     if op in ("startsWith", "endsWith") and values and all(type(v) is str for v in values):
@@ -216,12 +229,7 @@ def _clause_expression(
     compiled: Mapping[str, CompiledSegment],
     lenient: bool,
 ) -> str:
-    def fail(detail: str) -> RuleError:
-        return RuleError(detail, segment_key=seg.key, rule_index=r_index, clause_index=c_index)
-
-    if clause.op not in OPERATORS and not lenient:
-        known = ", ".join(sorted(OPERATORS))
-        raise fail(f'unknown operator "{clause.op}" (known: {known})')
+    """The clause as an expression; `segment_problems` has already refused what cannot compile."""
     negation = "not " if clause.negate else ""
     if clause.op == "segmentMatch":
         refs = [
@@ -231,16 +239,9 @@ def _clause_expression(
         ]
         calls = " or ".join(f"{r}(by_kind, memo)" for r in refs) or "False"
         return f"({negation}({calls}))"
-    try:
-        path = parse_attribute(clause.attribute, clause.context_kind)
-    except AttributeRefError as exc:
-        raise fail(f"attribute: {exc}") from None
+    path = parse_attribute(clause.attribute, clause.context_kind)
     prepare = OPERATORS.get(clause.op)
-    try:
-        test_fn = _never if prepare is None else prepare(clause.values, lenient)
-    except ValueError as exc:
-        raise fail(f"{clause.op}: {exc}") from None
-    test = src.bind(test_fn)
+    test = src.bind(_never if prepare is None else prepare(clause.values, lenient))
     if path == ("kind",):
         return f"({negation}_any(_map({test}, by_kind)))"
     attrs = src.kind_var(clause.context_kind or DEFAULT_KIND)
@@ -268,12 +269,7 @@ def _rule_expression(
         for c_index, clause in enumerate(rule.clauses)
     ]
     if rule.weight is not None:
-        bucket_by = None
-        if rule.bucket_by:
-            try:
-                bucket_by = parse_attribute(rule.bucket_by, rule.rollout_context_kind)
-            except AttributeRefError as exc:
-                raise RuleError(f"bucketBy: {exc}", segment_key=seg.key, rule_index=r_index) from None
+        bucket_by = parse_attribute(rule.bucket_by, rule.rollout_context_kind) if rule.bucket_by else None
         args = ", ".join(
             src.bind(v)
             for v in (rule.rollout_context_kind or DEFAULT_KIND, bucket_by, seg.key, seg.salt or "")
@@ -335,14 +331,23 @@ class CompiledSegment:
         "included_contexts",
         "key",
         "rules",
+        "warnings",
     )
 
     #: The raw predicate over `context.by_kind`; `memo` caches `segmentMatch` targets across the segments
     #: of one context (a fresh dict per context).
     evaluate: Evaluator
 
-    def __init__(self, definition: Segment, rules: list[CompiledRule], fn: Evaluator) -> None:
+    def __init__(
+        self,
+        definition: Segment,
+        rules: list[CompiledRule],
+        fn: Evaluator,
+        warnings: Iterable[RuleWarning] = (),
+    ) -> None:
         self.definition = definition
+        #: Clause values kept although they never match, in rule and clause order.
+        self.warnings = tuple(warnings)
         self.key = definition.key
         self.included = frozenset(definition.included)
         self.excluded = frozenset(definition.excluded)
@@ -433,12 +438,89 @@ def segment_order(segments: Iterable[Segment], *, lenient: bool = False) -> list
     return order
 
 
-def _compile_one(seg: Segment, compiled: Mapping[str, CompiledSegment], lenient: bool) -> CompiledSegment:
+def _clause_problems(
+    seg: Segment, r_index: int, c_index: int, clause: Clause, lenient: bool
+) -> tuple[list[RuleError], list[RuleWarning]]:
+    def error(detail: str) -> RuleError:
+        return RuleError(detail, segment_key=seg.key, rule_index=r_index, clause_index=c_index)
+
+    if clause.op == "segmentMatch":
+        return [], []  # its values are checked with the other segments, by `segment_order`
+    errors = []
+    try:
+        parse_attribute(clause.attribute, clause.context_kind)
+    except AttributeRefError as exc:
+        errors.append(error(f"attribute: {exc}"))
+    prepare = OPERATORS.get(clause.op)
+    if prepare is None:
+        if not lenient:
+            known = ", ".join(sorted(OPERATORS))
+            errors.append(error(f'unknown operator "{clause.op}" (known: {known})'))
+        return errors, []  # an unknown operator matches no value: nothing to say about each one
+    try:
+        prepare(clause.values, lenient)
+    except ValueError as exc:
+        errors.append(error(f"{clause.op}: {exc}"))
+    check = never_matches if not (lenient and clause.op == "matches") else _never_matches_leniently
+    warnings = [
+        RuleWarning(seg.key, r_index, c_index, problem)
+        for problem in (check(clause.op, value) for value in clause.values)
+        if problem is not None
+    ]
+    return errors, warnings
+
+
+def _never_matches_leniently(op: str, value: Any) -> str | None:
+    """`never_matches`, plus the patterns a lenient load keeps but a save refuses."""
+    return never_matches(op, value) or unusable_regex(value)
+
+
+def segment_problems(seg: Segment, *, lenient: bool = False) -> tuple[list[RuleError], list[RuleWarning]]:
+    """Everything wrong with one segment on its own (its `segmentMatch` targets are `segment_order`'s
+    concern), in rule and clause order: errors refuse it, warnings name values kept that never match."""
+    errors: list[RuleError] = []
+    warnings: list[RuleWarning] = []
     if seg.unbounded:
-        raise RuleError(
-            "big (unbounded) segments are not supported: memberships here come from rules and targets",
-            segment_key=seg.key,
+        errors.append(
+            RuleError(
+                "big (unbounded) segments are not supported: memberships here come from rules and targets",
+                segment_key=seg.key,
+            )
         )
+    for r_index, rule in enumerate(seg.rules):
+        for c_index, clause in enumerate(rule.clauses):
+            clause_errors, clause_warnings = _clause_problems(seg, r_index, c_index, clause, lenient)
+            errors += clause_errors
+            warnings += clause_warnings
+        if rule.weight is not None and rule.bucket_by:
+            try:
+                parse_attribute(rule.bucket_by, rule.rollout_context_kind)
+            except AttributeRefError as exc:
+                errors.append(RuleError(f"bucketBy: {exc}", segment_key=seg.key, rule_index=r_index))
+    return errors, warnings
+
+
+def lint_segments(segments: Iterable[Segment]) -> tuple[list[RuleError], list[RuleWarning]]:
+    """Every error (what `compile_segments` would refuse, the first reference problem included) and every
+    warning of a set of segments, without stopping at the first error."""
+    segments = list(segments)
+    errors: list[RuleError] = []
+    warnings: list[RuleWarning] = []
+    try:
+        segment_order(segments)
+    except RuleError as exc:
+        errors.append(exc)
+    for seg in segments:
+        seg_errors, seg_warnings = segment_problems(seg)
+        errors += seg_errors
+        warnings += seg_warnings
+    return errors, warnings
+
+
+def _compile_one(seg: Segment, compiled: Mapping[str, CompiledSegment], lenient: bool) -> CompiledSegment:
+    errors, warnings = segment_problems(seg, lenient=lenient)
+    if errors:
+        raise errors[0]
     src = _Source(seg.key)
     expressions = [_rule_expression(src, seg, i, rule, compiled, lenient) for i, rule in enumerate(seg.rules)]
     targets = _target_lines(src, seg)
@@ -447,7 +529,7 @@ def _compile_one(seg: Segment, compiled: Mapping[str, CompiledSegment], lenient:
         for i, (rule, expr) in enumerate(zip(seg.rules, expressions, strict=True))
     ]
     fused = " or ".join(expressions) or "False"
-    return CompiledSegment(seg, rules, src.function("_segment", [*targets, f"    return {fused}"]))
+    return CompiledSegment(seg, rules, src.function("_segment", [*targets, f"    return {fused}"]), warnings)
 
 
 def compile_segments(segments: Iterable[Segment], *, lenient: bool = False) -> dict[str, CompiledSegment]:

@@ -1,8 +1,22 @@
-"""Pure. The errors the rules engine raises, each naming what is wrong and where."""
+"""Pure. The errors the rules engine raises and the warnings it reports, each naming what is wrong and
+where."""
 
 from __future__ import annotations
 
-__all__ = ["ContextError", "CycleError", "RuleError"]
+from dataclasses import dataclass
+
+__all__ = ["ContextError", "CycleError", "RuleError", "RuleWarning"]
+
+
+def _where(segment_key: str | None, rule_index: int | None, clause_index: int | None) -> list[str]:
+    where = []
+    if segment_key is not None:
+        where.append(f'segment "{segment_key}"')
+    if rule_index is not None:
+        where.append(f"rule {rule_index}")
+    if clause_index is not None:
+        where.append(f"clause {clause_index}")
+    return where
 
 
 class RuleError(ValueError):
@@ -25,13 +39,7 @@ class RuleError(ValueError):
         super().__init__(self._render())
 
     def _render(self) -> str:
-        where = []
-        if self.segment_key is not None:
-            where.append(f'segment "{self.segment_key}"')
-        if self.rule_index is not None:
-            where.append(f"rule {self.rule_index}")
-        if self.clause_index is not None:
-            where.append(f"clause {self.clause_index}")
+        where = _where(self.segment_key, self.rule_index, self.clause_index)
         if self.field is not None:
             where.append(self.field)
         return f"{' '.join(where)}: {self.detail}" if where else self.detail
@@ -47,3 +55,19 @@ class CycleError(RuleError):
 
 class ContextError(ValueError):
     """A context LaunchDarkly deems invalid (no key, a bad kind, a non-string name...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RuleWarning:
+    """A clause value the segment keeps although it can never match (LaunchDarkly loads such values and
+    answers "no match" for them): `str()` is the one line shown to users, e.g.
+    `segment "vip" rule 0 clause 1: semVerLessThan: 'v2.0.0' is not a valid semantic version; it never
+    matches`."""
+
+    segment_key: str
+    rule_index: int
+    clause_index: int
+    detail: str
+
+    def __str__(self) -> str:
+        return " ".join(_where(self.segment_key, self.rule_index, self.clause_index)) + f": {self.detail}"

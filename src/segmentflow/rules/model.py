@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from segmentflow.rules.errors import RuleError
 
-__all__ = ["Clause", "Rule", "Segment", "Target", "parse_segment", "parse_segments"]
+__all__ = ["Clause", "Rule", "Segment", "Target", "parse_segment", "parse_segments", "segment_items"]
 
 
 class _Wire(BaseModel):
@@ -110,12 +110,18 @@ def parse_segment(data: Any) -> Segment:
         ) from None
 
 
-def parse_segments(data: Any) -> list[Segment]:
-    """A JSON list of segments (or a `{"segments": {key: segment}}` LaunchDarkly export)."""
+def segment_items(data: Any) -> list[Any]:
+    """The unparsed segment objects of a JSON list of segments, a `{"segments": {key: segment}}`
+    LaunchDarkly export or an API listing's `{"items": [...]}`."""
     if isinstance(data, dict) and isinstance(data.get("segments"), dict):
         data = [{"key": k, **v} if isinstance(v, dict) else v for k, v in data["segments"].items()]
     if isinstance(data, dict) and isinstance(data.get("items"), list):
         data = data["items"]
     if not isinstance(data, list):
         raise RuleError("segments must be a JSON list of segment objects")
-    return [parse_segment(item) for item in data]
+    return data
+
+
+def parse_segments(data: Any) -> list[Segment]:
+    """A JSON list of segments (or a `{"segments": {key: segment}}` LaunchDarkly export)."""
+    return [parse_segment(item) for item in segment_items(data)]

@@ -10,14 +10,18 @@ value. Settled edge cases, as in LaunchDarkly's Python SDK:
   (it also takes ISO 8601 forms such as `20171206T000000Z`; a date alone or no offset is refused);
   anything else never matches; `before`/`after` are strict;
 - semantic versions pad missing minor/patch (`2` -> `2.0.0`, `2.1` -> `2.1.0`) and refuse `v2` or `02.0.0`;
-- `matches` is Python's `re.search`.
-A clause value that can never match (a bad regex, an unparseable date or version) is dropped in
-`lenient` mode, LaunchDarkly's behaviour, and refused with `ValueError` otherwise, so bad rules are caught
-when a segment is saved. Tests never raise on odd context data.
+- `matches` answers as Python's `re.search` does, run in linear time on RE2 (`segmentflow.rules.regex`);
+  a pattern that cannot run that way with Python's answers is refused like one that does not compile.
+A clause value that can never match (an unparseable date or version, a value of the wrong type) is kept
+and never matches, LaunchDarkly's behaviour; `never_matches` says why, so the compiler can report it as a
+warning. A regex that does not compile is refused with `ValueError` unless `lenient` (LaunchDarkly drops it
+too): it is more likely a typo than an export, and nothing could ever be matched by it. Tests never raise on
+odd context data.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable
@@ -29,15 +33,20 @@ from typing import Any
 import pyrfc3339
 from semver import Version
 
+from segmentflow.rules.regex import LinearRegex, RegexRefusedError, compile_linear
+
 __all__ = [
     "OPERATORS",
     "SemverKey",
     "ValueTest",
+    "never_matches",
     "parse_semver",
     "parse_time",
     "parse_time_text",
     "precedence_key",
+    "regex_problem",
     "semver_key",
+    "unusable_regex",
 ]
 
 ValueTest = Callable[[Any], bool]
@@ -98,16 +107,9 @@ def parse_semver(value: Any) -> Version | None:
     return _parse_semver_string(value) if isinstance(value, str) else None
 
 
-def _parsed(values: list[Any], parse: Callable[[Any], Any], what: str, lenient: bool) -> list[Any]:
-    out = []
-    for value in values:
-        parsed = parse(value)
-        if parsed is None:
-            if not lenient:
-                raise ValueError(f"{value!r} is not a valid {what}")
-            continue
-        out.append(parsed)
-    return out
+def _parsed(values: list[Any], parse: Callable[[Any], Any]) -> list[Any]:
+    """The values that parse; the others never match (`never_matches` reports them)."""
+    return [parsed for parsed in map(parse, values) if parsed is not None]
 
 
 def _in(values: list[Any], lenient: bool) -> ValueTest:
@@ -161,26 +163,41 @@ def _ends_with(values: list[Any], lenient: bool) -> ValueTest:
     return lambda value: isinstance(value, str) and value.endswith(suffixes)
 
 
-def _compile_regex(value: Any) -> re.Pattern[str] | None:
-    if not isinstance(value, str):
-        return None
+def regex_problem(pattern: str) -> str | None:
+    """Why a `matches` pattern cannot be used (it does not compile in Python, or cannot run in linear time
+    with Python's answers: `segmentflow.rules.regex`), or None."""
     try:
-        return re.compile(value)
-    except Exception:  # re.error, and OverflowError for a repeat count like `a{4294967296}`
+        re.compile(pattern)
+    except Exception as exc:  # re.error, and OverflowError for a repeat count like `a{4294967296}`
+        return f"bad regex {pattern!r}: {exc}"
+    try:
+        compile_linear(pattern)
+    except RegexRefusedError as exc:
+        return (
+            f"regex {pattern!r} cannot run in linear time: {exc} (refused so that no value can make an "
+            "evaluation take exponential time)"
+        )
+    except Exception as exc:  # what Python's parser accepts but its compiler refuses
+        return f"bad regex {pattern!r}: {exc}"
+    return None
+
+
+def _compile_regex(value: Any) -> LinearRegex | None:
+    if not isinstance(value, str) or regex_problem(value) is not None:
         return None
+    return compile_linear(value)
 
 
 def _matches(values: list[Any], lenient: bool) -> ValueTest:
     if not lenient:
         for value in values:
             if not isinstance(value, str):
-                raise ValueError(f"regex {value!r} is not a string")
-            try:
-                re.compile(value)
-            except (re.error, OverflowError) as exc:
-                raise ValueError(f"bad regex {value!r}: {exc}") from None
-    patterns = [p for p in map(_compile_regex, values) if p is not None]
-    return lambda value: isinstance(value, str) and any(p.search(value) for p in patterns)
+                continue  # never matches: a warning, as LaunchDarkly keeps it
+            problem = regex_problem(value)
+            if problem is not None:
+                raise ValueError(problem)
+    searches = [p.search for p in map(_compile_regex, values) if p is not None]
+    return lambda value: isinstance(value, str) and any(search(value) for search in searches)
 
 
 def _numeric(compare: Callable[[float, float], bool], pick: Callable[[list[float]], float]) -> Prepare:
@@ -202,7 +219,7 @@ def _numeric(compare: Callable[[float, float], bool], pick: Callable[[list[float
 
 def _time(compare: Callable[[float, float], bool], pick: Callable[[list[float]], float]) -> Prepare:
     def prepare(values: list[Any], lenient: bool) -> ValueTest:
-        operands = _parsed(values, parse_time, "date (epoch milliseconds or RFC 3339)", lenient)
+        operands = _parsed(values, parse_time)
         operands = [v for v in operands if v == v]
         if not operands:
             return lambda value: False
@@ -238,7 +255,7 @@ def semver_key(text: str) -> SemverKey | None:
 
 def _semver(accept: Callable[[SemverKey, list[SemverKey]], bool]) -> Prepare:
     def prepare(values: list[Any], lenient: bool) -> ValueTest:
-        versions: list[Version] = _parsed(values, parse_semver, "semantic version", lenient)
+        versions: list[Version] = _parsed(values, parse_semver)
         operands = [precedence_key(v) for v in versions]
         if not operands:
             return lambda value: False
@@ -289,3 +306,69 @@ OPERATORS: dict[str, Prepare | None] = {
     "semVerGreaterThan": _semver(lambda key, operands: any(key > o for o in operands)),
     "segmentMatch": None,
 }
+
+
+def _not_a_string(value: Any) -> str | None:
+    return None if isinstance(value, str) else "is not a string"
+
+
+def _not_a_number(value: Any) -> str | None:
+    if not _is_number(value):
+        return "is not a number"
+    return "is not a number (NaN)" if value != value else None
+
+
+def _not_a_date(value: Any) -> str | None:
+    parsed = parse_time(value)
+    if parsed is None or parsed != parsed:
+        return "is not a valid date (epoch milliseconds, or RFC 3339 with a time and an offset)"
+    return None
+
+
+def _not_a_semver(value: Any) -> str | None:
+    return None if parse_semver(value) is not None else "is not a valid semantic version"
+
+
+_VALUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "startsWith": _not_a_string,
+    "endsWith": _not_a_string,
+    "contains": _not_a_string,
+    "matches": _not_a_string,
+    "lessThan": _not_a_number,
+    "lessThanOrEqual": _not_a_number,
+    "greaterThan": _not_a_number,
+    "greaterThanOrEqual": _not_a_number,
+    "before": _not_a_date,
+    "after": _not_a_date,
+    "semVerEqual": _not_a_semver,
+    "semVerLessThan": _not_a_semver,
+    "semVerGreaterThan": _not_a_semver,
+}
+
+
+def _show(value: Any) -> str:
+    """A clause value as a user wrote it: a string quoted, anything else as JSON; cut when long."""
+    if isinstance(value, str):
+        text = repr(value)
+    else:
+        try:
+            text = json.dumps(value, ensure_ascii=False, allow_nan=True)
+        except (TypeError, ValueError):
+            text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def never_matches(op: str, value: Any) -> str | None:
+    """Why clause value `value` can never match under operator `op` (LaunchDarkly keeps such a value and
+    answers "no match" for it), as `"<op>: <value> <why>; it never matches"`; None when it can match.
+    Every value can match under `in`; unknown operators and `segmentMatch` are the compiler's concern."""
+    check = _VALUE_CHECKS.get(op)
+    problem = None if check is None else check(value)
+    return None if problem is None else f"{op}: {_show(value)} {problem}; it never matches"
+
+
+def unusable_regex(value: Any) -> str | None:
+    """For lenient loading: the warning for a `matches` pattern that never matches because it does not
+    compile or cannot run in linear time (a save refuses it), or None."""
+    problem = regex_problem(value) if isinstance(value, str) else None
+    return None if problem is None else f"matches: {problem}; it never matches"

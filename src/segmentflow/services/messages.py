@@ -28,6 +28,7 @@ from segmentflow.db.tables import (
     segment_table,
 )
 from segmentflow.policies.restrictions import Decision, RestrictionIndex, Withheld, decide, missing_segments
+from segmentflow.services.argument_schema import ArgumentsValidator, schema_regex_problems
 from segmentflow.services.membership import contact_segment_set
 
 __all__ = [
@@ -131,24 +132,27 @@ class ActionSpec(_Spec):
         except SchemaError as exc:
             where = "/".join(str(p) for p in exc.absolute_path)
             raise ValueError(f"not a JSON Schema{f' at /{where}' if where else ''}: {exc.message}") from None
+        problems = schema_regex_problems(schema)  # every regex must run in linear time on any argument
+        if problems:
+            raise ValueError(problems[0])
         return schema
 
 
-_VALIDATORS: dict[tuple[str, int], tuple[dict[str, Any], Draft202012Validator]] = {}
+_VALIDATORS: dict[tuple[str, int], tuple[dict[str, Any], Any]] = {}
 _MAX_VALIDATORS = 4096
 
 
-def _validator(schema: dict[str, Any], cache_key: tuple[str, int] | None) -> Draft202012Validator:
+def _validator(schema: dict[str, Any], cache_key: tuple[str, int] | None) -> Any:
     """A compiled validator, kept per (action key, version) while that version's schema is the same one
     (compared, so two databases holding different actions under one key cannot share a validator)."""
     if cache_key is None:
-        return Draft202012Validator(schema)
+        return ArgumentsValidator(schema)
     hit = _VALIDATORS.get(cache_key)
     if hit is not None and hit[0] == schema:
         return hit[1]
     if len(_VALIDATORS) >= _MAX_VALIDATORS:
         _VALIDATORS.clear()
-    validator = Draft202012Validator(schema)
+    validator = ArgumentsValidator(schema)
     _VALIDATORS[cache_key] = (schema, validator)
     return validator
 

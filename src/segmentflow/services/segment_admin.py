@@ -41,7 +41,7 @@ from segmentflow.db.tables import (
 from segmentflow.db.tables import Instruction as InstructionRecord
 from segmentflow.db.tables import Sequence as SequenceRecord
 from segmentflow.policies.sequences import BranchStep, compile_sequence
-from segmentflow.rules import RuleError, Segment, compile_segments, parse_segment
+from segmentflow.rules import RuleError, Segment, compile_segments, parse_segment, segment_problems
 from segmentflow.rules.patch import Instruction, apply_patch, with_ids
 from segmentflow.services.membership import (
     MembershipDiff,
@@ -120,8 +120,9 @@ def _check_key(key: str) -> None:
 
 
 def _warnings(segment: Segment) -> list[str]:
-    """Advisory findings about a definition that saves anyway (none yet)."""
-    return []
+    """Advisory findings about a definition that saves anyway: clause values LaunchDarkly accepts but never
+    matches (`rules.segment_problems`), one line each."""
+    return [str(warning) for warning in segment_problems(segment)[1]]
 
 
 def hold_write_lock(session: Session, *, shared: bool = False) -> None:

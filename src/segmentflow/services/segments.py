@@ -116,7 +116,10 @@ def get_segment(*, session: Session, ref: str) -> SegmentRecord | None:
 
 def load_index(*, session: Session) -> SegmentIndex:
     records = list_segments(session=session)
-    compiled = compile_segments(r.definition_model() for r in records)
+    # Stored segments passed the strict check when saved; loading them the way LaunchDarkly does means one
+    # saved before a check was tightened (a regex the linear-time engine refuses) matches nothing instead
+    # of stopping every recompute.
+    compiled = compile_segments((r.definition_model() for r in records), lenient=True)
     return SegmentIndex(compiled=compiled, ids={r.key: r.id for r in records})
 
 
