@@ -89,7 +89,11 @@ class SegmentsPlugin(SimplePlugin):
             workflow_runner=_workflow_runner,
             run_context=self._run_context,
             # Contact headers and the workflow- and worker-side checks of restricted actions.
-            interceptors=[SegmentsInterceptor(self.message_activities.check_run_action)],
+            interceptors=[
+                SegmentsInterceptor(
+                    self.message_activities.check_run_action, self.message_activities.admit_refusal
+                )
+            ],
         )
 
     @asynccontextmanager

@@ -77,6 +77,7 @@ __all__ = [
     "next_due_at",
     "pause_sequence",
     "record_deliveries",
+    "release_leases",
     "sequence_status",
     "sync_enrollments",
 ]
@@ -486,6 +487,7 @@ def claim_due(
     limit: int,
     exclude: Collection[int] = (),
     lease: timedelta = DEFAULT_LEASE,
+    owner: str | None = None,
 ) -> ClaimResult:
     """Take up to `limit` enrollments due at `now` and move each to its next send, wait or end; for a send,
     write its pending row (or find the pending row of an earlier attempt) and return it as `Outgoing`.
@@ -495,9 +497,11 @@ def claim_due(
     step, later due time); a template failing for the contact fails the enrollment and sends nothing.
     `exclude` leaves out enrollments whose sends the caller still has in flight.
 
-    A send's enrollment is leased: due again only at `now + lease`, so an overlapping claim (a second
-    attempt of the round while the first still sends) does not take it; `record_deliveries` sets its real
-    next due time, and after a crash the lease runs out and the pending row is sent again with its key.
+    A send's enrollment is leased to `owner` (the claiming round): due again only at `now + lease`, so an
+    overlapping claim (another round while this one still sends) does not take it; `record_deliveries`
+    sets its real next due time. After a crash a retried attempt of the same round takes its rows back at
+    once (`release_leases`); any other claim waits for the lease to run out. Either way the pending row
+    is sent again with its key.
     On PostgreSQL the claimed rows are locked and concurrent claims skip them. Nothing is claimed once the
     sequence is no longer active (paused mid-round)."""
     definition = sequence.definition
@@ -546,10 +550,25 @@ def claim_due(
     updates: list[dict[str, Any]] = []
     new_sends: list[tuple[Any, ...]] = []
 
-    def update(row: Any, status: str, position: int | None, due: datetime | None, reason: str | None) -> None:
+    def update(
+        row: Any,
+        status: str,
+        position: int | None,
+        due: datetime | None,
+        reason: str | None,
+        leased_to: str | None = None,
+    ) -> None:
         finished = None if status == "active" else now
         updates.append(
-            {"eid": row.id, "st": status, "pos": position, "due": due, "fin": finished, "why": reason}
+            {
+                "eid": row.id,
+                "st": status,
+                "pos": position,
+                "due": due,
+                "fin": finished,
+                "why": reason,
+                "own": leased_to,
+            }
         )
 
     for row in rows:
@@ -633,7 +652,7 @@ def claim_due(
         else:
             body, attempts = earlier.body, earlier.attempts
         # The walk may have taken a branch: store the send's step so a retry does not re-decide it.
-        update(row, "active", step, now + lease, None)
+        update(row, "active", step, now + lease, None, owner)
         result.outgoing.append(
             Outgoing(
                 enrollment_id=row.id,
@@ -683,9 +702,23 @@ def _apply_updates(session: Session, updates: list[dict[str, Any]], *, guarded: 
             next_due_at=sa.bindparam("due"),
             finished_at=sa.bindparam("fin"),
             reason=sa.bindparam("why"),
+            lease_owner=sa.bindparam("own"),
         ),
         updates,
     )
+
+
+def release_leases(*, session: Session, sequence_id: uuid.UUID, owner: str, now: datetime) -> int:
+    """Make the enrollments leased to `owner` due at `now` again, and return how many: a retried attempt
+    of a round calls it first, so what its dead predecessor had claimed goes out at once rather than when
+    the lease runs out. Leases of other owners (another round's live claims) stay."""
+    e = enrollment_table
+    result = session.execute(
+        e.update()
+        .where(e.c.sequence_id == sequence_id, e.c.lease_owner == owner, e.c.status == "active")
+        .values(next_due_at=now, lease_owner=None)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def record_deliveries(
@@ -722,7 +755,13 @@ def record_deliveries(
             }
         )
         step = outgoing.step
-        row: dict[str, Any] = {"eid": outgoing.enrollment_id, "at_step": step, "fin": None, "why": None}
+        row: dict[str, Any] = {
+            "eid": outgoing.enrollment_id,
+            "at_step": step,
+            "fin": None,
+            "why": None,
+            "own": None,
+        }
         if outcome == "sent":
             following = program.nodes[step].next if step < len(program.nodes) else None
             if following is None:
