@@ -18,7 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from segmentflow.db.tables import MembershipChange, progress_table
 from tests.temporal.conftest import plugin_client
-from tests.temporal.helpers import RESUME_BOUND, contexts, expected, load, kill, stored, worker_process
+from tests.temporal.helpers import RESUME_BOUND, contexts, expected, kill, load, stored, worker_process
 
 
 def _progressed(engine: Engine) -> int:
