@@ -498,8 +498,9 @@ def record_refusal(
             activity_id=None if activity_id is None else sanitize_column(activity_id, 256),
         )
         .on_conflict_do_nothing()
+        .returning(refusal_table.c.id)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return result.first() is not None
 
 
 def list_refusals(*, session: Session, limit: int = 100) -> list[ActionRefusal]:
