@@ -70,7 +70,10 @@ async def serve(
     try:
         if schedule:
             outcome = await ensure_recompute_schedule(
-                client, task_queue=settings.task_queue, every=settings.recompute_every
+                client,
+                task_queue=settings.task_queue,
+                every=settings.recompute_every,
+                timeout=settings.recompute_timeout,
             )
             log.info("recompute schedule %s (every %s)", outcome, settings.recompute_every)
         async with Worker(client, task_queue=settings.task_queue):

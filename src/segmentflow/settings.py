@@ -17,6 +17,9 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     task_queue: str = "segmentflow"
     recompute_every: timedelta = timedelta(minutes=5)
+    #: A scheduled recompute still running after this long is ended by the server, so a stuck run
+    #: cannot hold back the later ones (the schedule skips a tick while a run is going).
+    recompute_timeout: timedelta = timedelta(hours=1)
     #: Contacts evaluated and written per transaction during a recompute.
     page_size: int = 2000
     #: Message handling: an OpenAI-compatible chat-completions responder when a base URL is set (else the
