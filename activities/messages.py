@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import httpx
 from pydantic import ValidationError
+from segmentflow.activities._clients import HttpClients
 from segmentflow.activities._heartbeat import heartbeating
 from segmentflow.workflows.message_models import (
     REFUSE_ACTION,
@@ -140,7 +141,7 @@ class MessageActivities:
         except TemplateError as exc:
             raise ValueError(f"SEGMENTFLOW_REPLY_TEMPLATE is not a valid Jinja2 template: {exc}") from None
         self._catalogs = MessageCatalogCache()
-        self._http: httpx.AsyncClient | None = None
+        self._clients = HttpClients()
         self._reported: object = None
         self._views: _Views | None = None
 
@@ -152,14 +153,11 @@ class MessageActivities:
         return await asyncio.to_thread(self._in_transaction, work)
 
     def _client(self) -> httpx.AsyncClient:
-        if self._http is None or self._http.is_closed:
-            self._http = httpx.AsyncClient()
-        return self._http
+        return self._clients.get(httpx.AsyncClient)
 
     async def aclose(self) -> None:
-        """Close the HTTP client (a later call opens a new one)."""
-        if self._http is not None:
-            await self._http.aclose()
+        """Close the HTTP clients (a later call opens a new one)."""
+        await self._clients.aclose()
 
     async def _current_views(self) -> _Views:
         catalog = await self._run(lambda s: self._catalogs.get(session=s))

@@ -21,6 +21,7 @@ from functools import partial
 from typing import TypeVar
 
 import httpx
+from segmentflow.activities._clients import HttpClients
 from segmentflow.activities._heartbeat import HEARTBEAT_EVERY, heartbeating
 from segmentflow.workflows.sequence_models import (
     PROCESS_SEQUENCE,
@@ -129,16 +130,12 @@ class SequenceActivities:
                 timeout=settings.http_timeout,
             )
         )
-        self._clients: dict[int, httpx.AsyncClient] = {}
+        self._clients = HttpClients()
 
     def _client(self, concurrency: int) -> httpx.AsyncClient:
-        # One client per event loop: httpx pools are bound to the loop they were first used on.
-        loop_id = id(asyncio.get_running_loop())
-        client = self._clients.get(loop_id)
-        if client is None:
-            client = webhook_client(max_connections=concurrency, timeout=self._http_timeout)
-            self._clients[loop_id] = client
-        return client
+        return self._clients.get(
+            lambda: webhook_client(max_connections=concurrency, timeout=self._http_timeout)
+        )
 
     def _in_transaction(self, work: Callable[[Session], T]) -> T:
         with Session(self._engine) as session, session.begin():
@@ -306,9 +303,8 @@ class SequenceActivities:
         return ProcessSequenceResult(status="active", counts=counts, next_due_at=due, more=more)
 
     async def aclose(self) -> None:
-        clients, self._clients = self._clients, {}
-        for client in clients.values():
-            await client.aclose()
+        """Close the HTTP clients (a later round opens a new one)."""
+        await self._clients.aclose()
 
     def all(self) -> list[Callable[..., object]]:
         """Every activity method, for worker registration."""

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import httpx
+from segmentflow.activities._clients import HttpClients
 from segmentflow.workflows.sla_models import (
     DISPATCH_SLA_MEMBERSHIP_CHANGES,
     PLAN_TICKET_SLA,
@@ -55,11 +56,13 @@ T = TypeVar("T")
 
 
 class SlaActivities:
-    """SLA work over one database engine and one HTTP client (created on first use unless given)."""
+    """SLA work over one database engine and one HTTP client: `http` when given (its owner closes it),
+    else one made on first use, closed by `aclose` and made again by the next webhook."""
 
     def __init__(self, engine: Engine, *, http: httpx.AsyncClient | None = None) -> None:
         self._engine = engine
-        self._http = http
+        self._given = http
+        self._clients = HttpClients()
 
     def _in_transaction(self, work: Callable[[Session], T]) -> T:
         with Session(self._engine) as session, session.begin():
@@ -129,13 +132,12 @@ class SlaActivities:
         "firedAt", "segments"}` with the `Idempotency-Key` `ticket:metric:kind:dueAt` (the same on every
         try) through the webhook channel's helper: a 4xx other than 408, 425 and 429 is final; 5xx, those
         and transport errors are retried by Temporal."""
-        if self._http is None:
-            self._http = webhook_client()
+        http = self._given or self._clients.get(webhook_client)
         event = params.event
         body = event.model_dump(mode="json", by_alias=True, exclude={"kind"})
         body = {"event": f"sla.{event.kind}", **body, "segments": params.segments}
         key = f"{event.ticket_id}:{event.metric}:{event.kind}:{body['dueAt']}"
-        sent = await post_webhook(self._http, url=params.url, payload=body, idempotency_key=key, attempts=1)
+        sent = await post_webhook(http, url=params.url, payload=body, idempotency_key=key, attempts=1)
         if sent.outcome == "failed":
             raise ApplicationError(
                 f"webhook {params.url} answered {sent.status_code}",
@@ -185,8 +187,7 @@ class SlaActivities:
         return DispatchSlaChangesResult(next_after=cursor, changes=count, signalled=signalled)
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
+        await self._clients.aclose()
 
     def all(self) -> list[Callable[..., object]]:
         """Every activity method, for worker registration."""

@@ -67,6 +67,7 @@ class SegmentsPlugin(SimplePlugin):
         settings: Settings | None = None,
     ) -> None:
         self._owns_engine = engine is None
+        self._running = 0  # workers of this plugin running now
         if engine is None:
             engine = make_engine(database_url or (settings or Settings()).database_url)
         self.engine = engine
@@ -98,12 +99,17 @@ class SegmentsPlugin(SimplePlugin):
 
     @asynccontextmanager
     async def _run_context(self) -> AsyncIterator[None]:
+        """Around each worker's run. Clients and the engine are shared by every worker of the plugin, so
+        they are closed when the last running one stops (and open again on next use)."""
         await asyncio.to_thread(migrate, self.engine)
+        self._running += 1
         try:
             yield
         finally:
-            await self.message_activities.aclose()
-            await self.sequence_activities.aclose()
-            await self.sla_activities.aclose()
-            if self._owns_engine:
-                self.engine.dispose()
+            self._running -= 1
+            if not self._running:
+                await self.message_activities.aclose()
+                await self.sequence_activities.aclose()
+                await self.sla_activities.aclose()
+                if self._owns_engine:
+                    self.engine.dispose()
