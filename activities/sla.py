@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import httpx
 from segmentflow.activities._clients import HttpClients
+from segmentflow.activities._heartbeat import heartbeating
 from segmentflow.workflows.sla_models import (
     DISPATCH_SLA_MEMBERSHIP_CHANGES,
     PLAN_TICKET_SLA,
@@ -50,7 +51,23 @@ from segmentflow.services.sla import (
     watch_cursor,
 )
 
-__all__ = ["SlaActivities"]
+__all__ = ["SIGNAL_CONCURRENCY", "SlaActivities"]
+
+#: Contacts whose tickets the watcher signals at once.
+SIGNAL_CONCURRENCY = 32
+#: Server answers worth a retry of the dispatch (any other refusal of one ticket's signal is logged and
+#: skipped, so it cannot stop the watcher).
+_TRANSIENT = frozenset(
+    {
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+        RPCStatusCode.ABORTED,
+        RPCStatusCode.INTERNAL,
+        RPCStatusCode.UNKNOWN,
+        RPCStatusCode.CANCELLED,
+    }
+)
 
 T = TypeVar("T")
 
@@ -156,35 +173,74 @@ class SlaActivities:
         """Signal `membershipChanged` to the open tickets of contacts with changes after the watcher's
         stored cursor, in segments some stored policy names (other changes cannot move a ticket), then
         advance the cursor. A new watcher starts at `after` (None: the feed's current end), signalling
-        nothing. A retry after signalling signals again, which only makes a ticket plan once more."""
-        now = activity.info().current_attempt_scheduled_time
+        nothing.
 
-        def read(session: Session) -> tuple[int, int, list[tuple[str, str]]]:
+        Contacts are taken in change-feed order, `SIGNAL_CONCURRENCY` signals at a time; after each group
+        the feed position every earlier contact is done up to is heartbeated, so a retry (a dead worker,
+        a server hiccup) carries on from there rather than from the start of the batch. A ticket whose
+        workflow has finished is skipped; one the server refuses for good (a value it will never take) is
+        logged and counted in `failed`, and the others still get their signal; a transient server error
+        fails the attempt, to be retried. A retry signals a group again at most, which only makes those
+        tickets select their policy once more."""
+        info = activity.info()
+        now = info.current_attempt_scheduled_time
+        resumed = info.heartbeat_details[0] if info.heartbeat_details else None
+
+        def read(session: Session) -> tuple[int, int, list[tuple[int, str, list[str]]]]:
             watch, start = params.watch_id, params.after
             after, known = watch_cursor(session=session, watch_id=watch, start=start, now=now)
             if not known:
                 return after, 0, []
             changes = list_changes(session=session, after=after, limit=params.limit)
             named = {key for p in list_policies(session=session) for key in p.segment_keys}
-            keys = {c.contact_key for c in changes if c.segment_key in named}
+            last_seq: dict[str, int] = {}
+            for change in changes:
+                if change.segment_key in named:
+                    last_seq[change.contact_key] = change.seq
+            tickets: dict[str, list[str]] = {}
+            for _ticket_id, workflow_id, contact in open_ticket_workflows(
+                session=session, contact_keys=last_seq
+            ):
+                tickets.setdefault(contact, []).append(workflow_id)
             cursor = changes[-1].seq if changes else after
-            return cursor, len(changes), open_ticket_workflows(session=session, contact_keys=keys)
+            ordered = sorted((seq, contact) for contact, seq in last_seq.items())
+            return cursor, len(changes), [(seq, c, tickets[c]) for seq, c in ordered if c in tickets]
 
-        cursor, count, targets = await self._run(read)
+        cursor, count, contacts = await self._run(read)
+        if isinstance(resumed, int):  # a retry: what the last attempt finished is done
+            contacts = [item for item in contacts if item[0] > resumed]
         client = activity.client()
-        signalled = 0
-        for _ticket_id, workflow_id in targets:
+        signalled = failed = 0
+
+        async def signal(contact: str, workflow_id: str) -> None:
+            nonlocal signalled, failed
             handle: WorkflowHandle[object, object] = client.get_workflow_handle(workflow_id)
             try:
                 await handle.signal("membershipChanged")
                 signalled += 1
             except RPCError as exc:
-                if exc.status != RPCStatusCode.NOT_FOUND:  # a finished workflow: nothing to move
+                if exc.status == RPCStatusCode.NOT_FOUND:  # a finished workflow: nothing to move
+                    return
+                if exc.status in _TRANSIENT:
                     raise
+                failed += 1
+                activity.logger.warning(
+                    "membershipChanged to %s (contact %s) refused: %s %s",
+                    workflow_id,
+                    contact,
+                    exc.status.name,
+                    exc.message,
+                )
+
+        async with heartbeating():
+            for start in range(0, len(contacts), SIGNAL_CONCURRENCY):
+                group = contacts[start : start + SIGNAL_CONCURRENCY]
+                await asyncio.gather(*(signal(c, w) for _seq, c, ids in group for w in ids))
+                activity.heartbeat(group[-1][0])
         await self._run(
             lambda s: advance_watch_cursor(session=s, watch_id=params.watch_id, cursor=cursor, now=now)
         )
-        return DispatchSlaChangesResult(next_after=cursor, changes=count, signalled=signalled)
+        return DispatchSlaChangesResult(next_after=cursor, changes=count, signalled=signalled, failed=failed)
 
     async def aclose(self) -> None:
         await self._clients.aclose()

@@ -251,17 +251,21 @@ def event_counts_by_segment(
     return dict(sorted(counts.items()))
 
 
-def open_ticket_workflows(*, session: Session, contact_keys: Collection[str]) -> list[tuple[str, str]]:
-    """(ticket id, workflow id) of the unsolved tickets of these contacts."""
+def open_ticket_workflows(*, session: Session, contact_keys: Collection[str]) -> list[tuple[str, str, str]]:
+    """(ticket id, workflow id, contact key) of the unsolved tickets of these contacts."""
     if not contact_keys:
         return []
     t = ticket_table.c
-    query = (
-        sa.select(t.id, t.workflow_id)
-        .where(t.contact_key.in_(list(contact_keys)), t.status != "solved")
-        .order_by(t.id)
-    )
-    return [(tid, wid) for tid, wid in session.execute(query)]
+    out: list[tuple[str, str, str]] = []
+    keys = list(contact_keys)
+    for start in range(0, len(keys), 500):
+        query = (
+            sa.select(t.id, t.workflow_id, t.contact_key)
+            .where(t.contact_key.in_(keys[start : start + 500]), t.status != "solved")
+            .order_by(t.id)
+        )
+        out.extend((tid, wid, key) for tid, wid, key in session.execute(query))
+    return out
 
 
 def last_change_seq(*, session: Session) -> int:
