@@ -1,7 +1,8 @@
-"""Kill a real worker process (SIGKILL) while `segmentflow.RunAction` waits on its webhook, on the dev
-server, and start a new worker process at once: with `HandleMessage`'s default timeouts the action's
-webhook is called again within 30 s of the new worker's start, with the same `Idempotency-Key`, and the
-message completes."""
+"""Kill a real worker process (SIGKILL) while `segmentflow.HandleMessage` waits on an outside endpoint, on
+the dev server, and start a new worker process at once: with the default timeouts the call is made again
+within 30 s of the new worker's start and the message completes. Two places to die: `RunAction` (a
+regular activity) waiting on the action's webhook (called again with the same `Idempotency-Key`), and
+`Respond` (a local activity, inside a workflow task) waiting on the chat-completions responder."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ pytestmark = pytest.mark.timeout(180)
 
 @dataclass
 class Hook:
-    """An action webhook whose first call hangs (until the test ends): the worker dies waiting on it."""
+    """An endpoint whose first call hangs (until the test ends): the worker dies waiting on it. It answers
+    `/chat/completions` with a reply and no tool call, anything else with `{"ok": true}`."""
 
     url: str = ""
     calls: list[tuple[float, str | None, Any]] = field(default_factory=list)
@@ -54,7 +56,8 @@ def hanging_hook() -> Iterator[Hook]:
             hook.calls.append((time.monotonic(), self.headers.get("Idempotency-Key"), body))
             if len(hook.calls) == 1:
                 hook.release.wait(60)
-            data = b'{"ok": true}'
+            answer = {"choices": [{"message": {"content": "on its way"}}]}
+            data = json.dumps(answer).encode() if self.path.endswith("/chat/completions") else b'{"ok": true}'
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
@@ -116,3 +119,44 @@ async def test_worker_killed_during_run_action_retries_within_bound_with_same_ke
     first, second = hook.calls[0], hook.calls[1]
     assert first[1] is not None and first[1] == second[1]
     assert first[2] == second[2] == {"action": "order-status", "contactKey": "u-free", "arguments": {}}
+
+
+async def test_worker_killed_during_the_responder_local_activity_resumes_within_bound(
+    dev_env: WorkflowEnvironment,
+    engine: Engine,
+    task_queue: str,
+    repo_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with hanging_hook() as hook:
+        with Session(engine) as session, session.begin():
+            upsert_segments(session=session, segments=parse_segments(SEGMENTS), now=NOW)
+            upsert_contacts(session=session, contexts=[parse_context(c) for c in CONTACTS], now=NOW)
+            upsert_actions(session=session, actions=parse_actions(actions_json(hook.url)), now=NOW)
+        recompute_all(engine)
+        monkeypatch.setenv("SEGMENTFLOW_OPENAI_BASE_URL", hook.url + "/v1")  # the worker processes' responder
+        client = plugin_client(dev_env, engine)
+        process = worker_process(dev_env, engine, task_queue, repo_root)
+        try:
+            handle = await client.start_workflow(
+                HANDLE_MESSAGE,
+                HandleMessageInput(contact_key="u-free", conversation_id="c1", text="where is my order"),
+                id=f"msg-{uuid.uuid4()}",
+                task_queue=task_queue,
+                result_type=HandleMessageResult,
+            )
+            await eventually(lambda: len(hook.calls) == 1, timeout=60, what="the responder's call")
+        finally:
+            kill(process)
+
+        started = time.monotonic()
+        replacement = worker_process(dev_env, engine, task_queue, repo_root)
+        try:
+            await eventually(lambda: len(hook.calls) > 1, timeout=RESUME_BOUND, what="Respond's retry")
+            assert hook.calls[1][0] - started < RESUME_BOUND
+            result = await handle.result()
+        finally:
+            kill(replacement, signal.SIGTERM)
+
+    assert result.ran is None and result.refused is None
+    assert result.actions == ["order-status"]
