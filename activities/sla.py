@@ -53,7 +53,7 @@ from segmentflow.services.sla import (
 
 __all__ = ["SIGNAL_CONCURRENCY", "SlaActivities"]
 
-#: Contacts whose tickets the watcher signals at once.
+#: Signals the watcher has in flight at once, and contacts per heartbeated group.
 SIGNAL_CONCURRENCY = 32
 #: Server answers worth a retry of the dispatch (any other refusal of one ticket's signal is logged and
 #: skipped, so it cannot stop the watcher).
@@ -175,9 +175,10 @@ class SlaActivities:
         advance the cursor. A new watcher starts at `after` (None: the feed's current end), signalling
         nothing.
 
-        Contacts are taken in change-feed order, `SIGNAL_CONCURRENCY` signals at a time; after each group
-        the feed position every earlier contact is done up to is heartbeated, so a retry (a dead worker,
-        a server hiccup) carries on from there rather than from the start of the batch. A ticket whose
+        Contacts are taken in change-feed order, in groups of `SIGNAL_CONCURRENCY`, with at most that many
+        signals in flight; after each group the feed position every earlier contact is done up to is
+        heartbeated, so a retry (a dead worker, a server hiccup) carries on from there rather than from the
+        start of the batch. A ticket whose
         workflow has finished is skipped; one the server refuses for good (a value it will never take) is
         logged and counted in `failed`, and the others still get their signal; a transient server error
         fails the attempt, to be retried. A retry signals a group again at most, which only makes those
@@ -211,12 +212,14 @@ class SlaActivities:
             contacts = [item for item in contacts if item[0] > resumed]
         client = activity.client()
         signalled = failed = 0
+        gate = asyncio.Semaphore(SIGNAL_CONCURRENCY)  # a contact may have many open tickets
 
         async def signal(contact: str, workflow_id: str) -> None:
             nonlocal signalled, failed
             handle: WorkflowHandle[object, object] = client.get_workflow_handle(workflow_id)
             try:
-                await handle.signal("membershipChanged")
+                async with gate:
+                    await handle.signal("membershipChanged")
                 signalled += 1
             except RPCError as exc:
                 if exc.status == RPCStatusCode.NOT_FOUND:  # a finished workflow: nothing to move
