@@ -33,6 +33,7 @@ class HttpClients:
         for loop, client in clients.items():
             if loop is current:
                 await client.aclose()
-            elif not loop.is_closed():  # closed on its own loop, where its connections live
+            elif loop.is_running():  # closed on its own loop (another thread), where its connections live
                 with contextlib.suppress(RuntimeError):
                     asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+            # A client of a loop no longer running is dropped: its connections went with that loop.
