@@ -38,17 +38,14 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from segmentflow.services.delivery import post_webhook, webhook_client
-from segmentflow.services.reports import list_changes
 from segmentflow.services.sla import (
     advance_watch_cursor,
-    list_policies,
-    open_ticket_workflows,
     plan_ticket,
     record_event,
     select_for_contact,
     selection_result,
     ticket_facts,
-    watch_cursor,
+    tickets_to_signal,
 )
 
 __all__ = ["SIGNAL_CONCURRENCY", "SlaActivities"]
@@ -187,27 +184,12 @@ class SlaActivities:
         now = info.current_attempt_scheduled_time
         resumed = info.heartbeat_details[0] if info.heartbeat_details else None
 
-        def read(session: Session) -> tuple[int, int, list[tuple[int, str, list[str]]]]:
-            watch, start = params.watch_id, params.after
-            after, known = watch_cursor(session=session, watch_id=watch, start=start, now=now)
-            if not known:
-                return after, 0, []
-            changes = list_changes(session=session, after=after, limit=params.limit)
-            named = {key for p in list_policies(session=session) for key in p.segment_keys}
-            last_seq: dict[str, int] = {}
-            for change in changes:
-                if change.segment_key in named:
-                    last_seq[change.contact_key] = change.seq
-            tickets: dict[str, list[str]] = {}
-            for _ticket_id, workflow_id, contact in open_ticket_workflows(
-                session=session, contact_keys=last_seq
-            ):
-                tickets.setdefault(contact, []).append(workflow_id)
-            cursor = changes[-1].seq if changes else after
-            ordered = sorted((seq, contact) for contact, seq in last_seq.items())
-            return cursor, len(changes), [(seq, c, tickets[c]) for seq, c in ordered if c in tickets]
-
-        cursor, count, contacts = await self._run(read)
+        found = await self._run(
+            lambda s: tickets_to_signal(
+                session=s, watch_id=params.watch_id, start=params.after, limit=params.limit, now=now
+            )
+        )
+        cursor, count, contacts = found.cursor, found.changes, found.contacts
         if isinstance(resumed, int):  # a retry: what the last attempt finished is done
             contacts = [item for item in contacts if item[0] > resumed]
         client = activity.client()
