@@ -122,33 +122,38 @@ async def _describe(client: Client, schedule_id: str) -> ScheduleDescription | N
         raise
 
 
-def _running(description: ScheduleDescription) -> list[str]:
+#: A run of the schedule: its workflow id (the scheduled time to the second appended) and the run id it
+#: started with (two runs triggered within one second share the workflow id).
+_Run = tuple[str, str]
+
+
+def _running(description: ScheduleDescription) -> list[_Run]:
     return [
-        a.workflow_id
+        (a.workflow_id, a.first_execution_run_id)
         for a in description.info.running_actions
         if isinstance(a, ScheduleActionExecutionStartWorkflow)
     ]
 
 
-def _started_runs(description: ScheduleDescription) -> list[str]:
-    """The workflow ids of the schedule's recent runs, oldest first."""
+def _started_runs(description: ScheduleDescription) -> list[_Run]:
+    """The schedule's recent runs, oldest first."""
     return [
-        result.action.workflow_id
+        (result.action.workflow_id, result.action.first_execution_run_id)
         for result in description.info.recent_actions
         if isinstance(result.action, ScheduleActionExecutionStartWorkflow)
     ]
 
 
-def _run_going_or_new(description: ScheduleDescription, known: Collection[str] | None) -> str | None:
-    """The workflow id of the schedule's run going now, else (given the runs `known` before) of a run
-    started since; None: neither."""
+def _run_going_or_new(description: ScheduleDescription, known: Collection[_Run] | None) -> _Run | None:
+    """The schedule's run going now, else (given the runs `known` before) a run started since; None:
+    neither."""
     running = _running(description)
     if running:
         return running[-1]
     if known is not None:
-        for workflow_id in reversed(_started_runs(description)):
-            if workflow_id not in known:
-                return workflow_id
+        for run in reversed(_started_runs(description)):
+            if run not in known:
+                return run
     return None
 
 
@@ -164,16 +169,15 @@ async def start_recompute(
     """Recompute now: every segment, or `segment_keys` and their dependents; a handle to the run.
 
     Where the recompute Schedule `schedule_id` exists, a manual run never runs beside a scheduled one:
-    a full recompute is the schedule's own run (the one going, joined, or one triggered now under the
-    schedule's overlap policy, so the schedule keeps the two apart), and a recompute of some segments
-    joins a scheduled run that is going (it recomputes every segment). Without a schedule (tests, the
-    demo, a host that schedules its own) the run is started directly, and a run already going for the
-    same segments is joined rather than doubled."""
+    it is the schedule's own run, the one going (joined) or one triggered now under the schedule's overlap
+    policy, so the schedule keeps the two apart. That run recomputes every segment, which covers
+    `segment_keys` too. Without a schedule (tests, the demo, a host that schedules its own) the run is
+    started directly, and a run already going for the same segments is joined rather than doubled."""
     keys = sorted(segment_keys) if segment_keys is not None else None
     description = await _describe(client, schedule_id)
     if description is not None:
         running = _run_going_or_new(description, None)
-        if running is None and keys is None:
+        if running is None:
             known = set(_started_runs(description))
             await client.get_schedule_handle(schedule_id).trigger(overlap=ScheduleOverlapPolicy.SKIP)
             deadline = time.monotonic() + wait.total_seconds()
@@ -183,8 +187,10 @@ async def start_recompute(
                 await asyncio.sleep(0.2)
                 latest = await _describe(client, schedule_id)
                 running = None if latest is None else _run_going_or_new(latest, known)
-        if running is not None:
-            return client.get_workflow_handle(running, result_type=RecomputeMembershipsResult)
+        workflow_id, first_run = running
+        return client.get_workflow_handle(
+            workflow_id, first_execution_run_id=first_run, result_type=RecomputeMembershipsResult
+        )
     params = (params or RecomputeMembershipsInput()).model_copy(update={"segment_keys": keys})
     suffix = "all" if keys is None else "segments-" + ",".join(keys)
     return await client.start_workflow(
@@ -279,7 +285,7 @@ async def recompute_schedule_status(
         skipped_overlap=info.num_actions_skipped_overlap,
         missed_catchup=info.num_actions_missed_catchup_window,
         runs=info.num_actions,
-        running=_running(description),
+        running=[workflow_id for workflow_id, _ in _running(description)],
         recent=recent,
         next_runs=list(info.next_action_times),
     )

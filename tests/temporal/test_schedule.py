@@ -115,6 +115,7 @@ async def test_manual_recompute_joins_or_triggers_the_scheduled_run_and_skips_ar
         )
         assert first.id.startswith(f"{schedule_id}-run")
         assert again.id == some.id == first.id
+        assert again.first_execution_run_id == some.first_execution_run_id == first.first_execution_run_id
         await handle.trigger()  # a tick while the run is going: skipped, and counted
         await _described(handle, lambda d: d.info.num_actions_skipped_overlap == 1)
         async with Worker(client, task_queue=task_queue):
@@ -125,6 +126,14 @@ async def test_manual_recompute_joins_or_triggers_the_scheduled_run_and_skips_ar
         assert (status.runs, status.skipped_overlap, status.running) == (1, 1, [])
         assert [(r.workflow_id, r.status) for r in status.recent] == [(first.id, "COMPLETED")]
         assert "skipped (a run was still going): 1" in status.lines()
+        # No run going: a recompute of some segments is a scheduled run too (of every segment).
+        some = await start_recompute(
+            client, task_queue=task_queue, segment_keys=["vip"], schedule_id=schedule_id
+        )
+        assert some.id.startswith(f"{schedule_id}-run")
+        assert some.first_execution_run_id not in (None, first.first_execution_run_id)
+        async with Worker(client, task_queue=task_queue):
+            assert (await some.result()).contacts == 31
     finally:
         await handle.delete()
 
