@@ -32,6 +32,7 @@ import signal
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -72,12 +73,16 @@ def worker_engine(settings: Settings) -> Engine:
 def worker_options(settings: Settings) -> dict[str, Any]:
     """`Worker` options sized to the database pool: an activity or local activity holds a connection
     while it works, so no more of them run at once than there are connections (more would wait for one,
-    eating into their timeouts); the sticky cache holds many open tickets."""
+    eating into their timeouts); the sticky cache holds many open tickets; heartbeats are sent at least
+    every 3 s."""
     slots = settings.worker_db_connections
     return {
         "max_concurrent_activities": slots,
         "max_concurrent_local_activities": slots,
         "max_cached_workflows": settings.worker_workflow_cache,
+        # Heartbeats reach the server every few seconds, not at 80% of the (10 s) heartbeat timeout: a
+        # slow moment on a loaded machine does not pass for a dead worker.
+        "max_heartbeat_throttle_interval": timedelta(seconds=3),
     }
 
 
