@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Callable
 from typing import TypeVar
 
+from segmentflow.activities._heartbeat import heartbeating
 from segmentflow.workflows.models import (
     CHECK_CONTACT_IN_SEGMENT,
     FINISH_RECOMPUTE,
@@ -104,7 +105,12 @@ class MembershipActivities:
     @activity.defn(name=RECOMPUTE_RANGE)
     async def recompute_range(self, params: RecomputeRangeInput) -> RecomputeRangeResult:
         """Pages through one contact range; the cursor is durable (committed with each page) and also
-        heartbeated, so a retry on any worker resumes where the last commit left off."""
+        heartbeated, so a retry on any worker resumes where the last commit left off. A background beat
+        keeps a slow page from looking like a dead worker."""
+        async with heartbeating():
+            return await self._recompute_range(params)
+
+    async def _recompute_range(self, params: RecomputeRangeInput) -> RecomputeRangeResult:
         index = await self._run(lambda s: self._indexes.get(session=s))
         keys = None if params.segment_keys is None else set(params.segment_keys)
         rng = params.range

@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import httpx
 from pydantic import ValidationError
+from segmentflow.activities._clients import HttpClients
+from segmentflow.activities._heartbeat import heartbeating
 from segmentflow.workflows.message_models import (
     REFUSE_ACTION,
     RENDER_REPLY,
@@ -105,8 +107,17 @@ class _Views:
         }
 
 
-def _workflow_id() -> str | None:
-    return activity.info().workflow_id if activity.in_activity() else None
+#: Set by the worker-side interceptor when the `RefuseAction` it is about to run carries the mark the
+#: workflow-side interceptor puts on the calls it swaps in; `refuse_action` runs only then.
+_marked_refusal: ContextVar[bool] = ContextVar("segmentflow_marked_refusal", default=False)
+
+
+def _activity_keys() -> tuple[str | None, str | None, str | None]:
+    """The refusing activity (workflow id, run id, activity id): the audit row's unique key."""
+    if not activity.in_activity():
+        return None, None, None
+    info = activity.info()
+    return info.workflow_id, info.workflow_run_id, info.activity_id
 
 
 def _idempotency_key() -> str:
@@ -137,7 +148,7 @@ class MessageActivities:
             if refusal is not None:
                 raise ValueError(f"SEGMENTFLOW_OPENAI_BASE_URL: {refusal}")
         self._catalogs = MessageCatalogCache()
-        self._http: httpx.AsyncClient | None = None
+        self._clients = HttpClients()
         self._reported: object = None
         self._views: _Views | None = None
 
@@ -150,19 +161,18 @@ class MessageActivities:
 
     def _client(self) -> httpx.AsyncClient:
         """The responder's and the action webhooks' client: under the egress policy, bodies capped."""
-        if self._http is None or self._http.is_closed:
-            settings = self._settings
-            self._http = egress_client(
+        settings = self._settings
+        return self._clients.get(
+            lambda: egress_client(
                 policy=settings.egress_policy(),
                 timeout=settings.http_timeout,
                 max_body=settings.max_response_bytes,
             )
-        return self._http
+        )
 
     async def aclose(self) -> None:
-        """Close the HTTP client (a later call opens a new one)."""
-        if self._http is not None:
-            await self._http.aclose()
+        """Close the HTTP clients (a later call opens a new one)."""
+        await self._clients.aclose()
 
     async def _current_views(self) -> _Views:
         catalog = await self._run(lambda s: self._catalogs.get(session=s))
@@ -173,8 +183,8 @@ class MessageActivities:
 
     async def _record(self, action: str, contact_key: str | None, reason: str, side: str) -> None:
         """Write a refusal to the audit table (`side`: which check refused, or `egress` for a webhook the
-        egress policy refused) and log it."""
-        workflow_id = _workflow_id()
+        egress policy refused), once per activity (a retry after commit writes nothing), and log it."""
+        workflow_id, run_id, activity_id = _activity_keys()
         await self._run(
             lambda s: record_refusal(
                 session=s,
@@ -184,6 +194,8 @@ class MessageActivities:
                 side=side,
                 now=utcnow(),
                 workflow_id=workflow_id,
+                run_id=run_id,
+                activity_id=activity_id,
             )
         )
         activity.logger.warning(
@@ -286,7 +298,13 @@ class MessageActivities:
     @activity.defn(name=RUN_ACTION)
     async def run_action(self, request: RunActionRequest) -> RunActionResult:
         """Perform an action for a contact: the permission check first (unless this worker's interceptor
-        just made it for this very input), then the webhook. A malformed input is refused."""
+        just made it for this very input), then the webhook. A malformed input is refused. It heartbeats
+        in the background, so with a heartbeat timeout a dead worker's call is retried (same
+        `Idempotency-Key`) within seconds rather than at the start-to-close timeout."""
+        async with heartbeating():
+            return await self._run_action(request)
+
+    async def _run_action(self, request: RunActionRequest) -> RunActionResult:
         params = await self._well_formed(request)
         verified = _verified.get()
         if verified is not None and verified[0] == params:
@@ -332,9 +350,23 @@ class MessageActivities:
             response_truncated=truncated,
         )
 
+    @staticmethod
+    def admit_refusal() -> None:
+        """Called by the worker-side interceptor for a `RefuseAction` carrying the workflow-side mark."""
+        _marked_refusal.set(True)
+
     @activity.defn(name=REFUSE_ACTION)
     async def refuse_action(self, params: RefuseActionInput) -> None:
-        """Stands in for a `RunAction` the workflow-side check refused: records it, then fails."""
+        """Stands in for a `RunAction` the workflow-side check refused: records it, then fails. Only the
+        plugin's interceptor schedules it (and marks the call): any other call is refused with a
+        non-retryable `InvalidInput` and writes nothing, so the audit holds only real refusals."""
+        if not _marked_refusal.get():
+            raise ApplicationError(
+                f"{REFUSE_ACTION} is scheduled only by segmentflow's workflow interceptor in place of a"
+                " refused RunAction; this call does not carry its mark, so nothing was recorded",
+                type="InvalidInput",
+                non_retryable=True,
+            )
         raise await self._refuse(params.action, params.contact_key, params.reason, params.side)
 
     @activity.defn(name=RENDER_REPLY)

@@ -4,8 +4,10 @@ Database work runs in worker threads, one transaction per step: a claim (enrollm
 transaction, templates rendered with none open, pending send rows committed in a second before any
 provider call), the provider calls (concurrent, paced by the sequence's rate limit), then the record of
 what was delivered. The round heartbeats all along (a background beat every few seconds, with progress
-after every batch), so a killed worker's round is retried elsewhere within the heartbeat timeout, and the
-retry re-sends only pending rows, with their same keys, once their lease (`lease`) has run out. A batch's
+after every batch), so a killed worker's round is retried elsewhere within the heartbeat timeout (10 s by
+default). Claims lease their enrollments to the round (workflow id, run id, activity id): the retried
+attempt first takes back what its dead predecessor had claimed, and re-sends only those pending rows,
+with their same keys; another round's leases are left alone until they run out (`lease`). A batch's
 provider calls are cut at half the lease (the unfinished ones are recorded as retries), so no claim can
 take a row whose send is still in flight.
 """
@@ -13,14 +15,15 @@ take a row whose send is still in flight.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TypeVar
 
 import httpx
+from segmentflow.activities._clients import HttpClients
+from segmentflow.activities._heartbeat import HEARTBEAT_EVERY, heartbeating
 from segmentflow.workflows.sequence_models import (
     PROCESS_SEQUENCE,
     ProcessSequenceInput,
@@ -43,6 +46,7 @@ from segmentflow.services.sequences import (
     claim_and_render,
     next_due_at,
     record_deliveries,
+    release_leases,
     sync_enrollments,
 )
 from segmentflow.settings import Settings
@@ -52,38 +56,21 @@ __all__ = ["SequenceActivities"]
 T = TypeVar("T")
 
 
+def _lease_owner() -> str:
+    """The round's identity as the owner of its leases: the same for every attempt of this activity."""
+    info = activity.info()
+    return f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}"
+
+
 def _record(
     session: Session, *, sequence: CompiledSequence, results: list[tuple[Outgoing, Delivery]], now: datetime
 ) -> dict[str, int]:
     return record_deliveries(session=session, sequence=sequence, results=results, now=now)
 
 
-_HEARTBEAT_EVERY = 5.0  # seconds
 #: Under a rate limit a batch holds about this many seconds of sends, so the membership read at its claim
 #: (exit on leave) is at most that old when the last of its messages goes out.
 _PACED_BATCH_SECONDS = 1.0
-
-
-@contextlib.asynccontextmanager
-async def _heartbeating() -> AsyncIterator[None]:
-    """Heartbeat in the background while the body runs (database steps in threads, provider calls)."""
-    timeout = activity.info().heartbeat_timeout
-    every = (
-        _HEARTBEAT_EVERY if timeout is None else max(0.1, min(_HEARTBEAT_EVERY, timeout.total_seconds() / 4))
-    )
-
-    async def beat() -> None:
-        while True:
-            activity.heartbeat()
-            await asyncio.sleep(every)
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 class _Pacer:
@@ -104,7 +91,7 @@ class _Pacer:
         slot = max(self._next, now)
         self._next = slot + self._gap
         while slot > now:  # a slow rate must not starve the heartbeat
-            await asyncio.sleep(min(slot - now, _HEARTBEAT_EVERY))
+            await asyncio.sleep(min(slot - now, HEARTBEAT_EVERY))
             activity.heartbeat()
             now = time.monotonic()
 
@@ -141,21 +128,17 @@ class SequenceActivities:
                 policy=self._egress,
             )
         )
-        self._clients: dict[int, httpx.AsyncClient] = {}
+        self._clients = HttpClients()
 
     def _client(self, concurrency: int) -> httpx.AsyncClient:
-        # One client per event loop: httpx pools are bound to the loop they were first used on.
-        loop_id = id(asyncio.get_running_loop())
-        client = self._clients.get(loop_id)
-        if client is None:
-            client = webhook_client(
+        return self._clients.get(
+            lambda: webhook_client(
                 policy=self._egress,
                 max_connections=concurrency,
                 timeout=self._http_timeout,
                 max_body=self._max_body,
             )
-            self._clients[loop_id] = client
-        return client
+        )
 
     def _in_transaction(self, work: Callable[[Session], T]) -> T:
         with Session(self._engine) as session, session.begin():
@@ -174,10 +157,11 @@ class SequenceActivities:
         now: datetime,
         limit: int,
         lease: timedelta,
+        owner: str,
         exclude: Sequence[int] = (),
     ) -> ClaimResult:
-        """Claim a batch: lease in one transaction, render with none open, write the send rows in a
-        second (`claim_and_render`)."""
+        """Claim a batch for the round `owner`: lease in one transaction, render with none open, write the
+        send rows in a second (`claim_and_render`)."""
         return await asyncio.to_thread(
             claim_and_render,
             self._in_transaction,
@@ -186,6 +170,7 @@ class SequenceActivities:
             limit=limit,
             exclude=exclude,
             lease=lease,
+            owner=owner,
             limits=self._template_limits,
         )
 
@@ -251,10 +236,10 @@ class SequenceActivities:
 
     @activity.defn(name=PROCESS_SEQUENCE)
     async def process_sequence(self, params: ProcessSequenceInput) -> ProcessSequenceResult:
-        async with _heartbeating():
-            return await self._round(params)
+        async with heartbeating():
+            return await self._round(params, owner=_lease_owner())
 
-    async def _round(self, params: ProcessSequenceInput) -> ProcessSequenceResult:
+    async def _round(self, params: ProcessSequenceInput, *, owner: str) -> ProcessSequenceResult:
         key = params.sequence_key
         lease = params.lease
         cut_after = lease.total_seconds() / 2
@@ -271,6 +256,12 @@ class SequenceActivities:
         sequence: CompiledSequence = await self._run(lambda s: self._programs.get(session=s, key=key))
         if sequence.status != "active":
             return ProcessSequenceResult(status=sequence.status, counts=counts, next_due_at=None, more=False)
+        if activity.info().attempt > 1:  # what a dead attempt of this round claimed is due again now
+            released = await self._run(
+                lambda s: release_leases(session=s, sequence_id=sequence.id, owner=owner, now=clock())
+            )
+            if released:
+                activity.logger.info("took back %d enrollments from the previous attempt", released)
         rates = sequence.definition.rate_limit or {}
         pacers = {channel: _Pacer(rates.get(channel)) for channel in ("webhook", "email")}
         client = self._client(params.concurrency)
@@ -282,7 +273,7 @@ class SequenceActivities:
         if rates:
             limit = min(limit, max(1, int(min(rates.values()) * _PACED_BATCH_SECONDS)))
         now = clock()
-        claim = await self._claim(sequence=sequence, now=now, limit=limit, lease=lease)
+        claim = await self._claim(sequence=sequence, now=now, limit=limit, lease=lease, owner=owner)
         batch = 0
         while claim.claimed:
             # Unpaced, the next batch is claimed while this one is on the wire (its enrollments are
@@ -301,7 +292,14 @@ class SequenceActivities:
                 in_flight = [o.enrollment_id for o in claim.outgoing]
                 results, following = await asyncio.gather(
                     delivering,
-                    self._claim(sequence=sequence, now=next_now, limit=limit, lease=lease, exclude=in_flight),
+                    self._claim(
+                        sequence=sequence,
+                        now=next_now,
+                        limit=limit,
+                        lease=lease,
+                        owner=owner,
+                        exclude=in_flight,
+                    ),
                 )
             recorded = await self._run(partial(_record, sequence=sequence, results=results, now=now))
             counts = counts.plus(
@@ -320,15 +318,16 @@ class SequenceActivities:
                 break
             if following is None:
                 next_now = clock()
-                following = await self._claim(sequence=sequence, now=next_now, limit=limit, lease=lease)
+                following = await self._claim(
+                    sequence=sequence, now=next_now, limit=limit, lease=lease, owner=owner
+                )
             claim, now, batch = following, next_now, batch + 1
         due = await self._run(lambda s: next_due_at(session=s, sequence_id=sequence.id))
         return ProcessSequenceResult(status="active", counts=counts, next_due_at=due, more=more)
 
     async def aclose(self) -> None:
-        clients, self._clients = self._clients, {}
-        for client in clients.values():
-            await client.aclose()
+        """Close the HTTP clients (a later round opens a new one)."""
+        await self._clients.aclose()
 
     def all(self) -> list[Callable[..., object]]:
         """Every activity method, for worker registration."""

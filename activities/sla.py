@@ -10,6 +10,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import httpx
+from segmentflow.activities._clients import HttpClients
+from segmentflow.activities._heartbeat import heartbeating
 from segmentflow.workflows.sla_models import (
     DISPATCH_SLA_MEMBERSHIP_CHANGES,
     PLAN_TICKET_SLA,
@@ -37,35 +39,50 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from segmentflow.policies.egress import redact_url
 from segmentflow.services.delivery import post_webhook, webhook_client
-from segmentflow.services.reports import list_changes
 from segmentflow.services.sla import (
     advance_watch_cursor,
-    list_policies,
-    open_ticket_workflows,
     plan_ticket,
     record_event,
     record_webhook_failure,
     select_for_contact,
     selection_result,
     ticket_facts,
-    watch_cursor,
+    tickets_to_signal,
 )
 from segmentflow.settings import Settings
 
-__all__ = ["SlaActivities"]
+__all__ = ["SIGNAL_CONCURRENCY", "SlaActivities"]
+
+#: Signals the watcher has in flight at once, and contacts per heartbeated group.
+SIGNAL_CONCURRENCY = 32
+#: Server answers worth a retry of the dispatch (any other refusal of one ticket's signal is logged and
+#: skipped, so it cannot stop the watcher).
+_TRANSIENT = frozenset(
+    {
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+        RPCStatusCode.ABORTED,
+        RPCStatusCode.INTERNAL,
+        RPCStatusCode.UNKNOWN,
+        RPCStatusCode.CANCELLED,
+    }
+)
 
 T = TypeVar("T")
 
 
 class SlaActivities:
-    """SLA work over one database engine and one HTTP client (created on first use unless given)."""
+    """SLA work over one database engine and one HTTP client: `http` when given (its owner closes it),
+    else one made on first use, closed by `aclose` and made again by the next webhook."""
 
     def __init__(
         self, engine: Engine, *, settings: Settings | None = None, http: httpx.AsyncClient | None = None
     ) -> None:
         settings = settings or Settings()
         self._engine = engine
-        self._http = http
+        self._given = http
+        self._clients = HttpClients()
         self._egress = settings.egress_policy()
         self._timeout = settings.http_timeout
         self._max_body = settings.max_response_bytes
@@ -139,14 +156,15 @@ class SlaActivities:
         try) through the webhook channel's helper: a 4xx other than 408, 425 and 429, a 3xx (never
         followed) and an egress refusal are final (`WebhookRejected` / `EgressRefused`, the reason kept on
         the SLA event); 5xx, those and transport errors are retried by Temporal."""
-        if self._http is None:
-            self._http = webhook_client(policy=self._egress, timeout=self._timeout, max_body=self._max_body)
+        http = self._given or self._clients.get(
+            lambda: webhook_client(policy=self._egress, timeout=self._timeout, max_body=self._max_body)
+        )
         event = params.event
         body = event.model_dump(mode="json", by_alias=True, exclude={"kind"})
         body = {"event": f"sla.{event.kind}", **body, "segments": params.segments}
         key = f"{event.ticket_id}:{event.metric}:{event.kind}:{body['dueAt']}"
         sent = await post_webhook(
-            self._http,
+            http,
             url=params.url,
             payload=body,
             idempotency_key=key,
@@ -186,39 +204,65 @@ class SlaActivities:
         """Signal `membershipChanged` to the open tickets of contacts with changes after the watcher's
         stored cursor, in segments some stored policy names (other changes cannot move a ticket), then
         advance the cursor. A new watcher starts at `after` (None: the feed's current end), signalling
-        nothing. A retry after signalling signals again, which only makes a ticket plan once more."""
-        now = activity.info().current_attempt_scheduled_time
+        nothing.
 
-        def read(session: Session) -> tuple[int, int, list[tuple[str, str]]]:
-            watch, start = params.watch_id, params.after
-            after, known = watch_cursor(session=session, watch_id=watch, start=start, now=now)
-            if not known:
-                return after, 0, []
-            changes = list_changes(session=session, after=after, limit=params.limit)
-            named = {key for p in list_policies(session=session) for key in p.segment_keys}
-            keys = {c.contact_key for c in changes if c.segment_key in named}
-            cursor = changes[-1].seq if changes else after
-            return cursor, len(changes), open_ticket_workflows(session=session, contact_keys=keys)
+        Contacts are taken in change-feed order, in groups of `SIGNAL_CONCURRENCY`, with at most that many
+        signals in flight; after each group the feed position every earlier contact is done up to is
+        heartbeated, so a retry (a dead worker, a server hiccup) carries on from there rather than from the
+        start of the batch. A ticket whose
+        workflow has finished is skipped; one the server refuses for good (a value it will never take) is
+        logged and counted in `failed`, and the others still get their signal; a transient server error
+        fails the attempt, to be retried. A retry signals a group again at most, which only makes those
+        tickets select their policy once more."""
+        info = activity.info()
+        now = info.current_attempt_scheduled_time
+        resumed = info.heartbeat_details[0] if info.heartbeat_details else None
 
-        cursor, count, targets = await self._run(read)
+        found = await self._run(
+            lambda s: tickets_to_signal(
+                session=s, watch_id=params.watch_id, start=params.after, limit=params.limit, now=now
+            )
+        )
+        cursor, count, contacts = found.cursor, found.changes, found.contacts
+        if isinstance(resumed, int):  # a retry: what the last attempt finished is done
+            contacts = [item for item in contacts if item[0] > resumed]
         client = activity.client()
-        signalled = 0
-        for _ticket_id, workflow_id in targets:
+        signalled = failed = 0
+        gate = asyncio.Semaphore(SIGNAL_CONCURRENCY)  # a contact may have many open tickets
+
+        async def signal(contact: str, workflow_id: str) -> None:
+            nonlocal signalled, failed
             handle: WorkflowHandle[object, object] = client.get_workflow_handle(workflow_id)
             try:
-                await handle.signal("membershipChanged")
+                async with gate:
+                    await handle.signal("membershipChanged")
                 signalled += 1
             except RPCError as exc:
-                if exc.status != RPCStatusCode.NOT_FOUND:  # a finished workflow: nothing to move
+                if exc.status == RPCStatusCode.NOT_FOUND:  # a finished workflow: nothing to move
+                    return
+                if exc.status in _TRANSIENT:
                     raise
+                failed += 1
+                activity.logger.warning(
+                    "membershipChanged to %s (contact %s) refused: %s %s",
+                    workflow_id,
+                    contact,
+                    exc.status.name,
+                    exc.message,
+                )
+
+        async with heartbeating():
+            for start in range(0, len(contacts), SIGNAL_CONCURRENCY):
+                group = contacts[start : start + SIGNAL_CONCURRENCY]
+                await asyncio.gather(*(signal(c, w) for _seq, c, ids in group for w in ids))
+                activity.heartbeat(group[-1][0])
         await self._run(
             lambda s: advance_watch_cursor(session=s, watch_id=params.watch_id, cursor=cursor, now=now)
         )
-        return DispatchSlaChangesResult(next_after=cursor, changes=count, signalled=signalled)
+        return DispatchSlaChangesResult(next_after=cursor, changes=count, signalled=signalled, failed=failed)
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
+        await self._clients.aclose()
 
     def all(self) -> list[Callable[..., object]]:
         """Every activity method, for worker registration."""

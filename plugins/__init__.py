@@ -9,25 +9,33 @@ from segmentflow.plugins._devserver import (
 from segmentflow.plugins._interceptors import SegmentsInterceptor, current_contact, serving_contact
 from segmentflow.plugins._plugin import PASSTHROUGH_MODULES, SegmentsPlugin
 from segmentflow.plugins._schedule import (
+    DEFAULT_RECOMPUTE_TIMEOUT,
     RECOMPUTE_SCHEDULE_ID,
+    RecomputeScheduleStatus,
+    ScheduledRun,
     ensure_recompute_schedule,
     recompute_schedule,
+    recompute_schedule_status,
     start_recompute,
 )
 from segmentflow.plugins._sequences import start_sequence_runner, wake_sequence_runner
 from segmentflow.plugins._sla import ensure_sla_watch, start_ticket_sla
 
 __all__ = [
+    "DEFAULT_RECOMPUTE_TIMEOUT",
     "DEV_SERVER_ARGS",
     "PASSTHROUGH_MODULES",
     "RECOMPUTE_SCHEDULE_ID",
     "BinaryNotFoundError",
+    "RecomputeScheduleStatus",
+    "ScheduledRun",
     "SegmentsInterceptor",
     "SegmentsPlugin",
     "current_contact",
     "ensure_recompute_schedule",
     "ensure_sla_watch",
     "recompute_schedule",
+    "recompute_schedule_status",
     "serving_contact",
     "start_recompute",
     "start_sequence_runner",

@@ -11,7 +11,8 @@ Three checks stand between a workflow and an action's webhook, each refusing wit
    action keys from its result, so the check is a set lookup, deterministic on replay, with no I/O in the
    sandbox. A workflow that never resolved the contact gets the resolution scheduled for it first (one more
    activity, before each such `RunAction`). A refused action is never scheduled: `segmentflow.RefuseAction`
-   takes its place, which records the refusal and fails, so the caller sees the same `ActivityError` a
+   takes its place (marked with the `segmentflow-refusal` header, without which no worker runs it), which
+   records the refusal and fails, so the caller sees the same `ActivityError` a
    worker-side refusal gives. The input is read whatever its type (our model, plain JSON, a host's own
    dataclass or pydantic model, through the workflow's payload converter); one that is not exactly one
    valid `RunAction` input is refused the same way ("malformed RunAction input"), never passed through
@@ -45,9 +46,11 @@ from pydantic import ValidationError
 from segmentflow.workflows.message_models import (
     CONTACT_HEADER,
     HANDLE_MESSAGE,
+    REFUSAL_HEADER,
     REFUSE_ACTION,
     RESOLVE_MESSAGE,
     RUN_ACTION,
+    RUN_ACTION_HEARTBEAT,
     RefuseActionInput,
     ResolveMessageInput,
     ResolveMessageResult,
@@ -225,14 +228,21 @@ class _WorkflowOutbound(temporalio.worker.WorkflowOutboundInterceptor):
     def _refuse_with(
         input: _Start, refusal: RefuseActionInput, start: _Scheduler
     ) -> workflow.ActivityHandle[Any]:
+        # The mark: the worker runs `RefuseAction` only when it carries this header.
+        headers = {**input.headers, REFUSAL_HEADER: PayloadConverter.default.to_payloads([True])[0]}
         return start(
-            dataclasses.replace(input, activity=REFUSE_ACTION, args=[refusal], arg_types=None, ret_type=None)
+            dataclasses.replace(
+                input, activity=REFUSE_ACTION, args=[refusal], arg_types=None, ret_type=None, headers=headers
+            )
         )
 
     def _decide(
         self, input: _Start, params: RunActionInput, permit: frozenset[str], start: _Scheduler
     ) -> workflow.ActivityHandle[Any]:
         if params.action in permit:
+            if isinstance(input, temporalio.worker.StartActivityInput) and input.heartbeat_timeout is None:
+                # RunAction heartbeats in the background: a dead worker's call is retried in seconds.
+                input = dataclasses.replace(input, heartbeat_timeout=RUN_ACTION_HEARTBEAT)
             return start(input)
         who = "an anonymous contact" if params.contact_key is None else f'contact "{params.contact_key}"'
         return self._refused(input, params, f'action "{params.action}" is not offered to {who}', start)
@@ -277,18 +287,27 @@ class _WorkflowInbound(temporalio.worker.WorkflowInboundInterceptor):
 
 
 class _ActivityInbound(temporalio.worker.ActivityInboundInterceptor):
-    def __init__(self, next: temporalio.worker.ActivityInboundInterceptor, check: ActionCheck) -> None:
+    def __init__(
+        self,
+        next: temporalio.worker.ActivityInboundInterceptor,
+        check: ActionCheck,
+        admit_refusal: Callable[[], object],
+    ) -> None:
         super().__init__(next)
         self._check = check
+        self._admit_refusal = admit_refusal
 
     async def execute_activity(self, input: temporalio.worker.ExecuteActivityInput) -> Any:
         contact = _contact_of(input.headers)
         token = _activity_contact.set(contact)
         try:
-            if activity.info().activity_type == RUN_ACTION:
+            kind = activity.info().activity_type
+            if kind == RUN_ACTION:
                 params = _run_action_input(input.args, activity.payload_converter())
                 if params is not None:  # otherwise the activity refuses the input it cannot read
                     await self._check(params, contact, "worker")
+            elif kind == REFUSE_ACTION and REFUSAL_HEADER in input.headers:
+                self._admit_refusal()
             return await super().execute_activity(input)
         finally:
             _activity_contact.reset(token)
@@ -296,10 +315,12 @@ class _ActivityInbound(temporalio.worker.ActivityInboundInterceptor):
 
 class SegmentsInterceptor(temporalio.client.Interceptor, temporalio.worker.Interceptor):
     """Client and worker interceptor of `SegmentsPlugin` (see the module docstring). `check` is the
-    worker-side permission check, which reads the database; nothing here does."""
+    worker-side permission check, which reads the database; nothing here does. `admit_refusal` is called
+    before a `RefuseAction` that carries the workflow side's mark runs (the activity refuses any other)."""
 
-    def __init__(self, check: ActionCheck) -> None:
+    def __init__(self, check: ActionCheck, admit_refusal: Callable[[], object]) -> None:
         self._check = check
+        self._admit_refusal = admit_refusal
 
     def intercept_client(
         self, next: temporalio.client.OutboundInterceptor
@@ -309,7 +330,7 @@ class SegmentsInterceptor(temporalio.client.Interceptor, temporalio.worker.Inter
     def intercept_activity(
         self, next: temporalio.worker.ActivityInboundInterceptor
     ) -> temporalio.worker.ActivityInboundInterceptor:
-        return _ActivityInbound(next, self._check)
+        return _ActivityInbound(next, self._check, self._admit_refusal)
 
     def workflow_interceptor_class(
         self, input: temporalio.worker.WorkflowInterceptorClassInput

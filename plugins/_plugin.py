@@ -67,6 +67,7 @@ class SegmentsPlugin(SimplePlugin):
         settings: Settings | None = None,
     ) -> None:
         self._owns_engine = engine is None
+        self._running = 0  # workers of this plugin running now
         settings = settings or Settings()
         if engine is None:
             engine = make_engine(database_url or settings.database_url)
@@ -90,17 +91,26 @@ class SegmentsPlugin(SimplePlugin):
             workflow_runner=_workflow_runner,
             run_context=self._run_context,
             # Contact headers and the workflow- and worker-side checks of restricted actions.
-            interceptors=[SegmentsInterceptor(self.message_activities.check_run_action)],
+            interceptors=[
+                SegmentsInterceptor(
+                    self.message_activities.check_run_action, self.message_activities.admit_refusal
+                )
+            ],
         )
 
     @asynccontextmanager
     async def _run_context(self) -> AsyncIterator[None]:
+        """Around each worker's run. Clients and the engine are shared by every worker of the plugin, so
+        they are closed when the last running one stops (and open again on next use)."""
         await asyncio.to_thread(migrate, self.engine)
+        self._running += 1
         try:
             yield
         finally:
-            await self.message_activities.aclose()
-            await self.sequence_activities.aclose()
-            await self.sla_activities.aclose()
-            if self._owns_engine:
-                self.engine.dispose()
+            self._running -= 1
+            if not self._running:
+                await self.message_activities.aclose()
+                await self.sequence_activities.aclose()
+                await self.sla_activities.aclose()
+                if self._owns_engine:
+                    self.engine.dispose()

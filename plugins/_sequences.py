@@ -9,8 +9,7 @@ from segmentflow.workflows.sequence_models import (
     runner_workflow_id,
 )
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 __all__ = ["start_sequence_runner", "wake_sequence_runner"]
 
@@ -18,26 +17,28 @@ __all__ = ["start_sequence_runner", "wake_sequence_runner"]
 async def start_sequence_runner(
     client: Client, *, sequence_key: str, task_queue: str, params: RunSequenceInput | None = None
 ) -> WorkflowHandle[object, RunSequenceResult]:
-    """Start the sequence's one runner workflow, or join (and wake) the one already running."""
+    """Start the sequence's one runner workflow, or join (and wake) the one already running: one
+    signal-with-start call, so there is no moment between a start and a wake for a runner to end in."""
     params = (params or RunSequenceInput(sequence_key=sequence_key)).model_copy(
         update={"sequence_key": sequence_key}
     )
-    handle = await client.start_workflow(
+    return await client.start_workflow(
         RUN_SEQUENCE,
         params,
         id=runner_workflow_id(sequence_key),
         task_queue=task_queue,
         result_type=RunSequenceResult,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        start_signal="wake",
     )
-    await wake_sequence_runner(client, sequence_key=sequence_key)
-    return handle
 
 
 async def wake_sequence_runner(client: Client, *, sequence_key: str) -> bool:
-    """Signal the runner to run a round now; False when no runner is running."""
+    """Signal the runner to run a round now; False when no runner is running. Any other server error
+    (unreachable, refused) is raised."""
     try:
         await client.get_workflow_handle(runner_workflow_id(sequence_key)).signal("wake")
-    except RPCError:
-        return False
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
     return True

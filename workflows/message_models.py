@@ -6,6 +6,7 @@ Pure (pydantic only), so workflow code and the workflow-side interceptor import 
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from pydantic import ConfigDict, Field
@@ -16,11 +17,13 @@ __all__ = [
     "CONTACT_HEADER",
     "CONTACT_KEY_MAX",
     "HANDLE_MESSAGE",
+    "REFUSAL_HEADER",
     "REFUSE_ACTION",
     "RENDER_REPLY",
     "RESOLVE_MESSAGE",
     "RESPOND",
     "RUN_ACTION",
+    "RUN_ACTION_HEARTBEAT",
     "SEGMENT_RESTRICTED",
     "AppliedInstruction",
     "HandleMessageInput",
@@ -48,6 +51,12 @@ RENDER_REPLY = "segmentflow.RenderReply"
 SEGMENT_RESTRICTED = "SegmentRestricted"
 #: Workflow and activity header carrying the current contact's key (absent: anonymous or unknown).
 CONTACT_HEADER = "segmentflow-contact"
+#: Activity header marking a `RefuseAction` the workflow-side interceptor swapped in for a refused
+#: `RunAction`; the worker runs no `RefuseAction` without it.
+REFUSAL_HEADER = "segmentflow-refusal"
+#: The heartbeat timeout of `RunAction` (it heartbeats in the background) when its caller gave none: a
+#: dead worker's call is retried after this long, not at its start-to-close timeout.
+RUN_ACTION_HEARTBEAT = timedelta(seconds=10)
 
 #: Bounds at the edges, the column sizes of the audit table: a key of 1-256 characters for an action, at
 #: most 512 for a contact, neither with NUL (PostgreSQL's text refuses it).

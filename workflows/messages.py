@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         RESOLVE_MESSAGE,
         RESPOND,
         RUN_ACTION,
+        RUN_ACTION_HEARTBEAT,
         SEGMENT_RESTRICTED,
         HandleMessageInput,
         HandleMessageResult,
@@ -116,6 +117,7 @@ class HandleMessage:
                     ),
                     result_type=RunActionResult,
                     start_to_close_timeout=_TIMEOUT,
+                    heartbeat_timeout=RUN_ACTION_HEARTBEAT,
                     retry_policy=MESSAGE_RETRY,
                 )
                 ran, result = choice.action, outcome.response

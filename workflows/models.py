@@ -145,7 +145,12 @@ class RecomputeMembershipsInput(Payload):
     parallelism: int = Field(default=4, ge=1, le=256)
     range_size: int = Field(default=20_000, ge=1)
     page_size: int = Field(default=2_000, ge=1)
-    range_heartbeat_timeout: timedelta = timedelta(seconds=30)
+    #: A range heartbeats in the background (every quarter of this, at most every 5 s): a dead worker's
+    #: range is retried on another worker after about this long.
+    range_heartbeat_timeout: timedelta = timedelta(seconds=10)
+    #: Tries of one range (a worker crash counts as one) before the run fails with
+    #: `RecomputeRangeFailed` naming the range.
+    range_attempts: int = Field(default=8, ge=1)
     #: Ranges per workflow run before continuing as new (bounds each run's history).
     ranges_per_run: int = Field(default=400, ge=1)
     run_token: str | None = None

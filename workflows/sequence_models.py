@@ -57,9 +57,9 @@ class ProcessSequenceInput(Payload):
     #: No batch starts after this long: a long (rate-limited) round ends with `more` and the runner
     #: schedules the next one, so no round nears its start-to-close timeout.
     round_time: timedelta = timedelta(minutes=5)
-    #: A claimed send's enrollment is not claimed again for this long (an overlapping attempt of the
-    #: round); a batch's provider calls are cut at half of it. After a crash, pending sends go out again
-    #: once it has run out.
+    #: A claimed send's enrollment is not claimed again for this long by another round; a batch's
+    #: provider calls are cut at half of it. After a crash the retried attempt of the same round takes
+    #: its predecessor's enrollments back at once; only another round waits for the lease to run out.
     lease: timedelta = Field(default=timedelta(minutes=10), gt=timedelta(0))
 
 
@@ -84,9 +84,10 @@ class RunSequenceInput(Payload):
     #: See `ProcessSequenceInput.lease`.
     lease: timedelta = Field(default=timedelta(minutes=10), gt=timedelta(0))
     poll_interval: timedelta = timedelta(seconds=30)
-    #: The round heartbeats every few seconds in the background, so this only bounds how long a dead
-    #: worker's round goes unnoticed; well above a single send's worst case (3 tries of 10 s).
-    heartbeat_timeout: timedelta = timedelta(minutes=2)
+    #: The round heartbeats in the background (every quarter of this, at most every 5 s) whatever it is
+    #: doing, so this bounds how long a dead worker's round goes unnoticed: with the retried attempt
+    #: taking back its predecessor's leases at once, sending resumes about this long after a kill.
+    heartbeat_timeout: timedelta = Field(default=timedelta(seconds=10), gt=timedelta(0))
     #: Rounds per workflow run before continuing as new (bounds each run's history).
     rounds_per_run: int = Field(default=200, ge=1)
     counts: SequenceCounts = SequenceCounts()

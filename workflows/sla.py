@@ -383,13 +383,22 @@ class WatchSlaMembershipChanges:
         after = params.after
         watch_id = workflow.info().workflow_id
         for _ in range(params.polls_per_run):
-            result: DispatchSlaChangesResult = await workflow.execute_activity(
-                DISPATCH_SLA_MEMBERSHIP_CHANGES,
-                DispatchSlaChangesInput(watch_id=watch_id, after=after, limit=params.batch),
-                result_type=DispatchSlaChangesResult,
-                start_to_close_timeout=timedelta(minutes=5),
-                retry_policy=_RETRY,
-            )
+            try:
+                result: DispatchSlaChangesResult = await workflow.execute_activity(
+                    DISPATCH_SLA_MEMBERSHIP_CHANGES,
+                    DispatchSlaChangesInput(watch_id=watch_id, after=after, limit=params.batch),
+                    result_type=DispatchSlaChangesResult,
+                    start_to_close_timeout=timedelta(minutes=5),
+                    # It heartbeats its progress: a dead worker's dispatch resumes elsewhere in seconds.
+                    heartbeat_timeout=timedelta(seconds=30),
+                    retry_policy=_RETRY,
+                )
+            except ActivityError:
+                # Refused for good (a stored policy that no longer loads): the watcher keeps watching,
+                # and tries again after a poll interval, instead of stopping until the next restart.
+                workflow.logger.warning("SLA membership dispatch failed; retrying later", exc_info=True)
+                await workflow.sleep(params.poll_interval)
+                continue
             after = result.next_after
             if result.changes < params.batch:
                 await workflow.sleep(params.poll_interval)

@@ -229,3 +229,5 @@ class DispatchSlaChangesResult(Payload):
     next_after: int
     changes: int
     signalled: int
+    #: Tickets whose signal the server refused for good (logged, skipped).
+    failed: int = 0

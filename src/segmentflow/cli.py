@@ -186,8 +186,19 @@ def recompute(
     segment: Annotated[
         list[str] | None, typer.Option("--segment", help="Only this segment and its dependents.")
     ] = None,
+    status: Annotated[
+        bool,
+        typer.Option(
+            "--status",
+            help="Recompute nothing: print the recompute Schedule's status on Temporal (runs, failures,"
+            " skipped and missed runs).",
+        ),
+    ] = False,
 ) -> None:
     """Recompute stored memberships (all segments, or --segment KEY and what depends on it)."""
+    if status:
+        _recompute_status()
+        return
     from sqlmodel import Session
 
     from segmentflow.services.segments import list_segments
@@ -202,6 +213,33 @@ def recompute(
             raise InputError(f'unknown segment "{missing[0]}"')
         keys = set(segment)
     _print_counts("recomputed", _recompute(engine, keys))
+
+
+def _recompute_status() -> None:
+    """Print the recompute Schedule's status, one fact a line; exit 2 when there is no schedule."""
+    import asyncio
+
+    from temporalio.client import Client
+
+    from segmentflow.plugins import RecomputeScheduleStatus, recompute_schedule_status
+
+    settings = Settings()
+
+    async def read() -> RecomputeScheduleStatus | None:
+        client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+        return await recompute_schedule_status(client)
+
+    try:
+        found = asyncio.run(asyncio.wait_for(read(), timeout=30))
+    except (RuntimeError, TimeoutError) as exc:
+        raise InputError(f"cannot reach Temporal at {settings.temporal_address}: {exc}") from None
+    if found is None:
+        raise InputError(
+            f"no recompute schedule on {settings.temporal_address} (namespace {settings.temporal_namespace});"
+            " `python worker.py` creates it"
+        )
+    for line in found.lines():
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @segments_app.command("import")

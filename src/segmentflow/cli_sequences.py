@@ -148,8 +148,10 @@ def sequences_pause(key: str) -> None:
         client = await Client.connect(address, namespace=namespace)
         await wake_sequence_runner(client, sequence_key=key)
 
+    from temporalio.service import RPCError
+
     # Best effort: a runner not woken stops at its next round anyway.
-    with contextlib.suppress(RuntimeError, TimeoutError):
+    with contextlib.suppress(RuntimeError, TimeoutError, RPCError):
         asyncio.run(asyncio.wait_for(wake(), timeout=5))
 
 

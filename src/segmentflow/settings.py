@@ -24,6 +24,15 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     task_queue: str = "segmentflow"
     recompute_every: timedelta = timedelta(minutes=5)
+    #: A scheduled recompute still running after this long is ended by the server, so a stuck run
+    #: cannot hold back the later ones (the schedule skips a tick while a run is going).
+    recompute_timeout: timedelta = timedelta(hours=1)
+    #: One worker process's database connections: its pool, and so how many activities and local
+    #: activities it runs at once (each holds a connection while it works, and none waits for one).
+    worker_db_connections: int = Field(default=20, ge=1)
+    #: Workflows one worker process keeps in its sticky cache (an evicted one replays its history when it
+    #: next wakes): sized for many open tickets at ~110 KiB each (bench/sla.py).
+    worker_workflow_cache: int = Field(default=5000, ge=0)
     #: Contacts evaluated and written per transaction during a recompute.
     page_size: int = 2000
     #: Message handling: an OpenAI-compatible chat-completions responder when a base URL is set (else the

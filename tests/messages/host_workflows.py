@@ -153,3 +153,28 @@ class HostResolvesThenRuns:
         except ActivityError as exc:
             return _outcome(exc)
         return {"outcome": "ran"}
+
+
+@workflow.defn(name="tests.HostForgesRefusal")
+class HostForgesRefusal:
+    """Calls `segmentflow.RefuseAction` itself, as anyone may try, to write an audit row of its choice;
+    returns the failure's type."""
+
+    @workflow.run
+    async def run(self, args: dict[str, Any]) -> str:
+        try:
+            await workflow.execute_activity(
+                "segmentflow.RefuseAction",
+                {
+                    "action": args["action"],
+                    "contactKey": args["contactKey"],
+                    "reason": "forged",
+                    "side": "worker",
+                },
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+            )
+        except ActivityError as exc:
+            assert isinstance(exc.cause, ApplicationError)
+            return f"{exc.cause.type}: {exc.cause.non_retryable}"
+        return "recorded"

@@ -1,5 +1,7 @@
-"""Kill a real worker process in the middle of a batch of sends (on the dev server) and restart: every
-member gets each step exactly once, as a provider deduplicating by `Idempotency-Key` delivers them."""
+"""Kill a real worker process (SIGKILL) in the middle of a batch of sends, on the dev server, and start a
+new worker process at once: with the default timeouts sending resumes within 30 s of the new worker's
+start, and every member gets each step exactly once, as a provider deduplicating by `Idempotency-Key`
+delivers them."""
 
 from __future__ import annotations
 
@@ -8,13 +10,11 @@ import signal
 import time
 import uuid
 from collections import Counter
-from datetime import timedelta
 from pathlib import Path
 
 from segmentflow.workflows import RunSequence, RunSequenceInput
 from sqlalchemy.engine import Engine
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from tests.sequences.helpers import (
     enrollments,
@@ -27,13 +27,13 @@ from tests.sequences.helpers import (
     webhook_provider,
 )
 from tests.temporal.conftest import plugin_client
-from tests.temporal.helpers import worker_process
+from tests.temporal.helpers import RESUME_BOUND, kill, worker_process
 
 MEMBERS = 300
 BATCH = 50
 
 
-async def test_worker_killed_mid_batch_sends_each_step_exactly_once(
+async def test_worker_killed_mid_batch_resumes_within_bound_and_sends_each_step_exactly_once(
     dev_env: WorkflowEnvironment, engine: Engine, task_queue: str, repo_root: Path
 ) -> None:
     load_segments(
@@ -52,15 +52,10 @@ async def test_worker_killed_mid_batch_sends_each_step_exactly_once(
         process = worker_process(dev_env, engine, task_queue, repo_root)
         client = await plugin_client(dev_env, engine)
         try:
+            # The default heartbeat timeout and lease: what a deployment runs with.
             handle = await client.start_workflow(
                 RunSequence.run,
-                RunSequenceInput(
-                    sequence_key="burst",
-                    batch_size=BATCH,
-                    concurrency=4,
-                    heartbeat_timeout=timedelta(seconds=2),
-                    lease=timedelta(seconds=6),  # the killed round's claimed rows go out again after it
-                ),
+                RunSequenceInput(sequence_key="burst", batch_size=BATCH, concurrency=4),
                 id=f"seq-burst-{uuid.uuid4()}",
                 task_queue=task_queue,
             )
@@ -70,12 +65,18 @@ async def test_worker_killed_mid_batch_sends_each_step_exactly_once(
                 assert process.poll() is None, "the worker process exited early"
                 await asyncio.sleep(0.01)
         finally:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-        at_kill = len(provider.delivered)
-        assert 0 < at_kill < 2 * MEMBERS, "the kill must land mid-run"
+            kill(process)
+        at_kill = len(provider.requests)
+        assert 0 < len(provider.delivered) < 2 * MEMBERS, "the kill must land mid-run"
 
-        async with Worker(client, task_queue=task_queue):
+        started = time.monotonic()
+        replacement = worker_process(dev_env, engine, task_queue, repo_root)
+        try:
+            await eventually(
+                lambda: len(provider.requests) > at_kill, timeout=RESUME_BOUND, what="sending to resume"
+            )
+            resumed = provider.requests[at_kill].at - started
+            assert resumed < RESUME_BOUND
             await eventually(
                 lambda: {e.status for e in enrollments(engine, "burst")} == {"completed"},
                 timeout=120,
@@ -84,6 +85,8 @@ async def test_worker_killed_mid_batch_sends_each_step_exactly_once(
             pause(engine, "burst")
             await handle.signal(RunSequence.wake)
             assert (await handle.result()).status == "paused"
+        finally:
+            kill(replacement, signal.SIGTERM)
 
         members = [f"u{i:03d}" for i in range(MEMBERS)]
         assert provider.deliveries() == sorted((m, s) for m in members for s in (0, 1))

@@ -27,6 +27,7 @@ from segmentflow.services.sequences import (
     launch_sequence,
     list_sequences,
     record_deliveries,
+    release_leases,
     sequence_status,
     sync_enrollments,
 )
@@ -68,6 +69,12 @@ def claim(engine: Engine, *, limit: int = 100, at: Any = None, **options: Any) -
     with Session(engine) as session, session.begin():
         compiled = ProgramCache().get(session=session, key="welcome")
     return claim_and_render(transaction(engine), sequence=compiled, now=at or now(), limit=limit, **options)
+
+
+def release(engine: Engine, owner: str) -> int:
+    with Session(engine) as session, session.begin():
+        compiled = ProgramCache().get(session=session, key="welcome")
+        return release_leases(session=session, sequence_id=compiled.id, owner=owner, now=now())
 
 
 async def deliver_and_record(engine: Engine, claimed: ClaimResult) -> dict[str, int]:
@@ -379,6 +386,29 @@ def test_an_exit_step_is_reported_at_its_own_step(engine: Engine) -> None:
     with Session(engine) as session:
         report = sequence_status(session=session, key="welcome")
     assert [(s.step, s.exited) for s in report.steps] == [(0, 0), (1, 1), (2, 0)]
+
+
+async def test_a_retried_round_takes_back_its_own_leases_at_once_and_leaves_other_rounds_leases(
+    engine: Engine, provider: Provider
+) -> None:
+    load_segments(engine, SEGMENTS)
+    put_contacts(engine, people(4))
+    save_sequence(engine, welcome(provider.url + "/ok"))
+    dead = claim(engine, limit=2, owner="wf/run/1")  # the round whose worker dies mid-send
+    live = claim(engine, limit=2, owner="wf/run/2")  # another round, still sending
+    assert len(dead.outgoing) == len(live.outgoing) == 2
+    assert claim(engine, owner="wf/run/1").claimed == 0  # leased, even to the same round
+    assert release(engine, "wf/run/1") == 2
+    again = claim(engine, owner="wf/run/1")  # well inside the lease
+    assert sorted(o.idempotency_key for o in again.outgoing) == sorted(
+        o.idempotency_key for o in dead.outgoing
+    )
+    assert release(engine, "wf/run/9") == 0
+    assert claim(engine, owner="wf/run/9").claimed == 0  # the live round's rows stay leased
+    assert (await deliver_and_record(engine, again))["sent"] == 2
+    assert release(engine, "wf/run/1") == 0  # recorded: no longer leased to anyone
+    assert {e.lease_owner for e in enrollments(engine, "welcome")} == {None, "wf/run/2"}
+    assert len(sends(engine, "welcome")) == 4
 
 
 def test_concurrent_claims_on_postgresql_skip_each_others_rows(engine: Engine) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -17,6 +18,9 @@ from segmentflow.rules import compile_segments, memberships, parse_context, pars
 from segmentflow.services.contacts import upsert_contacts
 from segmentflow.services.exports import iter_memberships
 from segmentflow.services.segment_admin import import_segments
+
+#: Issue 12: after a worker is killed, work resumes within this many seconds of a new worker's start.
+RESUME_BOUND = 30.0
 
 SEGMENTS: list[dict[str, Any]] = [
     {"key": "vip", "rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["vip"]}]}]},
@@ -94,3 +98,14 @@ def worker_process(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def kill(process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGKILL) -> None:
+    """Stop a worker process (SIGKILL: as a crash; SIGTERM: a clean shutdown) and reap it."""
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -210,11 +210,22 @@ class ActionRefusal(SQLModel, table=True):
     reason: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
     side: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
     workflow_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(512), nullable=True))
+    #: With `workflow_id`, the refusing activity: unique (migration 0007), so a retry after the commit
+    #: writes no second row. None outside an activity.
+    run_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(128), nullable=True))
+    activity_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(256), nullable=True))
 
 
 action_table = _table(Action)
 instruction_table = _table(Instruction)
 refusal_table = _table(ActionRefusal)
+sa.Index(
+    "uq_action_refusal_activity",
+    refusal_table.c.workflow_id,
+    refusal_table.c.run_id,
+    refusal_table.c.activity_id,
+    unique=True,
+)
 __all__ += ["Action", "ActionRefusal", "Instruction", "action_table", "instruction_table", "refusal_table"]
 
 
@@ -267,6 +278,9 @@ class Enrollment(SQLModel, table=True):
     finished_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime, nullable=True))
     #: Why it ended early: "left_segment", "exit_step", or the error that failed it.
     reason: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    #: The round (workflow id/run id/activity id) whose claim leases it until `next_due_at`; a retried
+    #: attempt of that round takes it back at once (migration 0007). None when not leased.
+    lease_owner: str | None = Field(default=None, sa_column=sa.Column(sa.String(1024), nullable=True))
 
 
 class Send(SQLModel, table=True):
@@ -307,6 +321,7 @@ sa.Index(
     sqlite_where=enrollment_table.c.status == "active",
     postgresql_where=enrollment_table.c.status == "active",
 )
+sa.Index("ix_enrollment_lease_owner", enrollment_table.c.lease_owner)
 sa.Index("ix_enrollment_contact", enrollment_table.c.contact_id, enrollment_table.c.sequence_id)
 sa.UniqueConstraint(send_table.c.enrollment_id, send_table.c.step, name="uq_send_enrollment_step")
 sa.Index("ix_send_contact_created", send_table.c.contact_id, send_table.c.created_at)

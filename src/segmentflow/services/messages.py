@@ -18,6 +18,7 @@ from jsonschema import ValidationError as ArgumentsError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlmodel import Session, col, select
 
+from segmentflow.db.bulk import insert_on_conflict
 from segmentflow.db.tables import (
     Action,
     ActionRefusal,
@@ -481,19 +482,29 @@ def record_refusal(
     side: str,
     now: datetime,
     workflow_id: str | None = None,
-) -> None:
-    """Write one audit row. Whatever the values (a responder's made-up action name, a caller's oversized
-    or NUL-bearing key), the row is written: values are escaped and cut to the column sizes."""
-    session.execute(
-        refusal_table.insert().values(
+    run_id: str | None = None,
+    activity_id: str | None = None,
+) -> bool:
+    """Write one audit row, once per refusing activity: (`workflow_id`, `run_id`, `activity_id`) is
+    unique, so a retry of the same activity after the commit writes nothing (returns False). Whatever the
+    values (a responder's made-up action name, a caller's oversized or NUL-bearing key), the row is
+    written: values are escaped and cut to the column sizes."""
+    result = session.execute(
+        insert_on_conflict(session, refusal_table)
+        .values(
             at=now,
             contact_key=None if contact_key is None else sanitize_column(contact_key, 512),
             action_key=sanitize_column(action_key, 256),
             reason=sanitize_column(reason),
             side=sanitize_column(side, 16),
             workflow_id=None if workflow_id is None else sanitize_column(workflow_id, 512),
+            run_id=None if run_id is None else sanitize_column(run_id, 128),
+            activity_id=None if activity_id is None else sanitize_column(activity_id, 256),
         )
+        .on_conflict_do_nothing()
+        .returning(refusal_table.c.id)
     )
+    return result.first() is not None
 
 
 def list_refusals(*, session: Session, limit: int = 100) -> list[ActionRefusal]:

@@ -91,6 +91,7 @@ __all__ = [
     "next_due_at",
     "pause_sequence",
     "record_deliveries",
+    "release_leases",
     "render_sends",
     "sequence_status",
     "sync_enrollments",
@@ -535,6 +536,7 @@ def claim_due(
     limit: int,
     exclude: Collection[int] = (),
     lease: timedelta = DEFAULT_LEASE,
+    owner: str | None = None,
 ) -> ClaimResult:
     """Take up to `limit` enrollments due at `now` and move each to its next send, wait or end; a send is
     leased and returned in `to_render` (with the body of an earlier attempt's pending row, if any) for
@@ -545,9 +547,11 @@ def claim_due(
     in the segment exits here and gets nothing. Quiet hours and the frequency cap defer the send (same
     step, later due time). `exclude` leaves out enrollments whose sends the caller still has in flight.
 
-    A send's enrollment is leased: due again only at `now + lease`, so an overlapping claim (a second
-    attempt of the round while the first still sends) does not take it; `record_deliveries` sets its real
-    next due time, and after a crash the lease runs out and the pending row is sent again with its key.
+    A send's enrollment is leased to `owner` (the claiming round): due again only at `now + lease`, so an
+    overlapping claim (another round while this one still sends) does not take it; `record_deliveries`
+    sets its real next due time. After a crash a retried attempt of the same round takes its rows back at
+    once (`release_leases`); any other claim waits for the lease to run out. Either way the pending row
+    is sent again with its key.
     On PostgreSQL the claimed rows are locked and concurrent claims skip them. Nothing is claimed once the
     sequence is no longer active (paused mid-round)."""
     definition = sequence.definition
@@ -595,10 +599,25 @@ def claim_due(
 
     updates: list[dict[str, Any]] = []
 
-    def update(row: Any, status: str, position: int | None, due: datetime | None, reason: str | None) -> None:
+    def update(
+        row: Any,
+        status: str,
+        position: int | None,
+        due: datetime | None,
+        reason: str | None,
+        leased_to: str | None = None,
+    ) -> None:
         finished = None if status == "active" else now
         updates.append(
-            {"eid": row.id, "st": status, "pos": position, "due": due, "fin": finished, "why": reason}
+            {
+                "eid": row.id,
+                "st": status,
+                "pos": position,
+                "due": due,
+                "fin": finished,
+                "why": reason,
+                "own": leased_to,
+            }
         )
 
     for row in rows:
@@ -661,7 +680,7 @@ def claim_due(
         # the lease keeps the enrollment out of other claims meanwhile, and `write_sends` commits the
         # send row before any provider call. The walk may have taken a branch: store the send's step so
         # a retry does not re-decide it.
-        update(row, "active", step, now + lease, None)
+        update(row, "active", step, now + lease, None, owner)
         result.to_render.append(
             ToRender(
                 enrollment_id=row.id,
@@ -744,6 +763,7 @@ def write_sends(
                     "due": None,
                     "fin": now,
                     "why": failure,
+                    "own": None,
                     "at_step": item.step,
                 }
             )
@@ -805,13 +825,20 @@ def claim_and_render(
     limit: int,
     exclude: Collection[int] = (),
     lease: timedelta = DEFAULT_LEASE,
+    owner: str | None = None,
     limits: TemplateLimits = DEFAULT_LIMITS,
 ) -> ClaimResult:
-    """A whole claim: `claim_due` in one transaction, `render_sends` with none open, `write_sends` in a
-    second; `run(work)` runs `work(session)` in a transaction of its own and commits it."""
+    """A whole claim: `claim_due` (leasing to `owner`) in one transaction, `render_sends` with none open,
+    `write_sends` in a second; `run(work)` runs `work(session)` in a transaction of its own and commits it."""
     claim = run(
         lambda session: claim_due(
-            session=session, sequence=sequence, now=now, limit=limit, exclude=exclude, lease=lease
+            session=session,
+            sequence=sequence,
+            now=now,
+            limit=limit,
+            exclude=exclude,
+            lease=lease,
+            owner=owner,
         )
     )
     if not claim.to_render:
@@ -837,9 +864,23 @@ def _apply_updates(session: Session, updates: list[dict[str, Any]], *, guarded: 
             next_due_at=sa.bindparam("due"),
             finished_at=sa.bindparam("fin"),
             reason=sa.bindparam("why"),
+            lease_owner=sa.bindparam("own"),
         ),
         updates,
     )
+
+
+def release_leases(*, session: Session, sequence_id: uuid.UUID, owner: str, now: datetime) -> int:
+    """Make the enrollments leased to `owner` due at `now` again, and return how many: a retried attempt
+    of a round calls it first, so what its dead predecessor had claimed goes out at once rather than when
+    the lease runs out. Leases of other owners (another round's live claims) stay."""
+    e = enrollment_table
+    result = session.execute(
+        e.update()
+        .where(e.c.sequence_id == sequence_id, e.c.lease_owner == owner, e.c.status == "active")
+        .values(next_due_at=now, lease_owner=None)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def record_deliveries(
@@ -876,7 +917,13 @@ def record_deliveries(
             }
         )
         step = outgoing.step
-        row: dict[str, Any] = {"eid": outgoing.enrollment_id, "at_step": step, "fin": None, "why": None}
+        row: dict[str, Any] = {
+            "eid": outgoing.enrollment_id,
+            "at_step": step,
+            "fin": None,
+            "why": None,
+            "own": None,
+        }
         if outcome == "sent":
             following = program.nodes[step].next if step < len(program.nodes) else None
             if following is None:

@@ -38,11 +38,13 @@ from segmentflow.policies.sla import (
 )
 from segmentflow.services.membership import contact_segment_set as membership_segment_set
 from segmentflow.services.messages import existing_segment_keys
+from segmentflow.services.reports import list_changes
 from segmentflow.workflows.sla_models import SelectSlaPolicyResult, SlaTarget, SlaTicket
 
 __all__ = [
     "PlannedTicket",
     "SlaEventRow",
+    "TicketSignals",
     "advance_watch_cursor",
     "contact_segment_set",
     "event_counts_by_segment",
@@ -57,6 +59,7 @@ __all__ = [
     "select_for_contact",
     "selection_result",
     "ticket_facts",
+    "tickets_to_signal",
     "watch_cursor",
 ]
 
@@ -274,17 +277,55 @@ def event_counts_by_segment(
     return dict(sorted(counts.items()))
 
 
-def open_ticket_workflows(*, session: Session, contact_keys: Collection[str]) -> list[tuple[str, str]]:
-    """(ticket id, workflow id) of the unsolved tickets of these contacts."""
+def open_ticket_workflows(*, session: Session, contact_keys: Collection[str]) -> list[tuple[str, str, str]]:
+    """(ticket id, workflow id, contact key) of the unsolved tickets of these contacts."""
     if not contact_keys:
         return []
     t = ticket_table.c
-    query = (
-        sa.select(t.id, t.workflow_id)
-        .where(t.contact_key.in_(list(contact_keys)), t.status != "solved")
-        .order_by(t.id)
-    )
-    return [(tid, wid) for tid, wid in session.execute(query)]
+    out: list[tuple[str, str, str]] = []
+    keys = list(contact_keys)
+    for start in range(0, len(keys), 500):
+        query = (
+            sa.select(t.id, t.workflow_id, t.contact_key)
+            .where(t.contact_key.in_(keys[start : start + 500]), t.status != "solved")
+            .order_by(t.id)
+        )
+        out.extend((tid, wid, key) for tid, wid, key in session.execute(query))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class TicketSignals:
+    """What the SLA watcher has to signal: the feed position it reaches (`cursor`), how many changes it
+    read, and per contact with open tickets, in feed order: (the seq of its last change, its key, its
+    tickets' workflow ids)."""
+
+    cursor: int
+    changes: int
+    contacts: list[tuple[int, str, list[str]]]
+
+
+def tickets_to_signal(
+    *, session: Session, watch_id: str, start: int | None, limit: int, now: datetime
+) -> TicketSignals:
+    """The open tickets whose contact changed (after the watcher's stored cursor, up to `limit` changes)
+    in a segment some stored policy names: other changes cannot move a ticket. A watcher with no stored
+    cursor is placed at `start` (None: the feed's end) and has nothing to signal yet."""
+    after, known = watch_cursor(session=session, watch_id=watch_id, start=start, now=now)
+    if not known:
+        return TicketSignals(after, 0, [])
+    changes = list_changes(session=session, after=after, limit=limit)
+    named = {key for p in list_policies(session=session) for key in p.segment_keys}
+    last_seq: dict[str, int] = {}
+    for change in changes:
+        if change.segment_key in named:
+            last_seq[change.contact_key] = change.seq
+    tickets: dict[str, list[str]] = {}
+    for _ticket_id, workflow_id, contact in open_ticket_workflows(session=session, contact_keys=last_seq):
+        tickets.setdefault(contact, []).append(workflow_id)
+    ordered = sorted((seq, contact) for contact, seq in last_seq.items() if contact in tickets)
+    cursor = changes[-1].seq if changes else after
+    return TicketSignals(cursor, len(changes), [(seq, c, tickets[c]) for seq, c in ordered])
 
 
 def last_change_seq(*, session: Session) -> int:
