@@ -51,7 +51,8 @@ from segmentflow.db.tables import enrollment_table, sequence_table
 from segmentflow.policies.sequences import parse_sequences
 from segmentflow.rules import parse_context, parse_segments
 from segmentflow.services.membership import upsert_and_recompute
-from segmentflow.services.segments import load_index, upsert_segments
+from segmentflow.services.segment_admin import import_segments
+from segmentflow.services.segments import load_index
 from segmentflow.services.sequences import import_sequences, launch_sequence, pause_sequence
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +119,7 @@ def setup(engine: Engine, members: int) -> None:
     now = datetime.now(UTC)
     segment = {"key": "vip", "rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["vip"]}]}]}
     with Session(engine) as session, session.begin():
-        upsert_segments(session=session, segments=parse_segments([segment]), now=now)
+        import_segments(recompute=False, session=session, segments=parse_segments([segment]), now=now)
     with Session(engine) as session, session.begin():
         contexts = [
             parse_context({"kind": "user", "key": f"u{i:05d}", "plan": "vip"}) for i in range(members)

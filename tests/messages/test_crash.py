@@ -28,7 +28,7 @@ from segmentflow.rules import parse_context, parse_segments
 from segmentflow.services.contacts import upsert_contacts
 from segmentflow.services.membership import recompute_all
 from segmentflow.services.messages import parse_actions, upsert_actions
-from segmentflow.services.segments import upsert_segments
+from segmentflow.services.segment_admin import import_segments
 from tests.messages.conftest import CONTACTS, NOW, SEGMENTS, actions_json, plugin_client
 from tests.sequences.helpers import eventually
 from tests.temporal.helpers import RESUME_BOUND, kill, worker_process
@@ -87,7 +87,7 @@ async def test_worker_killed_during_run_action_retries_within_bound_with_same_ke
 ) -> None:
     with hanging_hook() as hook:
         with Session(engine) as session, session.begin():
-            upsert_segments(session=session, segments=parse_segments(SEGMENTS), now=NOW)
+            import_segments(recompute=False, session=session, segments=parse_segments(SEGMENTS), now=NOW)
             upsert_contacts(session=session, contexts=[parse_context(c) for c in CONTACTS], now=NOW)
             upsert_actions(session=session, actions=parse_actions(actions_json(hook.url)), now=NOW)
         recompute_all(engine)
@@ -130,7 +130,7 @@ async def test_worker_killed_during_the_responder_local_activity_resumes_within_
 ) -> None:
     with hanging_hook() as hook:
         with Session(engine) as session, session.begin():
-            upsert_segments(session=session, segments=parse_segments(SEGMENTS), now=NOW)
+            import_segments(recompute=False, session=session, segments=parse_segments(SEGMENTS), now=NOW)
             upsert_contacts(session=session, contexts=[parse_context(c) for c in CONTACTS], now=NOW)
             upsert_actions(session=session, actions=parse_actions(actions_json(hook.url)), now=NOW)
         recompute_all(engine)
