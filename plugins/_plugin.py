@@ -25,13 +25,20 @@ from segmentflow.settings import Settings
 
 __all__ = ["PASSTHROUGH_MODULES", "SegmentsPlugin"]
 
-#: Deterministic modules imported once, outside the sandbox, instead of once per workflow run.
+#: Deterministic modules imported once, outside the sandbox, instead of once per workflow run: pydantic and
+#: our pure payload-model modules only. The workflow modules themselves (`segmentflow.workflows.sla`, ...)
+#: are *not* passed through, so the sandbox checks them as it checks a host's: a `datetime.now()` or
+#: `random.random()` there is refused. `segmentflow.rules` is the pure evaluator (`matches(...)` serves
+#: workflows too), and holds no workflow.
 PASSTHROUGH_MODULES = (
     "pydantic",
     "pydantic_core",
     "annotated_types",
     "segmentflow.rules",
-    "segmentflow.workflows",
+    "segmentflow.workflows.models",
+    "segmentflow.workflows.message_models",
+    "segmentflow.workflows.sequence_models",
+    "segmentflow.workflows.sla_models",
 )
 
 

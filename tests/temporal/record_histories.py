@@ -50,7 +50,12 @@ from segmentflow.policies.sla import parse_policies
 from segmentflow.rules import parse_context, parse_segments
 from segmentflow.services.contacts import upsert_contacts
 from segmentflow.services.membership import recompute_all
-from segmentflow.services.messages import parse_actions, parse_instructions, upsert_actions, upsert_instructions
+from segmentflow.services.messages import (
+    parse_actions,
+    parse_instructions,
+    upsert_actions,
+    upsert_instructions,
+)
 from segmentflow.services.segments import upsert_segments
 from segmentflow.services.sla import import_policies
 from tests.messages import conftest as messages
@@ -87,9 +92,7 @@ def seed(engine: Engine, hooks_url: str) -> None:
         upsert_segments(session=session, segments=parse_segments(messages.SEGMENTS), now=now)
         upsert_contacts(session=session, contexts=[parse_context(c) for c in messages.CONTACTS], now=now)
         upsert_actions(session=session, actions=parse_actions(messages.actions_json(hooks_url)), now=now)
-        upsert_instructions(
-            session=session, instructions=parse_instructions(messages.INSTRUCTIONS), now=now
-        )
+        upsert_instructions(session=session, instructions=parse_instructions(messages.INSTRUCTIONS), now=now)
         import_policies(session=session, policies=parse_policies(POLICIES), now=now)
     recompute_all(engine)
 
@@ -126,7 +129,9 @@ async def record_messages(client: Client, queue: str, out: Path) -> None:
         result_type=HandleMessageResult,
     )
     assert result.ran == "refund", result
-    write("handle-message", (await client.get_workflow_handle("handle-message").fetch_history()).to_json(), out)
+    write(
+        "handle-message", (await client.get_workflow_handle("handle-message").fetch_history()).to_json(), out
+    )
     for name, contact in (("host-resolve-inserted", "u-vip"), ("host-refuse-swapped", "u-free")):
         outcome = await client.execute_workflow(
             HostRunsAction.run,

@@ -1,4 +1,8 @@
-"""Determinism guard: recorded histories of our workflows replay against the current code."""
+"""Determinism guard: recorded histories of our workflows replay against the current code.
+
+`histories/` holds one history per workflow type and per interceptor path (re-recorded by
+`record_histories.py` after an intentional change); `histories/frozen/` holds histories of earlier code,
+never re-recorded, which must keep replaying (the `workflow.patched` gates and deprecated handlers)."""
 
 from __future__ import annotations
 
@@ -16,19 +20,46 @@ from temporalio.worker import Replayer, Worker
 
 from tests.temporal.conftest import plugin_client
 from tests.temporal.helpers import contexts, load
+from tests.temporal.record_histories import HOST_WORKFLOWS
 from tests.temporal.user_workflows import ChooseTemplateWithHelper
 
 HISTORIES = Path(__file__).with_name("histories")
 
 
 def _recorded() -> list[Path]:
-    return sorted(HISTORIES.glob("*.json"))
+    return sorted([*HISTORIES.glob("*.json"), *HISTORIES.glob("frozen/*.json")])
+
+
+def test_every_workflow_type_and_interceptor_path_has_a_recorded_history() -> None:
+    types = {
+        json.loads(p.read_text())["events"][0]["workflowExecutionStartedEventAttributes"]["workflowType"][
+            "name"
+        ]
+        for p in _recorded()
+    }
+    assert {
+        "segmentflow.RecomputeMemberships",
+        "segmentflow.HandleMessage",
+        "segmentflow.TicketSla",
+        "segmentflow.WatchSlaMembershipChanges",
+        "tests.HostRunsAction",
+    } <= types
+    scheduled = {
+        path.stem: {
+            e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
+            for e in json.loads(path.read_text())["events"]
+            if "activityTaskScheduledEventAttributes" in e
+        }
+        for path in _recorded()
+    }
+    assert {"segmentflow.ResolveMessage", "segmentflow.RunAction"} <= scheduled["host-resolve-inserted"]
+    assert {"segmentflow.ResolveMessage", "segmentflow.RefuseAction"} <= scheduled["host-refuse-swapped"]
 
 
 @pytest.mark.parametrize("path", _recorded(), ids=lambda p: p.stem)
 async def test_recorded_history_replays_on_current_code(path: Path, engine: Engine) -> None:
     history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
-    replayer = Replayer(workflows=[ChooseTemplateWithHelper], plugins=[SegmentsPlugin(engine=engine)])
+    replayer = Replayer(workflows=HOST_WORKFLOWS, plugins=[SegmentsPlugin(engine=engine)])
     await replayer.replay_workflow(history)
 
 
