@@ -15,7 +15,7 @@ from segmentflow.plugins._schedule import (
     start_recompute,
 )
 from segmentflow.plugins._sequences import start_sequence_runner, wake_sequence_runner
-from segmentflow.plugins._sla import ensure_sla_watch, start_ticket_sla
+from segmentflow.plugins._sla import change_ticket_sla, ensure_sla_watch, reply_ticket_sla, start_ticket_sla
 
 __all__ = [
     "DEV_SERVER_ARGS",
@@ -24,10 +24,12 @@ __all__ = [
     "BinaryNotFoundError",
     "SegmentsInterceptor",
     "SegmentsPlugin",
+    "change_ticket_sla",
     "current_contact",
     "ensure_recompute_schedule",
     "ensure_sla_watch",
     "recompute_schedule",
+    "reply_ticket_sla",
     "serving_contact",
     "start_recompute",
     "start_sequence_runner",
