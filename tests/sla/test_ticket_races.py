@@ -117,7 +117,9 @@ async def test_a_later_due_time_after_a_breach_breaches_again(
         await _eventually(lambda: handle.query(TicketSla.state), lambda s: s.policy == "urgent")
         await skipping_env.sleep(timedelta(minutes=16))
         await _eventually(lambda: handle.query(TicketSla.state), lambda s: s.metrics["first_reply"].breached)
-        await handle.signal(TicketSla.change_signal, TicketChange(priority="normal"))  # back to 8 h: not due yet
+        await handle.signal(
+            TicketSla.change_signal, TicketChange(priority="normal")
+        )  # back to 8 h: not due yet
         state = await _eventually(lambda: handle.query(TicketSla.state), lambda s: s.policy == "standard")
         assert not state.metrics["first_reply"].breached and not state.metrics["first_reply"].warned
         await skipping_env.sleep(timedelta(hours=8))

@@ -40,7 +40,7 @@ async def test_a_change_answers_with_the_new_due_times(
     _setup(engine)
     client = await plugin_client(skipping_env, engine)
     async with Worker(client, task_queue=task_queue):
-        handle, _, created = await _start(skipping_env, client, task_queue, "u1")  # standard: 8 h first reply
+        handle, _, _ = await _start(skipping_env, client, task_queue, "u1")  # standard: 8 h first reply
         before = (await handle.query(TicketSla.state)).metrics["first_reply"].due_at
         state = await handle.execute_update(TicketSla.change, TicketChange(status="pending"))
         assert state.paused and state.status == "pending"

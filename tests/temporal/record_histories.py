@@ -4,7 +4,8 @@ never to make a failing replay pass. One command re-records them all:
     .venv/bin/python tests/temporal/record_histories.py
 
 It writes one history per workflow type and per interceptor path into `tests/temporal/histories/`, and
-re-records `tests/sequences/histories/run-sequence.json` through its pytest (`SEGMENTFLOW_RECORD_HISTORIES=1`).
+re-records `tests/sequences/histories/run-sequence.json` through its pytest
+(`SEGMENTFLOW_RECORD_HISTORIES=1`).
 Files under `tests/temporal/histories/frozen/` are histories of *earlier* code (before a `workflow.patched`
 change); they are never re-recorded, since they stand for workflows already in flight.
 """
