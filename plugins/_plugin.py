@@ -47,6 +47,8 @@ PASSTHROUGH_MODULES = (
     "segmentflow.workflows.message_models",
     "segmentflow.workflows.sequence_models",
     "segmentflow.workflows.sla_models",
+    # The tracing interceptor's workflow side (`tracing=True`) uses the host's OpenTelemetry context.
+    "opentelemetry",
 )
 
 
@@ -81,6 +83,16 @@ def _workflow_runner(existing: WorkflowRunner | None) -> WorkflowRunner:
     return existing  # an unsandboxed runner needs nothing
 
 
+def _tracing_interceptor() -> Any:
+    try:
+        from temporalio.contrib.opentelemetry import TracingInterceptor
+    except ImportError as exc:
+        raise ImportError(
+            f'SegmentsPlugin(tracing=True) needs OpenTelemetry: pip install "segmentflow[otel]" ({exc})'
+        ) from exc
+    return TracingInterceptor()
+
+
 class SegmentsPlugin(SimplePlugin):
     """segmentflow for a Temporal Client (and so for every worker built from it), or for one Worker.
 
@@ -90,8 +102,10 @@ class SegmentsPlugin(SimplePlugin):
     `RunAction` and the message activities), `sequences` (`RunSequence`), `sla` (`TicketSla`, the watcher,
     `SelectSlaPolicy` and the SLA activities). The contact-header and action-check interceptors come with
     every choice. `migrate=False`: the worker does not migrate the schema when it starts (run
-    `segmentflow db upgrade` or one migrating worker instead). An engine the plugin created is disposed when
-    its worker stops.
+    `segmentflow db upgrade` or one migrating worker instead). `tracing=True` adds temporalio's OpenTelemetry
+    `TracingInterceptor` (client and worker spans for starts, workflows and activities; needs
+    `pip install "segmentflow[otel]"` and a tracer provider the host configures). An engine the plugin
+    created is disposed when its worker stops.
 
     On a Client, the plugin also sets the pydantic data converter and the client-side interceptor. On a
     Worker only (`Worker(client, plugins=[SegmentsPlugin(...)])`), that worker's copy of the client gets the
@@ -106,6 +120,7 @@ class SegmentsPlugin(SimplePlugin):
         settings: Settings | None = None,
         features: Collection[Feature] = FEATURES,
         migrate: bool = True,
+        tracing: bool = False,
     ) -> None:
         unknown = sorted(set(features) - set(FEATURES))
         if unknown:
@@ -128,6 +143,9 @@ class SegmentsPlugin(SimplePlugin):
             "sla": (self.sla_activities.all(), [TicketSla, WatchSlaMembershipChanges]),
         }
         chosen = [hosted[feature] for feature in FEATURES if feature in self.features]
+        interceptors: list[Any] = [SegmentsInterceptor(self.message_activities.check_run_action)]
+        if tracing:
+            interceptors.insert(0, _tracing_interceptor())
         super().__init__(
             "segmentflow.SegmentsPlugin",
             data_converter=_data_converter,
@@ -135,8 +153,8 @@ class SegmentsPlugin(SimplePlugin):
             workflows=[w for _, workflows in chosen for w in workflows],
             workflow_runner=_workflow_runner,
             run_context=self._run_context,
-            # Contact headers and the workflow- and worker-side checks of restricted actions.
-            interceptors=[SegmentsInterceptor(self.message_activities.check_run_action)],
+            # Contact headers and the workflow- and worker-side checks of restricted actions (and spans).
+            interceptors=interceptors,
         )
 
     def configure_worker(self, config: WorkerConfig) -> WorkerConfig:

@@ -16,12 +16,19 @@ __all__ = ["start_sequence_runner", "wake_sequence_runner"]
 
 
 async def start_sequence_runner(
-    client: Client, *, sequence_key: str, task_queue: str, params: RunSequenceInput | None = None
+    client: Client,
+    *,
+    sequence_key: str,
+    task_queue: str,
+    params: RunSequenceInput | None = None,
+    search_attributes: bool | None = None,
 ) -> WorkflowHandle[object, RunSequenceResult]:
-    """Start the sequence's one runner workflow, or join (and wake) the one already running."""
-    params = (params or RunSequenceInput(sequence_key=sequence_key)).model_copy(
-        update={"sequence_key": sequence_key}
-    )
+    """Start the sequence's one runner workflow, or join (and wake) the one already running.
+    `search_attributes`: set `SegmentflowSequenceKey` (None: as `params` says, default off)."""
+    update: dict[str, object] = {"sequence_key": sequence_key}
+    if search_attributes is not None:
+        update["search_attributes"] = search_attributes
+    params = (params or RunSequenceInput(sequence_key=sequence_key)).model_copy(update=update)
     handle = await client.start_workflow(
         RUN_SEQUENCE,
         params,

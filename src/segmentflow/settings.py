@@ -19,6 +19,12 @@ class Settings(BaseSettings):
     recompute_every: timedelta = timedelta(minutes=5)
     #: Contacts evaluated and written per transaction during a recompute.
     page_size: int = 2000
+    #: Set segmentflow's search attributes on `TicketSla` and `RunSequence` (they must be registered on the
+    #: namespace: `worker.py --dev` and docker-compose.temporal.yml do it; the worker checks at start).
+    search_attributes: bool = False
+    #: Trace workflows and activities with OpenTelemetry (`pip install segmentflow[otel]`; the host
+    #: configures the tracer provider and exporter, as for any OpenTelemetry app).
+    tracing: bool = False
     #: Message handling: an OpenAI-compatible chat-completions responder when a base URL is set (else the
     #: built-in trigger-phrase responder), the reply template (Jinja2, sandboxed), HTTP timeouts in seconds.
     openai_base_url: str | None = None

@@ -1,0 +1,105 @@
+"""What an operator sees: `TicketSla` and `RunSequence` carry search attributes the Web UI finds them by,
+and the optional OpenTelemetry interceptor traces workflows and activities."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import set_tracer_provider
+from segmentflow.plugins import SegmentsPlugin, missing_search_attributes, start_ticket_sla
+from segmentflow.workflows.sla import TicketSla
+from segmentflow.workflows.sla_models import (
+    SA_CONTACT_KEY,
+    SA_SLA_POLICY,
+    SA_TICKET_ID,
+    SA_TICKET_STATE,
+    SlaTicket,
+    TicketChange,
+)
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from segmentflow.policies.sla import parse_policies
+from segmentflow.services.membership import recompute_all
+from segmentflow.services.sla import import_policies
+from tests.sla.test_ticket_sla import POLICIES, _eventually
+from tests.temporal.conftest import plugin_client
+from tests.temporal.helpers import contexts, load
+from tests.temporal.user_workflows import ChooseTemplateWithHelper
+
+# The process's tracer provider, set once as an application does at start (OpenTelemetry allows one).
+_EXPORTER = InMemorySpanExporter()
+_PROVIDER = TracerProvider()
+_PROVIDER.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+set_tracer_provider(_PROVIDER)
+
+
+async def test_the_dev_server_registers_our_search_attributes(dev_env: WorkflowEnvironment) -> None:
+    assert await missing_search_attributes(dev_env.client) == []
+
+
+async def test_a_ticket_is_found_by_id_contact_policy_and_state(
+    dev_env: WorkflowEnvironment, engine: Engine, task_queue: str
+) -> None:
+    load(engine, contexts(3))
+    recompute_all(engine)
+    with Session(engine) as session, session.begin():
+        import_policies(session=session, policies=parse_policies(POLICIES), now=datetime.now().astimezone())
+    client = await plugin_client(dev_env, engine)
+    ticket_id = f"t-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue=task_queue):
+        handle = await start_ticket_sla(
+            client,
+            task_queue=task_queue,
+            ticket_id=ticket_id,
+            ticket=SlaTicket(priority="normal", created_at=await dev_env.get_current_time()),
+            contact_key="u0",
+            search_attributes=True,
+        )
+
+        async def indexed() -> dict[str, object]:
+            found = (await handle.describe()).typed_search_attributes
+            return {
+                key.name: found.get(key)
+                for key in (SA_TICKET_ID, SA_CONTACT_KEY, SA_SLA_POLICY, SA_TICKET_STATE)
+            }
+
+        assert await _eventually(indexed, lambda a: a[SA_SLA_POLICY.name] == "vip") == {
+            "SegmentflowTicketId": ticket_id,
+            "SegmentflowContactKey": "u0",
+            "SegmentflowSlaPolicy": "vip",
+            "SegmentflowTicketState": "open",
+        }
+        await handle.execute_update(TicketSla.change, TicketChange(status="pending"))
+        await _eventually(indexed, lambda a: a[SA_TICKET_STATE.name] == "pending")
+        await handle.execute_update(TicketSla.change, TicketChange(status="solved"))
+        await handle.result()
+        assert (await indexed())[SA_TICKET_STATE.name] == "solved"
+
+
+async def test_tracing_spans_the_workflow_and_our_activity(
+    dev_env: WorkflowEnvironment, engine: Engine, task_queue: str
+) -> None:
+    load(engine, contexts(3))
+    recompute_all(engine)
+    exporter = _EXPORTER
+    exporter.clear()
+    config = dev_env.client.config()
+    config["plugins"] = [SegmentsPlugin(engine=engine, tracing=True)]
+    client = Client(**config)
+    async with Worker(client, task_queue=task_queue, workflows=[ChooseTemplateWithHelper]):
+        await client.execute_workflow(
+            ChooseTemplateWithHelper.run, ["vip", "u0"], id=f"wf-{uuid.uuid4()}", task_queue=task_queue
+        )
+    names = {span.name for span in exporter.get_finished_spans()}
+    assert {
+        "StartWorkflow:tests.ChooseTemplateWithHelper",
+        "RunActivity:segmentflow.CheckContactInSegment",
+    } <= names, names
