@@ -6,6 +6,7 @@ never re-recorded, which must keep replaying (the `workflow.patched` gates and d
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 from segmentflow.plugins import SegmentsPlugin
 from segmentflow.workflows import RecomputeMemberships, RecomputeMembershipsInput
+from segmentflow.workflows.sla import AGENT_REPLY_SKIPS_PLAN
 from sqlalchemy.engine import Engine
 from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
@@ -56,7 +58,7 @@ def test_every_workflow_type_and_interceptor_path_has_a_recorded_history() -> No
     assert {"segmentflow.ResolveMessage", "segmentflow.RefuseAction"} <= scheduled["host-refuse-swapped"]
 
 
-@pytest.mark.parametrize("path", _recorded(), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", _recorded(), ids=lambda p: str(p.relative_to(HISTORIES)))
 async def test_recorded_history_replays_on_current_code(path: Path, engine: Engine) -> None:
     history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
     replayer = Replayer(workflows=HOST_WORKFLOWS, plugins=[SegmentsPlugin(engine=engine)])
@@ -81,3 +83,25 @@ async def test_fresh_histories_replay(dev_env: WorkflowEnvironment, engine: Engi
     replayer = Replayer(workflows=[ChooseTemplateWithHelper], plugins=[SegmentsPlugin(engine=engine)])
     for handle in (recompute, branch):
         await replayer.replay_workflow(await handle.fetch_history())
+
+
+def _patches(path: Path) -> list[str]:
+    """The `workflow.patched` ids a history recorded."""
+    found = []
+    for event in json.loads(path.read_text())["events"]:
+        marker = event.get("markerRecordedEventAttributes", {})
+        if marker.get("markerName") == "core_patch":
+            data = marker["details"]["patch-data"]["payloads"][0]["data"]
+            found.append(json.loads(base64.b64decode(data))["id"])
+    return found
+
+
+def test_the_agent_reply_patch_divides_the_recorded_ticket_histories() -> None:
+    """The frozen history (signals, a plan after the agent's reply) predates the patch; the current one
+    (updates) took the patched path. Both replay (test_recorded_history_replays_on_current_code), which is
+    what the patch is for: without the `workflow.patched` gate the frozen one fails with a nondeterminism
+    error (a `PlanTicketSla` marker the code no longer schedules)."""
+    frozen = HISTORIES / "frozen" / "ticket-sla-signals.json"
+    assert _patches(frozen) == []
+    assert "EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED" in frozen.read_text()
+    assert _patches(HISTORIES / "ticket-sla.json") == [AGENT_REPLY_SKIPS_PLAN]
