@@ -33,8 +33,9 @@ from segmentflow.plugins import (
     temporal_cli_path,
 )
 from temporalio.client import Client
+from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from segmentflow.settings import Settings
 
@@ -80,7 +81,9 @@ async def serve(
                 client, task_queue=settings.task_queue, every=settings.recompute_every
             )
             log.info("recompute schedule %s (every %s)", outcome, settings.recompute_every)
-        async with Worker(client, task_queue=settings.task_queue):
+        async with Worker(
+            client, task_queue=settings.task_queue, deployment_config=deployment_config(settings)
+        ):
             log.info("worker serving task queue %r", settings.task_queue)
             if schedule:  # open tickets follow their contact's segment changes
                 await ensure_sla_watch(client, task_queue=settings.task_queue)
@@ -91,6 +94,19 @@ async def serve(
     finally:
         if env is not None:
             await env.shutdown()
+
+
+def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
+    """Worker Versioning when `SEGMENTFLOW_DEPLOYMENT_NAME` and `SEGMENTFLOW_BUILD_ID` are both set: every
+    workflow auto-upgrades (README, "Deploying changes"). segmentflow's workflows declare no behaviour of
+    their own: this SDK sends a declared one even from an unversioned worker, which the server refuses."""
+    if not (settings.deployment_name and settings.build_id):
+        return None
+    return WorkerDeploymentConfig(
+        version=WorkerDeploymentVersion(deployment_name=settings.deployment_name, build_id=settings.build_id),
+        use_worker_versioning=True,
+        default_versioning_behavior=VersioningBehavior.AUTO_UPGRADE,
+    )
 
 
 async def _check_search_attributes(client: Client) -> None:

@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     #: Trace workflows and activities with OpenTelemetry (`pip install segmentflow[otel]`; the host
     #: configures the tracer provider and exporter, as for any OpenTelemetry app).
     tracing: bool = False
+    #: Worker Versioning: with both set, the worker polls as this version of this deployment (README,
+    #: "Deploying changes"); unset, it is an unversioned worker.
+    deployment_name: str | None = None
+    build_id: str | None = None
     #: Message handling: an OpenAI-compatible chat-completions responder when a base URL is set (else the
     #: built-in trigger-phrase responder), the reply template (Jinja2, sandboxed), HTTP timeouts in seconds.
     openai_base_url: str | None = None

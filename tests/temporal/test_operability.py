@@ -1,16 +1,19 @@
 """What an operator sees: `TicketSla` and `RunSequence` carry search attributes the Web UI finds them by,
-and the optional OpenTelemetry interceptor traces workflows and activities."""
+the optional OpenTelemetry interceptor traces workflows and activities, and a versioned worker runs each
+workflow auto-upgrading."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import set_tracer_provider
 from segmentflow.plugins import SegmentsPlugin, missing_search_attributes, start_ticket_sla
+from segmentflow.workflows.message_models import HANDLE_MESSAGE, HandleMessageInput, HandleMessageResult
 from segmentflow.workflows.sla import TicketSla
 from segmentflow.workflows.sla_models import (
     SA_CONTACT_KEY,
@@ -22,17 +25,22 @@ from segmentflow.workflows.sla_models import (
 )
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
-from temporalio.client import Client
+from temporalio.api.workflowservice.v1 import SetWorkerDeploymentCurrentVersionRequest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import VersioningBehavior
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from segmentflow.policies.sla import parse_policies
 from segmentflow.services.membership import recompute_all
 from segmentflow.services.sla import import_policies
+from segmentflow.settings import Settings
 from tests.sla.test_ticket_sla import POLICIES, _eventually
 from tests.temporal.conftest import plugin_client
 from tests.temporal.helpers import contexts, load
 from tests.temporal.user_workflows import ChooseTemplateWithHelper
+from worker import deployment_config
 
 # The process's tracer provider, set once as an application does at start (OpenTelemetry allows one).
 _EXPORTER = InMemorySpanExporter()
@@ -103,3 +111,56 @@ async def test_tracing_spans_the_workflow_and_our_activity(
         "StartWorkflow:tests.ChooseTemplateWithHelper",
         "RunActivity:segmentflow.CheckContactInSegment",
     } <= names, names
+
+
+async def test_a_versioned_worker_auto_upgrades_messages_and_tickets(
+    dev_env: WorkflowEnvironment, engine: Engine, task_queue: str
+) -> None:
+    """`worker.py`'s deployment config (SEGMENTFLOW_DEPLOYMENT_NAME, SEGMENTFLOW_BUILD_ID) on the dev server:
+    every workflow auto-upgrades, as README "Deploying changes" says."""
+    load(engine, contexts(3))
+    recompute_all(engine)
+    with Session(engine) as session, session.begin():
+        import_policies(session=session, policies=parse_policies(POLICIES), now=datetime.now().astimezone())
+    deployment = f"segmentflow-{uuid.uuid4().hex[:8]}"
+    config = deployment_config(Settings(deployment_name=deployment, build_id="b1"))
+    assert config is not None and deployment_config(Settings(deployment_name=deployment)) is None
+    client = await plugin_client(dev_env, engine)
+    async with Worker(client, task_queue=task_queue, deployment_config=config):
+        request = SetWorkerDeploymentCurrentVersionRequest(
+            namespace=client.namespace, deployment_name=deployment, build_id="b1"
+        )
+
+        async def made_current() -> bool:
+            try:
+                await client.workflow_service.set_worker_deployment_current_version(request)
+            except RPCError:  # the deployment appears once the worker has polled
+                return False
+            return True
+
+        await _eventually(made_current, bool)
+        message = await client.start_workflow(
+            HANDLE_MESSAGE,
+            HandleMessageInput(contact_key="u1", conversation_id="c", text="hi"),
+            id=f"msg-{uuid.uuid4()}",
+            task_queue=task_queue,
+            result_type=HandleMessageResult,
+        )
+        await message.result()
+        ticket = await start_ticket_sla(
+            client,
+            task_queue=task_queue,
+            ticket_id=f"t-{uuid.uuid4().hex[:8]}",
+            ticket=SlaTicket(priority="normal", created_at=await dev_env.get_current_time()),
+            contact_key="u1",
+        )
+        await _eventually(lambda: ticket.query(TicketSla.state), lambda s: s.policy is not None)
+
+        async def behaviour(handle: WorkflowHandle[Any, Any]) -> int:
+            info = (await handle.describe()).raw_description.workflow_execution_info.versioning_info
+            return int(info.behavior)
+
+        assert await behaviour(message) == VersioningBehavior.AUTO_UPGRADE
+        assert await behaviour(ticket) == VersioningBehavior.AUTO_UPGRADE
+        await ticket.execute_update(TicketSla.change, TicketChange(status="solved"))
+        await ticket.result()
