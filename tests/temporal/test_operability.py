@@ -8,12 +8,19 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import set_tracer_provider
-from segmentflow.plugins import SegmentsPlugin, missing_search_attributes, start_ticket_sla
+from segmentflow.plugins import (
+    SegmentsPlugin,
+    missing_search_attributes,
+    start_sequence_runner,
+    start_ticket_sla,
+)
 from segmentflow.workflows.message_models import HANDLE_MESSAGE, HandleMessageInput, HandleMessageResult
+from segmentflow.workflows.sequence_models import SA_SEQUENCE_KEY
 from segmentflow.workflows.sla import TicketSla
 from segmentflow.workflows.sla_models import (
     SA_CONTACT_KEY,
@@ -26,7 +33,7 @@ from segmentflow.workflows.sla_models import (
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio.api.workflowservice.v1 import SetWorkerDeploymentCurrentVersionRequest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import VersioningBehavior
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -164,3 +171,18 @@ async def test_a_versioned_worker_auto_upgrades_messages_and_tickets(
         assert await behaviour(ticket) == VersioningBehavior.AUTO_UPGRADE
         await ticket.execute_update(TicketSla.change, TicketChange(status="solved"))
         await ticket.result()
+
+
+async def test_a_sequence_runner_is_found_by_its_sequence_key(
+    dev_env: WorkflowEnvironment, engine: Engine, task_queue: str
+) -> None:
+    client = await plugin_client(dev_env, engine)
+    key = f"seq-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue=task_queue):
+        handle = await start_sequence_runner(
+            client, sequence_key=key, task_queue=task_queue, search_attributes=True
+        )
+        with pytest.raises(WorkflowFailureError):  # no such sequence: the runner stops at once
+            await handle.result()
+    found = (await handle.describe()).typed_search_attributes
+    assert found.get(SA_SEQUENCE_KEY) == key
