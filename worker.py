@@ -51,7 +51,7 @@ async def serve(
     settings: Settings, *, dev: bool, schedule: bool, recompute_now: bool, stop: asyncio.Event
 ) -> None:
     """Run until `stop` is set: optional embedded server, client with the plugin, schedule, worker."""
-    plugin = SegmentsPlugin(settings=settings, tracing=settings.tracing)
+    plugin = SegmentsPlugin(settings=settings, tracing=settings.tracing, migrate=settings.migrate_on_start)
     env: WorkflowEnvironment | None = None
     if dev:
         host, port = _host_port(settings.temporal_address)

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     #: "Deploying changes"); unset, it is an unversioned worker.
     deployment_name: str | None = None
     build_id: str | None = None
+    #: The worker migrates the schema when it starts; false leaves it to `segmentflow db upgrade` (one
+    #: migration step per deploy, run before the new workers start).
+    migrate_on_start: bool = True
     #: Message handling: an OpenAI-compatible chat-completions responder when a base URL is set (else the
     #: built-in trigger-phrase responder), the reply template (Jinja2, sandboxed), HTTP timeouts in seconds.
     openai_base_url: str | None = None
