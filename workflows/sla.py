@@ -60,13 +60,17 @@ with workflow.unsafe.imports_passed_through():
         WatchSlaChangesInput,
     )
 
-__all__ = ["AGENT_REPLY_SKIPS_PLAN", "TicketSla", "WatchSlaMembershipChanges"]
+__all__ = ["AGENT_REPLY_SKIPS_PLAN", "PLAN_DURING_DRAIN", "TicketSla", "WatchSlaMembershipChanges"]
 
 #: `workflow.patched` id: an agent's reply re-arms the timers without planning again (it changes no fact a
 #: plan reads). Runs begun before it planned after every reply (a `PlanTicketSla` marker in their history),
 #: and replay keeps doing so for them. Once no such run is open, this becomes `workflow.deprecate_patch`,
 #: then goes (README, "Deploying changes").
 AGENT_REPLY_SKIPS_PLAN = "ticket-sla-agent-reply-skips-plan"
+#: `workflow.patched` id: a change arriving while a solved ticket's last notifications are still being
+#: retried is planned at once (its Update answers at once), not after the retries end. Runs begun before it
+#: planned such a change after the drain, and replay keeps doing so for them.
+PLAN_DURING_DRAIN = "ticket-sla-plan-during-drain"
 
 _RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -150,7 +154,11 @@ class TicketSla:
         await self._plan()
         while True:
             await self._time_until_solved(params)
-            await asyncio.gather(*self._webhooks)  # the last notifications
+            # The last notifications; a change meanwhile (reopened) is planned without waiting for them.
+            if workflow.patched(PLAN_DURING_DRAIN):
+                await workflow.wait_condition(lambda: self._dirty or self._webhooks_done())
+            else:
+                await asyncio.gather(*self._webhooks)
             if not self._dirty:
                 # Updates answered (their plan is done): nobody waits on a finished run.
                 await workflow.wait_condition(workflow.all_handlers_finished)

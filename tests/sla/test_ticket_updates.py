@@ -19,6 +19,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from tests.sla.conftest import WebhookServer
 from tests.sla.test_ticket_sla import SLACK, _events, _eventually, _setup, _start
 from tests.temporal.conftest import plugin_client
 
@@ -190,3 +191,26 @@ async def test_an_sla_event_the_database_refuses_is_logged_and_the_ticket_timed_
         with engine.begin() as conn:
             conn.execute(sa.text("DROP TRIGGER IF EXISTS refuse_sla_event ON sla_event"))
             conn.execute(sa.text("DROP FUNCTION IF EXISTS refuse_sla_event()"))
+
+
+async def test_reopening_while_the_last_webhooks_are_retried_answers_at_once(
+    skipping_env: WorkflowEnvironment, engine: Engine, task_queue: str, webhook: WebhookServer
+) -> None:
+    webhook.status = 500  # the warning's notification keeps being retried (for about an hour)
+    _setup(engine)
+    client = await plugin_client(skipping_env, engine)
+    async with Worker(client, task_queue=task_queue):
+        handle, _, _ = await _start(skipping_env, client, task_queue, "u0", webhook.url)
+        await skipping_env.sleep(timedelta(minutes=50))  # vip warns at 48 min
+        await _eventually(lambda: asyncio.sleep(0, webhook.requests), lambda r: len(r) >= 1)
+        solved = await handle.execute_update(TicketSla.change, TicketChange(status="solved"))
+        assert solved.status == "solved"
+        # The run now waits for the notification; a reopening is planned and answered meanwhile.
+        reopened = await asyncio.wait_for(
+            handle.execute_update(TicketSla.change, TicketChange(status="open")), 10
+        )
+        assert reopened.status == "open" and reopened.metrics["resolution"].due_at is not None
+        assert all(status == 500 for status, _, _ in webhook.requests)  # still being retried
+        webhook.status = 200
+        await handle.execute_update(TicketSla.change, TicketChange(status="solved"))
+        assert (await asyncio.wait_for(handle.result(), 30)).status == "solved"
