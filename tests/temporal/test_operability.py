@@ -4,8 +4,13 @@ workflow auto-upgrading."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +23,7 @@ from segmentflow.plugins import (
     missing_search_attributes,
     start_sequence_runner,
     start_ticket_sla,
+    temporal_cli_path,
 )
 from segmentflow.workflows.message_models import HANDLE_MESSAGE, HandleMessageInput, HandleMessageResult
 from segmentflow.workflows.sequence_models import SA_SEQUENCE_KEY
@@ -186,3 +192,32 @@ async def test_a_sequence_runner_is_found_by_its_sequence_key(
             await handle.result()
     found = (await handle.describe()).typed_search_attributes
     assert found.get(SA_SEQUENCE_KEY) == key
+
+
+async def test_the_worker_refuses_to_start_when_the_search_attributes_are_not_registered(
+    tmp_path: Path, repo_root: Path
+) -> None:
+    bare = await WorkflowEnvironment.start_local(dev_server_existing_path=temporal_cli_path())
+    try:
+        environment = {
+            **os.environ,
+            "SEGMENTFLOW_TEMPORAL_ADDRESS": bare.client.service_client.config.target_host,
+            "SEGMENTFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}",
+            "SEGMENTFLOW_SEARCH_ATTRIBUTES": "true",
+        }
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, str(repo_root / "worker.py"), "--no-schedule"],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        await bare.shutdown()
+    assert done.returncode != 0
+    assert "lacks ['SegmentflowTicketId'" in done.stderr
+    assert (
+        "temporal operator search-attribute create --namespace default --name SegmentflowSequenceKey"
+        in done.stderr
+    )
