@@ -2,8 +2,11 @@
 `segmentflow.WatchSlaMembershipChanges`, which tells those workflows when their contact's segments change.
 
 The workflow is a small state machine over clocks (`first_reply` and `resolution` start at creation,
-`next_reply` when a customer writes after an agent's reply); it computes no times itself. Each change
-(priority, channel, tags, status, a membership change of the contact, the end of a pause) asks the
+`next_reply` when a customer writes after an agent's reply); it computes no times itself. Changes and
+replies arrive as Updates (`change`, `reply`: validated, answered with the planned state; the signals of
+the same names remain for runs and clients of the earlier release), membership changes as the
+`membershipChanged` signal. Each change (priority, channel, tags, status, a membership change of the
+contact, the end of a pause, a customer's message) asks the
 `segmentflow.PlanTicketSla` activity to select the policy again and compute the due and warning times in
 business hours. Keeping that arithmetic in an activity records its answer in the history (local activity
 results are recorded too): a tz database update on a worker (new DST rules) can then never make a replay
