@@ -31,6 +31,7 @@ from segmentflow.plugins import (
     temporal_test_server_path,
 )
 from segmentflow.workflows import RecomputeMemberships, RecomputeMembershipsInput
+from segmentflow.workflows.examples import ChooseGreeting
 from segmentflow.workflows.message_models import HANDLE_MESSAGE, HandleMessageInput, HandleMessageResult
 from segmentflow.workflows.sla_models import (
     TICKET_SLA,
@@ -67,8 +68,9 @@ from tests.temporal.helpers import contexts, load
 from tests.temporal.user_workflows import ChooseTemplateWithHelper
 
 OUT = Path(__file__).with_name("histories")
-#: Host workflows the recorded histories run besides segmentflow's own (the Replayer needs them too).
-HOST_WORKFLOWS: list[type] = [ChooseTemplateWithHelper, HostRunsAction]
+#: Workflows the recorded histories run besides the plugin's own (the Replayer needs them too): hosts
+#: and the example `segmentflow demo` registers.
+HOST_WORKFLOWS: list[type] = [ChooseTemplateWithHelper, HostRunsAction, ChooseGreeting]
 T = TypeVar("T")
 
 
@@ -117,6 +119,9 @@ async def record_branch(client: Client, queue: str, out: Path) -> None:
     )
     await handle.result()
     write("branch-on-is-member", (await handle.fetch_history()).to_json(), out)
+    greeting = await client.start_workflow(ChooseGreeting.run, "u0", id="choose-greeting", task_queue=queue)
+    assert await greeting.result() == "vip-welcome"
+    write("choose-greeting", (await greeting.fetch_history()).to_json(), out)
 
 
 async def record_messages(client: Client, queue: str, out: Path) -> None:

@@ -45,6 +45,7 @@ def test_every_workflow_type_and_interceptor_path_has_a_recorded_history() -> No
         "segmentflow.TicketSla",
         "segmentflow.WatchSlaMembershipChanges",
         "tests.HostRunsAction",
+        "segmentflow.examples.ChooseGreeting",
     } <= types
     scheduled = {
         path.stem: {
