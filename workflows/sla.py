@@ -131,6 +131,8 @@ class TicketSla:
         #: Changes received, and the last one a plan covered: an update waits for its own.
         self._changes = 0
         self._planned_changes = 0
+        #: Why the last plan was refused (None: it succeeded); an Update covered by it fails with this.
+        self._plan_refusal: str | None = None
         self._indexed: tuple[str | None, str] | None = None
         self._planned_status: Status | None = None
         self._webhooks: list[asyncio.Task[None]] = []
@@ -304,7 +306,15 @@ class TicketSla:
         return self._changes
 
     async def _until_planned(self, change: int) -> None:
+        """Wait for the plan covering `change`; a refused plan fails the Update (the change itself is
+        applied, and the ticket keeps its last due times until a plan succeeds)."""
         await workflow.wait_condition(lambda: self._planned_changes >= change)
+        if self._plan_refusal is not None:
+            raise ApplicationError(
+                f"change applied, but the SLA plan was refused ({self._plan_refusal}); the ticket keeps "
+                "its last due times until a later change plans again",
+                type="PlanRefused",
+            )
 
     @workflow.signal(name="membershipChanged")
     def membership_changed(self) -> None:
@@ -358,8 +368,10 @@ class TicketSla:
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=_RETRY,
             )
-        except (ActivityError, ApplicationError):  # refused for good (a bad stored policy): keep the plan
+        except (ActivityError, ApplicationError) as exc:  # refused for good (a bad stored policy): keep it
             workflow.logger.warning("SLA plan refused for %s", self._params.ticket_id, exc_info=True)
+            cause = exc.cause if isinstance(exc, ActivityError) and exc.cause is not None else exc
+            self._plan_refusal = str(cause)
             self._planned_status = status  # the next change plans again; solved still ends the workflow
             self._planned_changes = covered
             return
@@ -382,6 +394,7 @@ class TicketSla:
                 due.business_minutes,
             )
         self._planned_changes = covered
+        self._plan_refusal = None
         self._index()
 
     def _index(self) -> None:

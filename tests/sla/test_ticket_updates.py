@@ -19,6 +19,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from segmentflow.db.tables import sla_policy_table
 from tests.sla.conftest import WebhookServer
 from tests.sla.test_ticket_sla import SLACK, _events, _eventually, _setup, _start
 from tests.temporal.conftest import plugin_client
@@ -214,3 +215,32 @@ async def test_reopening_while_the_last_webhooks_are_retried_answers_at_once(
         webhook.status = 200
         await handle.execute_update(TicketSla.change, TicketChange(status="solved"))
         assert (await asyncio.wait_for(handle.result(), 30)).status == "solved"
+
+
+async def test_a_change_whose_plan_is_refused_tells_the_caller(
+    skipping_env: WorkflowEnvironment, engine: Engine, task_queue: str
+) -> None:
+    _setup(engine)
+    client = await plugin_client(skipping_env, engine)
+    async with Worker(client, task_queue=task_queue):
+        handle, _, _ = await _start(skipping_env, client, task_queue, "u1")  # standard
+        before = await handle.query(TicketSla.state)
+        with engine.begin() as conn:  # a stored policy that no longer loads (edited by hand)
+            conn.execute(
+                sa.update(sla_policy_table)
+                .where(sla_policy_table.c.key == "standard")
+                .values(definition={"key": "standard", "targets": {"normal": {"first_reply": "P1Y"}}})
+            )
+        with pytest.raises(WorkflowUpdateFailedError) as caught:
+            await handle.execute_update(TicketSla.change, TicketChange(tags=["x"]))
+        assert "PlanRefused" in _reasons(caught.value) or "plan was refused" in _reasons(caught.value)
+        state = await handle.query(TicketSla.state)
+        assert (
+            state.metrics == before.metrics
+            and (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+        )
+        _setup(engine)  # the policies load again: the next change plans
+        state = await handle.execute_update(TicketSla.change, TicketChange(tags=["y"]))
+        assert state.policy == "standard"
+        await handle.execute_update(TicketSla.change, TicketChange(status="solved"))
+        await handle.result()
