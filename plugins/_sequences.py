@@ -15,13 +15,20 @@ __all__ = ["start_sequence_runner", "wake_sequence_runner"]
 
 
 async def start_sequence_runner(
-    client: Client, *, sequence_key: str, task_queue: str, params: RunSequenceInput | None = None
+    client: Client,
+    *,
+    sequence_key: str,
+    task_queue: str,
+    params: RunSequenceInput | None = None,
+    search_attributes: bool | None = None,
 ) -> WorkflowHandle[object, RunSequenceResult]:
     """Start the sequence's one runner workflow, or join (and wake) the one already running: one
-    signal-with-start call, so there is no moment between a start and a wake for a runner to end in."""
-    params = (params or RunSequenceInput(sequence_key=sequence_key)).model_copy(
-        update={"sequence_key": sequence_key}
-    )
+    signal-with-start call, so there is no moment between a start and a wake for a runner to end in.
+    `search_attributes`: set `SegmentflowSequenceKey` (None: as `params` says, default off)."""
+    update: dict[str, object] = {"sequence_key": sequence_key}
+    if search_attributes is not None:
+        update["search_attributes"] = search_attributes
+    params = (params or RunSequenceInput(sequence_key=sequence_key)).model_copy(update=update)
     return await client.start_workflow(
         RUN_SEQUENCE,
         params,

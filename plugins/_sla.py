@@ -1,5 +1,6 @@
-"""Client-side operations of SLA timing: start (or join) a ticket's `TicketSla` workflow, and the one
-membership-change watcher that moves open tickets to the policy their contact's new segments select."""
+"""Client-side operations of SLA timing: start (or join) a ticket's `TicketSla` workflow, send it a change
+or a reply (starting it first when it is not running: update-with-start), and the one membership-change
+watcher that moves open tickets to the policy their contact's new segments select."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ from segmentflow.workflows.sla_models import (
     TICKET_SLA,
     WATCH_SLA_MEMBERSHIP_CHANGES,
     SlaTicket,
+    TicketChange,
+    TicketReply,
     TicketSlaInput,
     TicketSlaState,
     WatchSlaChangesInput,
     ticket_workflow_id,
 )
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 
-__all__ = ["ensure_sla_watch", "start_ticket_sla"]
+__all__ = ["change_ticket_sla", "ensure_sla_watch", "reply_ticket_sla", "start_ticket_sla"]
 
 
 async def start_ticket_sla(
@@ -29,16 +32,98 @@ async def start_ticket_sla(
     ticket: SlaTicket,
     contact_key: str | None = None,
     webhook_url: str | None = None,
+    search_attributes: bool = False,
 ) -> WorkflowHandle[object, TicketSlaState]:
-    """Start the ticket's one `segmentflow.TicketSla` workflow, or join the one already running."""
+    """Start the ticket's one `segmentflow.TicketSla` workflow, or join the one already running.
+    `search_attributes`: index the ticket for the Web UI (README, "Search attributes")."""
     return await client.start_workflow(
         TICKET_SLA,
-        TicketSlaInput(ticket_id=ticket_id, contact_key=contact_key, ticket=ticket, webhook_url=webhook_url),
+        TicketSlaInput(
+            ticket_id=ticket_id,
+            contact_key=contact_key,
+            ticket=ticket,
+            webhook_url=webhook_url,
+            search_attributes=search_attributes,
+        ),
         id=ticket_workflow_id(ticket_id),
         task_queue=task_queue,
         result_type=TicketSlaState,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )
+
+
+async def change_ticket_sla(
+    client: Client,
+    change: TicketChange,
+    *,
+    task_queue: str,
+    ticket_id: str,
+    ticket: SlaTicket,
+    contact_key: str | None = None,
+    webhook_url: str | None = None,
+    search_attributes: bool = False,
+) -> TicketSlaState:
+    """Send the `change` Update to the ticket's `TicketSla`, starting it (with `ticket` as it was created)
+    when none is running; returns the state once the change is planned (the new due times). A change the
+    workflow refuses raises `WorkflowUpdateFailedError` naming why."""
+    return await _update_with_start(
+        client,
+        "change",
+        change,
+        TicketSlaInput(
+            ticket_id=ticket_id,
+            contact_key=contact_key,
+            ticket=ticket,
+            webhook_url=webhook_url,
+            search_attributes=search_attributes,
+        ),
+        task_queue,
+    )
+
+
+async def reply_ticket_sla(
+    client: Client,
+    reply: TicketReply,
+    *,
+    task_queue: str,
+    ticket_id: str,
+    ticket: SlaTicket,
+    contact_key: str | None = None,
+    webhook_url: str | None = None,
+    search_attributes: bool = False,
+) -> TicketSlaState:
+    """Send the `reply` Update to the ticket's `TicketSla`, starting it first when none is running (a reply
+    that reaches us before the ticket's creation event); returns the state with the clocks it fulfilled."""
+    return await _update_with_start(
+        client,
+        "reply",
+        reply,
+        TicketSlaInput(
+            ticket_id=ticket_id,
+            contact_key=contact_key,
+            ticket=ticket,
+            webhook_url=webhook_url,
+            search_attributes=search_attributes,
+        ),
+        task_queue,
+    )
+
+
+async def _update_with_start(
+    client: Client, update: str, arg: TicketChange | TicketReply, start: TicketSlaInput, task_queue: str
+) -> TicketSlaState:
+    operation: WithStartWorkflowOperation[object, TicketSlaState] = WithStartWorkflowOperation(
+        TICKET_SLA,
+        start,
+        id=ticket_workflow_id(start.ticket_id),
+        task_queue=task_queue,
+        result_type=TicketSlaState,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    state: TicketSlaState = await client.execute_update_with_start_workflow(
+        update, arg, start_workflow_operation=operation, result_type=TicketSlaState
+    )
+    return state
 
 
 async def ensure_sla_watch(

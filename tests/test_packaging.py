@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from segmentflow.plugins import RECOMPUTE_SCHEDULE_ID
+from segmentflow.plugins import RECOMPUTE_SCHEDULE_ID, missing_search_attributes
 from temporalio.client import Client, ScheduleIntervalSpec
 
 
@@ -77,6 +77,7 @@ async def test_worker_dev_mode_embeds_a_server_creates_the_schedule_and_stops_on
         "SEGMENTFLOW_TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
         "SEGMENTFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'worker.db'}",
         "SEGMENTFLOW_RECOMPUTE_EVERY": "PT2M",
+        "SEGMENTFLOW_SEARCH_ATTRIBUTES": "true",  # the worker refuses to start unless they are registered
     }
     process = subprocess.Popen(
         [sys.executable, str(repo_root / "worker.py"), "--dev"],
@@ -105,7 +106,8 @@ async def test_worker_dev_mode_embeds_a_server_creates_the_schedule_and_stops_on
                 if description is None
                 else "the worker never migrated its database"
             )
-        assert description is not None
+        assert description is not None and client is not None
+        assert await missing_search_attributes(client) == []  # --dev registered them
         interval = description.schedule.spec.intervals[0]
         assert isinstance(interval, ScheduleIntervalSpec) and interval.every == timedelta(minutes=2)
     finally:

@@ -97,7 +97,11 @@ class RunActionRequest(Payload):
 
 
 class RunActionInput(RunActionRequest):
-    """`segmentflow.RunAction`: perform `action` for `contactKey` (None: anonymous) with `arguments`."""
+    """`segmentflow.RunAction`: perform `action` for `contactKey` (None: anonymous) with `arguments`.
+
+    Strict, unlike the other wire models: it is the input of the permission-checked path, where an unknown
+    field (a misspelt `contactKey`) would otherwise run the action for someone else; it is refused and
+    audited as malformed."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -43,9 +43,14 @@ RECOMPUTE_MEMBERSHIPS = "segmentflow.RecomputeMemberships"
 
 
 class Payload(BaseModel):
+    """A wire model. Unknown fields are ignored, not refused: during a rolling deploy a newer client (or
+    worker) sends fields this version does not know, and refusing them would drop a recorded signal or fail
+    a workflow for good. Bad values of known fields are still refused. (`RunActionInput`, the input of the
+    permission-checked path, stays strict.)"""
+
     model_config = ConfigDict(
         frozen=True,
-        extra="forbid",
+        extra="ignore",
         alias_generator=to_camel,
         validate_by_name=True,
         validate_by_alias=True,

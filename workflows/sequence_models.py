@@ -7,10 +7,12 @@ from datetime import datetime, timedelta
 
 from pydantic import Field
 from segmentflow.workflows.models import Payload
+from temporalio.common import SearchAttributeKey
 
 __all__ = [
     "PROCESS_SEQUENCE",
     "RUN_SEQUENCE",
+    "SA_SEQUENCE_KEY",
     "ProcessSequenceInput",
     "ProcessSequenceResult",
     "RunSequenceInput",
@@ -21,6 +23,8 @@ __all__ = [
 
 PROCESS_SEQUENCE = "segmentflow.ProcessSequence"
 RUN_SEQUENCE = "segmentflow.RunSequence"
+#: Search attribute of `RunSequence` (Keyword; register it on the namespace before turning it on).
+SA_SEQUENCE_KEY = SearchAttributeKey.for_keyword("SegmentflowSequenceKey")
 
 
 def runner_workflow_id(sequence_key: str) -> str:
@@ -90,6 +94,8 @@ class RunSequenceInput(Payload):
     heartbeat_timeout: timedelta = Field(default=timedelta(seconds=10), gt=timedelta(0))
     #: Rounds per workflow run before continuing as new (bounds each run's history).
     rounds_per_run: int = Field(default=200, ge=1)
+    #: Set the `SegmentflowSequenceKey` search attribute (registered on the namespace) for the Web UI.
+    search_attributes: bool = False
     counts: SequenceCounts = SequenceCounts()
 
 

@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from segmentflow.workflows.sequence_models import (
         PROCESS_SEQUENCE,
         RUN_SEQUENCE,
+        SA_SEQUENCE_KEY,
         ProcessSequenceInput,
         ProcessSequenceResult,
         RunSequenceInput,
@@ -46,6 +47,8 @@ class RunSequence:
 
     @workflow.run
     async def run(self, params: RunSequenceInput) -> RunSequenceResult:
+        if params.search_attributes:  # each run: a continued run is found by the key too
+            workflow.upsert_search_attributes([SA_SEQUENCE_KEY.value_set(params.sequence_key)])
         counts = params.counts
         for _ in range(params.rounds_per_run):
             self._woken = False

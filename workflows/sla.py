@@ -2,8 +2,11 @@
 `segmentflow.WatchSlaMembershipChanges`, which tells those workflows when their contact's segments change.
 
 The workflow is a small state machine over clocks (`first_reply` and `resolution` start at creation,
-`next_reply` when a customer writes after an agent's reply); it computes no times itself. Each change
-(priority, channel, tags, status, a membership change of the contact, the end of a pause) asks the
+`next_reply` when a customer writes after an agent's reply); it computes no times itself. Changes and
+replies arrive as Updates (`change`, `reply`: validated, answered with the planned state; the signals of
+the same names remain for runs and clients of the earlier release), membership changes as the
+`membershipChanged` signal. Each change (priority, channel, tags, status, a membership change of the
+contact, the end of a pause, a customer's message) asks the
 `segmentflow.PlanTicketSla` activity to select the policy again and compute the due and warning times in
 business hours. Keeping that arithmetic in an activity records its answer in the history (local activity
 results are recorded too): a tz database update on a worker (new DST rules) can then never make a replay
@@ -36,6 +39,10 @@ with workflow.unsafe.imports_passed_through():
         PLAN_TICKET_SLA,
         POST_SLA_WEBHOOK,
         RECORD_SLA_EVENT,
+        SA_CONTACT_KEY,
+        SA_SLA_POLICY,
+        SA_TICKET_ID,
+        SA_TICKET_STATE,
         TICKET_SLA,
         WATCH_SLA_MEMBERSHIP_CHANGES,
         DispatchSlaChangesInput,
@@ -56,7 +63,17 @@ with workflow.unsafe.imports_passed_through():
         WatchSlaChangesInput,
     )
 
-__all__ = ["TicketSla", "WatchSlaMembershipChanges"]
+__all__ = ["AGENT_REPLY_SKIPS_PLAN", "PLAN_DURING_DRAIN", "TicketSla", "WatchSlaMembershipChanges"]
+
+#: `workflow.patched` id: an agent's reply re-arms the timers without planning again (it changes no fact a
+#: plan reads). Runs begun before it planned after every reply (a `PlanTicketSla` marker in their history),
+#: and replay keeps doing so for them. Once no such run is open, this becomes `workflow.deprecate_patch`,
+#: then goes (README, "Deploying changes").
+AGENT_REPLY_SKIPS_PLAN = "ticket-sla-agent-reply-skips-plan"
+#: `workflow.patched` id: a change arriving while a solved ticket's last notifications are still being
+#: retried is planned at once (its Update answers at once), not after the retries end. Runs begun before it
+#: planned such a change after the drain, and replay keeps doing so for them.
+PLAN_DURING_DRAIN = "ticket-sla-plan-during-drain"
 
 _RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -109,6 +126,14 @@ class TicketSla:
         self._policy: str | None = None
         self._events: list[str] = []
         self._dirty = False
+        #: Re-arm the timers without planning (a clock was fulfilled).
+        self._rearm = False
+        #: Changes received, and the last one a plan covered: an update waits for its own.
+        self._changes = 0
+        self._planned_changes = 0
+        #: Why the last plan was refused (None: it succeeded); an Update covered by it fails with this.
+        self._plan_refusal: str | None = None
+        self._indexed: tuple[str | None, str] | None = None
         self._planned_status: Status | None = None
         self._webhooks: list[asyncio.Task[None]] = []
         if params.carried is not None:  # a run continued as new: take the previous run's state over
@@ -134,8 +159,14 @@ class TicketSla:
         await self._plan()
         while True:
             await self._time_until_solved(params)
-            await asyncio.gather(*self._webhooks)  # the last notifications
+            # The last notifications; a change meanwhile (reopened) is planned without waiting for them.
+            if workflow.patched(PLAN_DURING_DRAIN):
+                await workflow.wait_condition(lambda: self._dirty or self._webhooks_done())
+            else:
+                await asyncio.gather(*self._webhooks)
             if not self._dirty:
+                # Updates answered (their plan is done): nobody waits on a finished run.
+                await workflow.wait_condition(workflow.all_handlers_finished)
                 return self.state()
             # Reopened (or changed) while those were sent: plan the change and time on.
 
@@ -146,6 +177,7 @@ class TicketSla:
                 self._dirty = False
                 await self._plan()
                 continue
+            self._rearm = False
             if self._planned_status == "solved":  # the last plan stored the ticket as solved
                 return
             deadline = self._next_deadline()
@@ -155,7 +187,7 @@ class TicketSla:
             # Continue as new once the notifications in flight are done (they belong to this run); meanwhile
             # the timers keep firing.
             full = self._history_full()
-            if full and self._webhooks_done():
+            if full and self._webhooks_done() and workflow.all_handlers_finished():
                 state = self.state()
                 carried = TicketSlaCarry(
                     ticket=self._ticket,
@@ -171,15 +203,61 @@ class TicketSla:
             try:
                 await workflow.wait_condition(self._waking(full), timeout=timeout)
             except TimeoutError:
-                if self._dirty:  # a signal in the same workflow task as the timer: it may move the clock
+                if self._dirty or self._rearm:  # a message in the timer's workflow task may move the clock
                     continue
                 assert deadline is not None
                 await self._fire(deadline[1], deadline[2])
 
-    # ---- signals and the query ------------------------------------------------------------------------
+    # ---- updates, signals and the query -----------------------------------------------------------------
+    # `change` and `reply` are Updates: the validator refuses what cannot apply (the caller gets the error),
+    # and the caller gets the state back once the change is planned (the new due times). The signals of the
+    # same names are deprecated: runs begun before the Updates have them in their history, and a client of
+    # the earlier version may still send them during a rolling deploy. They apply the same way, unanswered.
+
+    @workflow.update(name="change")
+    async def change(self, change: TicketChange) -> TicketSlaState:
+        """The ticket's new priority, channel, tags or status; answers once planned (new due times)."""
+        await self._until_planned(self._apply_change(change))
+        return self.state()
+
+    @change.validator
+    def _validate_change(self, change: TicketChange) -> None:
+        if not change.model_fields_set:  # e.g. only fields this version does not know
+            raise ApplicationError("a change names nothing to change", type="InvalidInput")
+
+    @workflow.update(name="reply")
+    async def reply(self, reply: TicketReply) -> TicketSlaState:
+        """A reply at `at` (clamped to now; default now); answers with the state once timed."""
+        change = self._apply_reply(reply)
+        if change is not None:
+            await self._until_planned(change)
+        return self.state()
+
+    @reply.validator
+    def _validate_reply(self, reply: TicketReply) -> None:
+        created = self._ticket.created_at
+        if reply.at is not None and reply.at < created:
+            raise ApplicationError(
+                f"reply at {reply.at.isoformat()} is before the ticket was created ({created.isoformat()})",
+                type="InvalidInput",
+                non_retryable=True,
+            )
 
     @workflow.signal(name="change")
-    def change(self, change: TicketChange) -> None:
+    def change_signal(self, change: TicketChange) -> None:
+        """Deprecated: use the `change` Update. Kept for runs and clients of the earlier version."""
+        self._apply_change(change)
+
+    @workflow.signal(name="reply")
+    def reply_signal(self, reply: TicketReply) -> None:
+        """Deprecated: use the `reply` Update. Kept for runs and clients of the earlier version."""
+        created = self._ticket.created_at
+        if reply.at is not None and reply.at < created:
+            reply = reply.model_copy(update={"at": created})
+        self._apply_reply(reply)
+
+    def _apply_change(self, change: TicketChange) -> int:
+        """Apply a change; returns its number (an update waits until a plan covered it)."""
         update = {
             name: value
             for name, value in (
@@ -199,22 +277,44 @@ class TicketSla:
             if change.status == "pending":
                 self._paused_since = now
             self._status = change.status
-        self._dirty = True
+        return self._replan()
 
-    @workflow.signal(name="reply")
-    def reply(self, reply: TicketReply) -> None:
+    def _apply_reply(self, reply: TicketReply) -> int | None:
+        """Apply a reply at `at` (never later than now: a reply is not in the future). An agent's reply
+        fulfils the running reply clocks that started by then and re-arms the timers (None: nothing to
+        plan); a customer's message after an agent's reply starts `next_reply`, which needs a plan."""
         now = workflow.now()
+        at = now if reply.at is None else min(reply.at, now)
         if reply.by == "agent":
             replied: tuple[Metric, ...] = ("first_reply", "next_reply")
             for metric in replied:
                 clock = self._clocks.get(metric)
-                if clock is not None and clock.running():
-                    clock.fulfilled_at = now
-        else:
-            waiting = self._clocks.get("next_reply")
-            if not self._clocks["first_reply"].running() and (waiting is None or not waiting.running()):
-                self._clocks["next_reply"] = _Clock(started_at=now)
+                if clock is not None and clock.running() and clock.started_at <= at:
+                    clock.fulfilled_at = at
+            if workflow.patched(AGENT_REPLY_SKIPS_PLAN):
+                self._rearm = True
+                return None
+            return self._replan()
+        waiting = self._clocks.get("next_reply")
+        if not self._clocks["first_reply"].running() and (waiting is None or not waiting.running()):
+            self._clocks["next_reply"] = _Clock(started_at=at)
+        return self._replan()
+
+    def _replan(self) -> int:
         self._dirty = True
+        self._changes += 1
+        return self._changes
+
+    async def _until_planned(self, change: int) -> None:
+        """Wait for the plan covering `change`; a refused plan fails the Update (the change itself is
+        applied, and the ticket keeps its last due times until a plan succeeds)."""
+        await workflow.wait_condition(lambda: self._planned_changes >= change)
+        if self._plan_refusal is not None:
+            raise ApplicationError(
+                f"change applied, but the SLA plan was refused ({self._plan_refusal}); the ticket keeps "
+                "its last due times until a later change plans again",
+                type="PlanRefused",
+            )
 
     @workflow.signal(name="membershipChanged")
     def membership_changed(self) -> None:
@@ -248,6 +348,7 @@ class TicketSla:
     async def _plan(self) -> None:
         running = {metric: c.started_at for metric, c in self._clocks.items() if c.running()}
         status = self._status
+        covered = self._changes
         # A pause that ended before every running clock started moves no due time (and a clock started
         # later starts after it): drop it, so the plan's input stays small.
         earliest = min(running.values(), default=None)
@@ -267,9 +368,12 @@ class TicketSla:
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=_RETRY,
             )
-        except (ActivityError, ApplicationError):  # refused for good (a bad stored policy): keep the plan
+        except (ActivityError, ApplicationError) as exc:  # refused for good (a bad stored policy): keep it
             workflow.logger.warning("SLA plan refused for %s", self._params.ticket_id, exc_info=True)
+            cause = exc.cause if isinstance(exc, ActivityError) and exc.cause is not None else exc
+            self._plan_refusal = str(cause)
             self._planned_status = status  # the next change plans again; solved still ends the workflow
+            self._planned_changes = covered
             return
         self._policy = plan.policy
         self._planned_status = status
@@ -289,10 +393,36 @@ class TicketSla:
                 due.warn_at,
                 due.business_minutes,
             )
+        self._planned_changes = covered
+        self._plan_refusal = None
+        self._index()
+
+    def _index(self) -> None:
+        """Search attributes for the Web UI (`searchAttributes` on the input: registered on the namespace):
+        the ticket id and contact key, the policy and the state, upserted when they change."""
+        if not self._params.search_attributes:
+            return
+        indexed = (self._policy, self._status)
+        if indexed == self._indexed:
+            return
+        updates = [
+            SA_TICKET_ID.value_set(self._params.ticket_id),
+            SA_TICKET_STATE.value_set(self._status),
+            SA_SLA_POLICY.value_unset() if self._policy is None else SA_SLA_POLICY.value_set(self._policy),
+        ]
+        if self._params.contact_key is not None:
+            updates.append(SA_CONTACT_KEY.value_set(self._params.contact_key))
+        workflow.upsert_search_attributes(updates)
+        self._indexed = indexed
 
     def _waking(self, full: bool) -> Callable[[], bool]:
-        """What ends a wait besides a timer: a change, or (history full) the notifications finishing."""
-        return lambda: self._dirty or (full and self._webhooks_done())
+        """What ends a wait besides a timer: a change, a fulfilled clock, or (history full) the
+        notifications and update handlers finishing."""
+        return lambda: (
+            self._dirty
+            or self._rearm
+            or (full and self._webhooks_done() and workflow.all_handlers_finished())
+        )
 
     def _webhooks_done(self) -> bool:
         return all(task.done() for task in self._webhooks)
@@ -339,22 +469,29 @@ class TicketSla:
             due_at=clock.due_at,
             fired_at=workflow.now(),
         )
-        recorded: RecordSlaEventResult = await workflow.execute_local_activity(
-            RECORD_SLA_EVENT,
-            event,
-            result_type=RecordSlaEventResult,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=_RETRY,
-        )
+        segments: list[str] = []
+        try:
+            recorded: RecordSlaEventResult = await workflow.execute_local_activity(
+                RECORD_SLA_EVENT,
+                event,
+                result_type=RecordSlaEventResult,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=_RETRY,
+            )
+            segments = recorded.segments
+        except (ActivityError, ApplicationError):
+            # Refused for good (transient failures are retried): the moment still passed, so the clock is
+            # marked and the webhook told (without segments); the ticket's timing goes on.
+            workflow.logger.warning(
+                "SLA event %s:%s not recorded for %s", metric, kind, self._params.ticket_id, exc_info=True
+            )
         if kind == "warning":
             clock.warned = True
         else:
             clock.breached = True
         self._events.append(f"{metric}:{kind}")
         if self._params.webhook_url is not None:
-            notice = PostSlaWebhookInput(
-                url=self._params.webhook_url, event=event, segments=recorded.segments
-            )
+            notice = PostSlaWebhookInput(url=self._params.webhook_url, event=event, segments=segments)
             self._webhooks = [task for task in self._webhooks if not task.done()]
             self._webhooks.append(asyncio.create_task(self._post(notice)))
 

@@ -11,12 +11,17 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, Field
 from segmentflow.workflows.models import Payload
+from temporalio.common import SearchAttributeKey
 
 __all__ = [
     "DISPATCH_SLA_MEMBERSHIP_CHANGES",
     "PLAN_TICKET_SLA",
     "POST_SLA_WEBHOOK",
     "RECORD_SLA_EVENT",
+    "SA_CONTACT_KEY",
+    "SA_SLA_POLICY",
+    "SA_TICKET_ID",
+    "SA_TICKET_STATE",
     "SELECT_SLA_POLICY",
     "SLA_WATCH_ID",
     "TICKET_SLA",
@@ -51,6 +56,12 @@ DISPATCH_SLA_MEMBERSHIP_CHANGES = "segmentflow.DispatchSlaMembershipChanges"
 TICKET_SLA = "segmentflow.TicketSla"
 WATCH_SLA_MEMBERSHIP_CHANGES = "segmentflow.WatchSlaMembershipChanges"
 SLA_WATCH_ID = "segmentflow-sla-watch"
+
+#: Search attributes of `TicketSla` (Keyword; register them on the namespace before turning them on).
+SA_TICKET_ID = SearchAttributeKey.for_keyword("SegmentflowTicketId")
+SA_CONTACT_KEY = SearchAttributeKey.for_keyword("SegmentflowContactKey")
+SA_SLA_POLICY = SearchAttributeKey.for_keyword("SegmentflowSlaPolicy")
+SA_TICKET_STATE = SearchAttributeKey.for_keyword("SegmentflowTicketState")
 
 Priority = Literal["low", "normal", "high", "urgent"]
 Metric = Literal["first_reply", "next_reply", "resolution"]
@@ -166,6 +177,8 @@ class TicketSlaCarry(Payload):
 class TicketSlaInput(Payload):
     """One ticket to time. `webhookUrl`: where warnings and breaches are POSTed (none: recorded only).
     `historyCap`: a run continues as new past this many history events (or when the server suggests it);
+    `searchAttributes`: upsert the ticket id, contact key, policy and state as search attributes (they must
+    be registered on the namespace, or the workflow's tasks fail until they are);
     `carried`: the state a previous run handed on (set by the workflow itself)."""
 
     ticket_id: TicketId
@@ -174,11 +187,13 @@ class TicketSlaInput(Payload):
     status: Status = "open"
     webhook_url: str | None = None
     history_cap: int = Field(default=10_000, ge=10)
+    search_attributes: bool = False
     carried: TicketSlaCarry | None = None
 
 
 class TicketChange(Payload):
-    """Signal `change`: the ticket's new priority, channel, tags or status (omitted: unchanged)."""
+    """Update `change`: the ticket's new priority, channel, tags or status (omitted: unchanged). A change
+    naming none of them is refused."""
 
     priority: Priority | None = None
     channel: Channel | None = None
@@ -187,10 +202,13 @@ class TicketChange(Payload):
 
 
 class TicketReply(Payload):
-    """Signal `reply`: an agent's reply fulfils `first_reply` and a running `next_reply`; a customer's
-    message after an agent's reply starts `next_reply`."""
+    """Update `reply`: an agent's reply fulfils `first_reply` and a running `next_reply`; a customer's
+    message after an agent's reply starts `next_reply`. `at`: when the reply was written (default: when
+    the workflow handles it; a later time is clamped to then, an earlier one than the ticket's creation is
+    refused), so a busy worker does not turn a met SLA into a breach."""
 
     by: Literal["agent", "customer"]
+    at: AwareDatetime | None = None
 
 
 class TicketSlaState(Payload):

@@ -385,6 +385,18 @@ def memberships_export() -> None:
     sys.stdout.flush()
 
 
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the schema to this release (each worker does so at start, unless told not to)."""
+    from segmentflow.db.engine import migrate
+
+    engine = _make_engine(_state.database_url or Settings().database_url)
+    if migrate(engine):
+        out.print("database schema up to date")
+    else:
+        out.print("database schema is newer than this release: left as it is")
+
+
 @db_app.command("reset")
 def db_reset(yes: Annotated[bool, typer.Option("--yes", help="Confirm deleting every row.")] = False) -> None:
     """Drop and recreate every segmentflow table."""

@@ -106,9 +106,12 @@ def sequences_launch(
         from temporalio.client import Client
 
         from segmentflow.plugins import SegmentsPlugin, start_sequence_runner
+        from segmentflow.settings import Settings
 
         client = await Client.connect(address, namespace=namespace, plugins=[SegmentsPlugin(engine=engine)])
-        handle = await start_sequence_runner(client, sequence_key=key, task_queue=queue)
+        handle = await start_sequence_runner(
+            client, sequence_key=key, task_queue=queue, search_attributes=Settings().search_attributes
+        )
         return handle.id
 
     try:

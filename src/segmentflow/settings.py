@@ -35,6 +35,19 @@ class Settings(BaseSettings):
     worker_workflow_cache: int = Field(default=5000, ge=0)
     #: Contacts evaluated and written per transaction during a recompute.
     page_size: int = 2000
+    #: Set segmentflow's search attributes on `TicketSla` and `RunSequence` (they must be registered on the
+    #: namespace: `worker.py --dev` and docker-compose.temporal.yml do it; the worker checks at start).
+    search_attributes: bool = False
+    #: Trace workflows and activities with OpenTelemetry (`pip install segmentflow[otel]`; the host
+    #: configures the tracer provider and exporter, as for any OpenTelemetry app).
+    tracing: bool = False
+    #: Worker Versioning: with both set, the worker polls as this version of this deployment (README,
+    #: "Deploying changes"); unset, it is an unversioned worker.
+    deployment_name: str | None = None
+    build_id: str | None = None
+    #: The worker migrates the schema when it starts; false leaves it to `segmentflow db upgrade` (one
+    #: migration step per deploy, run before the new workers start).
+    migrate_on_start: bool = True
     #: Message handling: an OpenAI-compatible chat-completions responder when a base URL is set (else the
     #: built-in trigger-phrase responder), the reply template (Jinja2, sandboxed), HTTP timeouts in seconds.
     openai_base_url: str | None = None

@@ -288,3 +288,18 @@ async def test_current_contact_travels_to_activities_and_child_workflows(
         )
     assert served == ["u-eu", "u-eu"]
     assert nobody == [None]
+
+
+async def test_a_field_a_newer_client_added_does_not_fail_the_message(
+    dev_env: WorkflowEnvironment, engine: Engine, task_queue: str, seeded: None
+) -> None:
+    client = plugin_client(dev_env, engine)
+    async with Worker(client, task_queue=task_queue):
+        result = await client.execute_workflow(
+            HANDLE_MESSAGE,
+            {"contactKey": "u-vip", "conversationId": "c-1", "text": "hello", "channel": "chat"},
+            id=f"msg-{uuid.uuid4()}",
+            task_queue=task_queue,
+            result_type=HandleMessageResult,
+        )
+    assert "refund" in result.actions and result.reply

@@ -47,11 +47,11 @@ async def test_continue_as_new_keeps_the_state_and_fires_each_timer_once(
         await _eventually(lambda: handle.query(TicketSla.state), lambda s: s.policy == "vip")
         await skipping_env.sleep(timedelta(minutes=50))  # first_reply warns at 48 min
         await _eventually(lambda: handle.query(TicketSla.state), lambda s: s.metrics["first_reply"].warned)
-        await handle.signal(TicketSla.reply, TicketReply(by="agent"))
+        await handle.execute_update(TicketSla.reply, TicketReply(by="agent"))
         for tags in (["a"], ["b"], ["c"], ["d"], ["e"], ["f"]):
-            await handle.signal(TicketSla.change, TicketChange(tags=tags))
-        await handle.signal(TicketSla.change, TicketChange(status="pending"))
-        await handle.signal(TicketSla.change, TicketChange(status="open"))
+            await handle.execute_update(TicketSla.change, TicketChange(tags=tags))
+        await handle.execute_update(TicketSla.change, TicketChange(status="pending"))
+        await handle.execute_update(TicketSla.change, TicketChange(status="open"))
 
         async def run_id() -> str | None:
             return (await handle.describe()).run_id
@@ -74,7 +74,7 @@ async def test_continue_as_new_keeps_the_state_and_fires_each_timer_once(
             ("resolution", "warning"),
             ("resolution", "breach"),
         ]
-        await handle.signal(TicketSla.change, TicketChange(status="solved"))
+        await handle.execute_update(TicketSla.change, TicketChange(status="solved"))
         final = await handle.result()
         assert final.events == ["first_reply:warning", "resolution:warning", "resolution:breach"]
         assert final.status == "solved"

@@ -54,7 +54,7 @@ async def test_solved_with_a_due_timer_in_one_task_records_nothing_and_stores_so
         handle, ticket_id, _ = await _start(skipping_env, client, task_queue, "u0")
         warn_at = await _to_just_before(skipping_env, handle)
     # No worker: the signal and the warning timer (48 minutes for vip) both wait for the next task.
-    await handle.signal(TicketSla.change, TicketChange(status="solved"))
+    await handle.signal(TicketSla.change_signal, TicketChange(status="solved"))
     await _until_past(skipping_env, warn_at)
     async with Worker(client, task_queue=task_queue):
         final = await asyncio.wait_for(handle.result(), 30)
@@ -74,13 +74,13 @@ async def test_a_priority_change_with_a_due_timer_in_one_task_fires_on_the_new_p
         handle, ticket_id, _ = await _start(skipping_env, client, task_queue, "u1")  # standard: PT8H
         warn_at = await _to_just_before(skipping_env, handle)
     # Standard sets no target for urgent: after the change the ticket has no SLA, and nothing fires.
-    await handle.signal(TicketSla.change, TicketChange(priority="urgent"))
+    await handle.signal(TicketSla.change_signal, TicketChange(priority="urgent"))
     await _until_past(skipping_env, warn_at)
     async with Worker(client, task_queue=task_queue):
         state = await _eventually(lambda: handle.query(TicketSla.state), lambda s: s.priority == "urgent")
         assert state.events == []
         assert _events(engine, ticket_id) == []
-        await handle.signal(TicketSla.change, TicketChange(status="solved"))
+        await handle.signal(TicketSla.change_signal, TicketChange(status="solved"))
         await asyncio.wait_for(handle.result(), 30)
 
 
@@ -94,13 +94,13 @@ async def test_a_ticket_reopened_while_its_last_webhooks_are_retried_is_timed_on
         handle, ticket_id, _ = await _start(skipping_env, client, task_queue, "u0", webhook.url)
         await skipping_env.sleep(timedelta(minutes=50))  # vip warns at 48 min
         await _eventually(lambda: asyncio.sleep(0, webhook.requests), lambda r: len(r) >= 1)
-        await handle.signal(TicketSla.change, TicketChange(status="solved"))
+        await handle.signal(TicketSla.change_signal, TicketChange(status="solved"))
         await _eventually(lambda: asyncio.to_thread(_status, engine, ticket_id), lambda s: s == "solved")
-        await handle.signal(TicketSla.change, TicketChange(status="open"))  # reopened during the drain
+        await handle.signal(TicketSla.change_signal, TicketChange(status="open"))  # reopened during the drain
         webhook.status = 200
         await _eventually(lambda: asyncio.to_thread(_status, engine, ticket_id), lambda s: s == "open")
         assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
-        await handle.signal(TicketSla.change, TicketChange(status="solved"))
+        await handle.signal(TicketSla.change_signal, TicketChange(status="solved"))
         assert (await asyncio.wait_for(handle.result(), 30)).status == "solved"
 
 
@@ -113,11 +113,13 @@ async def test_a_later_due_time_after_a_breach_breaches_again(
     client = await plugin_client(skipping_env, engine)
     async with Worker(client, task_queue=task_queue):
         handle, ticket_id, _ = await _start(skipping_env, client, task_queue, "u1")  # standard: 8 h
-        await handle.signal(TicketSla.change, TicketChange(priority="urgent"))  # urgent: 15 min
+        await handle.signal(TicketSla.change_signal, TicketChange(priority="urgent"))  # urgent: 15 min
         await _eventually(lambda: handle.query(TicketSla.state), lambda s: s.policy == "urgent")
         await skipping_env.sleep(timedelta(minutes=16))
         await _eventually(lambda: handle.query(TicketSla.state), lambda s: s.metrics["first_reply"].breached)
-        await handle.signal(TicketSla.change, TicketChange(priority="normal"))  # back to 8 h: not due yet
+        await handle.signal(
+            TicketSla.change_signal, TicketChange(priority="normal")
+        )  # back to 8 h: not due yet
         state = await _eventually(lambda: handle.query(TicketSla.state), lambda s: s.policy == "standard")
         assert not state.metrics["first_reply"].breached and not state.metrics["first_reply"].warned
         await skipping_env.sleep(timedelta(hours=8))
@@ -130,7 +132,7 @@ async def test_a_later_due_time_after_a_breach_breaches_again(
             ("standard", "warning"),
             ("standard", "breach"),
         ]
-        await handle.signal(TicketSla.change, TicketChange(status="solved"))
+        await handle.signal(TicketSla.change_signal, TicketChange(status="solved"))
         await asyncio.wait_for(handle.result(), 30)
 
 
@@ -148,16 +150,16 @@ async def test_a_plan_refused_for_good_keeps_the_last_plan_and_plans_again_on_th
                 .where(sla_policy_table.c.key == "standard")
                 .values(definition={"key": "standard", "targets": {"normal": {"first_reply": "P1Y"}}})
             )
-        await handle.signal(TicketSla.change, TicketChange(tags=["x"]))
+        await handle.signal(TicketSla.change_signal, TicketChange(tags=["x"]))
         await _eventually(lambda: asyncio.to_thread(_tags, engine, ticket_id), lambda t: t is not None)
         await asyncio.sleep(0.5)
         assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
         state = await handle.query(TicketSla.state)
         assert state.policy == "standard" and state.metrics == before.metrics  # the last plan holds
         _setup(engine)  # the policies load again
-        await handle.signal(TicketSla.change, TicketChange(tags=["y"]))
+        await handle.signal(TicketSla.change_signal, TicketChange(tags=["y"]))
         await _eventually(lambda: asyncio.to_thread(_tags, engine, ticket_id), lambda t: t == ["y"])
-        await handle.signal(TicketSla.change, TicketChange(status="solved"))
+        await handle.signal(TicketSla.change_signal, TicketChange(status="solved"))
         assert (await asyncio.wait_for(handle.result(), 30)).status == "solved"
 
 

@@ -153,7 +153,7 @@ async def test_warning_then_breach_fire_at_their_moments_and_reach_the_webhook(
         state = await handle.query(TicketSla.state)
         assert state.metrics["first_reply"].breached and not state.metrics["resolution"].warned
 
-        await handle.signal(TicketSla.change, TicketChange(status="solved"))
+        await handle.execute_update(TicketSla.change, TicketChange(status="solved"))
         final = await handle.result()
         assert final.status == "solved" and final.events == ["first_reply:warning", "first_reply:breach"]
     # Determinism: the history (timers, local activities, signals, the webhook task) replays cleanly.
@@ -169,7 +169,7 @@ async def test_an_agent_reply_stops_the_first_reply_clock(
     async with Worker(client, task_queue=task_queue):
         handle, ticket_id, _ = await _start(skipping_env, client, task_queue, "u0")
         await skipping_env.sleep(timedelta(minutes=20))
-        await handle.signal(TicketSla.reply, TicketReply(by="agent"))
+        await handle.execute_update(TicketSla.reply, TicketReply(by="agent"))
         state = await _eventually(
             lambda: handle.query(TicketSla.state), lambda s: s.metrics["first_reply"].fulfilled_at is not None
         )
@@ -179,7 +179,7 @@ async def test_an_agent_reply_stops_the_first_reply_clock(
         assert _events(engine, ticket_id) == []
 
         # A customer writes again: next_reply (30 minutes for vip) starts and breaches unanswered.
-        await handle.signal(TicketSla.reply, TicketReply(by="customer"))
+        await handle.execute_update(TicketSla.reply, TicketReply(by="customer"))
         state = await _eventually(
             lambda: handle.query(TicketSla.state), lambda s: s.metrics.get("next_reply") is not None
         )
@@ -188,7 +188,7 @@ async def test_an_agent_reply_stops_the_first_reply_clock(
             lambda: asyncio.to_thread(_events, engine, ticket_id), lambda e: len(e) >= 2
         )
         assert [(e.metric, e.kind) for e in events] == [("next_reply", "warning"), ("next_reply", "breach")]
-        await handle.signal(TicketSla.change, TicketChange(status="solved"))
+        await handle.execute_update(TicketSla.change, TicketChange(status="solved"))
         await handle.result()
 
 
@@ -200,13 +200,13 @@ async def test_pending_pauses_the_clocks_and_moves_the_due_time_on(
     async with Worker(client, task_queue=task_queue):
         handle, ticket_id, created = await _start(skipping_env, client, task_queue, "u0")
         await skipping_env.sleep(timedelta(minutes=30))
-        await handle.signal(TicketSla.change, TicketChange(status="pending"))
+        await handle.execute_update(TicketSla.change, TicketChange(status="pending"))
         await _eventually(lambda: handle.query(TicketSla.state), lambda s: s.paused)
         await skipping_env.sleep(timedelta(hours=3))  # the unpaused due time passes meanwhile
         assert _events(engine, ticket_id) == []
 
         before = (await handle.query(TicketSla.state)).metrics["first_reply"].due_at
-        await handle.signal(TicketSla.change, TicketChange(status="open"))
+        await handle.execute_update(TicketSla.change, TicketChange(status="open"))
         state = await _eventually(
             lambda: handle.query(TicketSla.state), lambda s: s.metrics["first_reply"].due_at != before
         )
@@ -224,7 +224,7 @@ async def test_pending_pauses_the_clocks_and_moves_the_due_time_on(
         )
         assert [(e.metric, e.kind) for e in events] == [("first_reply", "warning"), ("first_reply", "breach")]
         assert events[1].due_at == due
-        await handle.signal(TicketSla.change, TicketChange(status="solved"))
+        await handle.execute_update(TicketSla.change, TicketChange(status="solved"))
         await handle.result()
 
 
@@ -264,7 +264,7 @@ async def test_a_contact_upgraded_to_vip_mid_ticket_gets_the_stricter_policy(
             lambda: asyncio.to_thread(_events, engine, ticket_id), lambda e: len(e) >= 2
         )
         assert [(e.policy_key, e.kind) for e in events] == [("vip", "warning"), ("vip", "breach")]
-        await handle.signal(TicketSla.change, TicketChange(status="solved"))
+        await handle.execute_update(TicketSla.change, TicketChange(status="solved"))
         assert (await handle.result()).policy == "vip"
 
 
@@ -319,7 +319,7 @@ async def test_a_priority_change_selects_the_policy_again(
     async with Worker(client, task_queue=task_queue):
         handle, ticket_id, created = await _start(skipping_env, client, task_queue, "u1")
         assert (await handle.query(TicketSla.state)).policy == "standard"
-        await handle.signal(TicketSla.change, TicketChange(priority="urgent"))
+        await handle.execute_update(TicketSla.change, TicketChange(priority="urgent"))
         state = await _eventually(lambda: handle.query(TicketSla.state), lambda s: s.policy == "urgent")
         first = state.metrics["first_reply"]
         assert first.business_minutes == 15 and first.due_at is not None
@@ -337,7 +337,7 @@ async def test_a_priority_change_selects_the_policy_again(
                 "urgent",
                 "open",
             )
-        await handle.signal(TicketSla.change, TicketChange(status="solved"))
+        await handle.execute_update(TicketSla.change, TicketChange(status="solved"))
         await handle.result()
         with Session(engine) as session:
             row = session.get(Ticket, ticket_id)
@@ -361,5 +361,5 @@ async def test_client_helpers_join_the_running_workflows(
         two = await ensure_sla_watch(client, task_queue=task_queue, workflow_id=watch_id)
         assert one.result_run_id == two.result_run_id
         await _stop_watcher(one)
-        await first.signal(TicketSla.change, TicketChange(status="solved"))
+        await first.execute_update(TicketSla.change, TicketChange(status="solved"))
         assert (await first.result()).policy == "standard"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
@@ -12,6 +13,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy.engine import Engine
 
 __all__ = ["make_engine", "migrate", "normalize_url", "reset"]
@@ -21,6 +23,7 @@ _MIGRATIONS = Path(__file__).with_name("migrations")
 # starting together) must not overlap; across processes PostgreSQL serialises them on an advisory lock.
 _MIGRATE_LOCK = threading.Lock()
 _PG_MIGRATE_KEY = 0x5E6F11
+log = logging.getLogger("segmentflow.db")
 
 
 def normalize_url(url: str) -> str:
@@ -81,14 +84,28 @@ def _lock(connection: sa.Connection) -> None:
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATE_KEY})
 
 
-def migrate(engine: Engine) -> None:
-    """Apply every pending migration (creates the schema on an empty database); cheap when up to date."""
+def migrate(engine: Engine) -> bool:
+    """Apply every pending migration (creates the schema on an empty database); cheap when up to date.
+
+    A schema newer than this code (a later release's worker migrated it during a rolling deploy) is left
+    as it is: migrations are expand-only until every worker runs the release that needs the contraction
+    (README, "Deploying changes"), so older code keeps working on it. Returns False in that case."""
     with _MIGRATE_LOCK, engine.begin() as connection:
         _lock(connection)
         cfg = _alembic_config(connection)
-        head = ScriptDirectory.from_config(cfg).get_current_head()
-        if MigrationContext.configure(connection).get_current_revision() != head:
-            command.upgrade(cfg, "head")
+        script = ScriptDirectory.from_config(cfg)
+        head = script.get_current_head()
+        current = MigrationContext.configure(connection).get_current_revision()
+        if current == head:
+            return True
+        if current is not None:
+            try:
+                script.get_revision(current)
+            except CommandError:
+                log.warning("database schema %s is newer than this code's %s: left as it is", current, head)
+                return False
+        command.upgrade(cfg, "head")
+        return True
 
 
 def reset(engine: Engine) -> None:
