@@ -58,7 +58,7 @@ from segmentflow.services.messages import (
     upsert_actions,
     upsert_instructions,
 )
-from segmentflow.services.segments import upsert_segments
+from segmentflow.services.segment_admin import import_segments
 from segmentflow.services.sla import import_policies
 from tests.messages import conftest as messages
 from tests.messages.host_workflows import HostRunsAction
@@ -92,7 +92,7 @@ def seed(engine: Engine, hooks_url: str) -> None:
     now = datetime.now(UTC)
     load(engine, contexts(20))
     with Session(engine) as session, session.begin():
-        upsert_segments(session=session, segments=parse_segments(messages.SEGMENTS), now=now)
+        import_segments(recompute=False, session=session, segments=parse_segments(messages.SEGMENTS), now=now)
         upsert_contacts(session=session, contexts=[parse_context(c) for c in messages.CONTACTS], now=now)
         upsert_actions(session=session, actions=parse_actions(messages.actions_json(hooks_url)), now=now)
         upsert_instructions(session=session, instructions=parse_instructions(messages.INSTRUCTIONS), now=now)
