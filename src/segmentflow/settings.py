@@ -33,3 +33,5 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: str | None = None
     smtp_start_tls: bool = False
+    #: The operator console (`/ui/`): a session ends after this long without a request.
+    console_idle: timedelta = timedelta(minutes=30)

@@ -1,0 +1,306 @@
+"""Segment pages: the list (members, 24-hour entries and exits, a 30-day chart), the editor (rules builder
+and raw JSON in step, audience preview, save, conflict), and one segment's page."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlmodel import Session
+
+from segmentflow.api.deps import WriteSession
+from segmentflow.console.builder import (
+    DEFINITION_FIELDS,
+    OPERATOR_NAMES,
+    apply_edit,
+    builder_view,
+    definition_from_fields,
+)
+from segmentflow.console.charts import sparkline
+from segmentflow.console.web import PREFIX, ConsoleError, Form, Login, check_csrf, field, now, page, require
+from segmentflow.console.words import describe_definition
+from segmentflow.db.tables import SegmentRecord
+from segmentflow.rules import RuleError
+from segmentflow.services import segment_admin
+from segmentflow.services.membership import member_counts
+from segmentflow.services.preview import SegmentPreview, candidate_segment, preview_segment
+from segmentflow.services.reports import (
+    daily_member_counts,
+    list_members,
+    list_segment_changes,
+    segment_activity,
+)
+from segmentflow.services.segments import get_segment, list_segments
+from segmentflow.services.usage import segment_usage
+
+__all__ = ["router"]
+
+router = APIRouter(prefix=f"{PREFIX}/segments")
+
+_EMPTY: dict[str, Any] = {
+    "rules": [],
+    "included": [],
+    "excluded": [],
+    "includedContexts": [],
+    "excludedContexts": [],
+}
+_PAGE = 50
+
+
+def _definition(record: SegmentRecord) -> dict[str, Any]:
+    """The `definition` object the API takes, from a stored segment."""
+    stored = record.definition
+    return {k: stored[k] for k in DEFINITION_FIELDS if k in stored} | {
+        k: v
+        for k, v in stored.items()
+        if k not in ("key", "name", "description", "version", "deleted", *DEFINITION_FIELDS)
+    }
+
+
+def _found(session: Session, key: str) -> SegmentRecord:
+    record = get_segment(session=session, ref=key)
+    if record is None:
+        raise ConsoleError(404, f'No segment "{key}".')
+    return record
+
+
+@router.get("", include_in_schema=False)
+def list_page(
+    request: Request, session: WriteSession, login: Login, q: Annotated[str, Query(max_length=200)] = ""
+) -> Response:
+    require(login, "segments:read")
+    at = now()
+    activity = segment_activity(session=session, since=at - timedelta(hours=24), until=at)
+    history = daily_member_counts(session=session, now=at, days=30)
+    needle = q.strip().lower()
+    rows = [
+        {"a": a, "spark": sparkline(history.get(a.segment_id, [a.members] * 30))}
+        for a in activity
+        if not needle or needle in a.key.lower() or needle in a.name.lower()
+    ]
+    return page(request, "segments.html", {"rows": rows, "q": q, "total": len(activity)}, login=login)
+
+
+def _editor(
+    request: Request,
+    session: Session,
+    login: Login,
+    *,
+    key: str,
+    name: str,
+    description: str,
+    definition: dict[str, Any],
+    original: str,
+    version: int | None,
+    errors: list[RuleError | str] | None = None,
+    preview: SegmentPreview | None = None,
+    source: str = "builder",
+    status: int = 200,
+    conflict: SegmentRecord | None = None,
+) -> Response:
+    errors = errors or []
+    rule_errors = [e for e in errors if isinstance(e, RuleError)]
+    context = {
+        "key": key,
+        "name": name,
+        "description": description,
+        "definition_text": json.dumps(definition, indent=2, ensure_ascii=False),
+        "builder": builder_view(definition),
+        "operators": OPERATOR_NAMES,
+        "segment_keys": [r.key for r in list_segments(session=session) if r.key != (original or key)],
+        "original": original,
+        "version": version,
+        "errors": [str(e) for e in errors],
+        "rule_errors": {
+            (e.rule_index, e.clause_index): e.detail for e in rule_errors if e.rule_index is not None
+        },
+        "preview": preview,
+        "source": source,
+        "conflict": conflict,
+        "conflict_text": None
+        if conflict is None
+        else json.dumps(_definition(conflict), indent=2, ensure_ascii=False),
+    }
+    return page(request, "editor.html", context, login=login, status=status)
+
+
+@router.get("/new", include_in_schema=False)
+def new(request: Request, session: WriteSession, login: Login) -> Response:
+    require(login, "segments:write")
+    return _editor(
+        request,
+        session,
+        login,
+        key="",
+        name="",
+        description="",
+        definition=dict(_EMPTY),
+        original="",
+        version=None,
+    )
+
+
+@router.get("/{key}/edit", include_in_schema=False)
+def edit(request: Request, session: WriteSession, login: Login, key: str) -> Response:
+    require(login, "segments:write")
+    record = _found(session, key)
+    return _editor(
+        request,
+        session,
+        login,
+        key=record.key,
+        name=record.name,
+        description=record.description or "",
+        definition=_definition(record),
+        original=record.key,
+        version=record.version,
+    )
+
+
+def _posted_definition(form: Any, source: str) -> tuple[dict[str, Any], list[RuleError | str]]:
+    """The definition from the tab the operator used (the builder's fields or the raw JSON)."""
+    text = field(form, "definition")
+    base: dict[str, Any] = {}
+    try:
+        parsed = json.loads(text) if text.strip() else dict(_EMPTY)
+    except ValueError as exc:
+        if source == "json":
+            return {}, [f"definition: not JSON ({exc})"]
+        parsed = {}
+    if not isinstance(parsed, dict):
+        if source == "json":
+            return {}, ["definition: must be a JSON object"]
+        parsed = {}
+    base = parsed
+    if source == "json":
+        return parsed, []
+    return definition_from_fields(lambda n: field(form, n), form.getlist, base), []
+
+
+def _store(
+    session: Session,
+    *,
+    original: str,
+    key: str,
+    name: str,
+    description: str,
+    definition: dict[str, Any],
+    version: int | None,
+) -> SegmentRecord:
+    """The console's one call into the segment write path (the API's own service functions)."""
+    if original:
+        return segment_admin.replace_segment(
+            session=session,
+            ref=original,
+            name=name or None,
+            description=description or None,
+            definition=definition,
+            expected_version=version,
+            now=now(),
+        )
+    return segment_admin.create_segment(
+        session=session,
+        key=key,
+        name=name or None,
+        description=description or None,
+        definition=definition,
+        now=now(),
+    )
+
+
+@router.post("/editor", include_in_schema=False)
+def editor_post(request: Request, session: WriteSession, login: Login, form: Form) -> Response:
+    """Every editor button posts here: a builder edit or sync (re-render), `preview`, or `save`."""
+    require(login, "segments:write")
+    check_csrf(login, form)
+    original = field(form, "original")
+    version_text = field(form, "version")
+    version = int(version_text) if version_text.isdigit() else None
+    key = original or field(form, "key").strip()
+    name, description = field(form, "name").strip(), field(form, "description").strip()
+    sync = field(form, "sync")
+    source = sync or ("json" if field(form, "source") == "json" else "builder")
+    definition, errors = _posted_definition(form, source)
+    shown_source = field(form, "source") or "builder"
+    common: dict[str, Any] = {
+        "key": key,
+        "name": name,
+        "description": description,
+        "original": original,
+        "version": version,
+        "source": shown_source,
+    }
+    if errors:
+        return _editor(request, session, login, definition=definition, errors=errors, status=422, **common)
+    edit_op = field(form, "edit")
+    if edit_op:
+        definition = apply_edit(definition, edit_op)
+    if edit_op or sync:
+        return _editor(request, session, login, definition=definition, **common)
+    if not key:
+        return _editor(
+            request,
+            session,
+            login,
+            definition=definition,
+            errors=["key: a segment needs a key"],
+            status=422,
+            **common,
+        )
+    try:
+        candidate = candidate_segment(key=key, name=name, description=description, definition=definition)
+        if "preview" in form:
+            result = preview_segment(session=session, segment=candidate)
+            return _editor(request, session, login, definition=definition, preview=result, **common)
+        if "save" not in form:
+            return _editor(request, session, login, definition=definition, **common)
+        record = _store(
+            session,
+            definition=definition,
+            **{k: common[k] for k in ("original", "key", "name", "description", "version")},
+        )
+    except RuleError as exc:
+        return _editor(request, session, login, definition=definition, errors=[exc], status=422, **common)
+    except segment_admin.VersionConflictError:
+        current = _found(session, original)
+        return _editor(request, session, login, definition=definition, conflict=current, status=409, **common)
+    except segment_admin.ConflictError as exc:
+        return _editor(
+            request, session, login, definition=definition, errors=[str(exc)], status=409, **common
+        )
+    target = f"{PREFIX}/segments/{record.key}"
+    if request.headers.get("hx-request"):
+        return Response(status_code=200, headers={"HX-Redirect": target})
+    return RedirectResponse(target, status_code=303)
+
+
+@router.get("/{key}", include_in_schema=False)
+def segment_page(
+    request: Request,
+    session: WriteSession,
+    login: Login,
+    key: str,
+    after: Annotated[int, Query(ge=0)] = 0,
+) -> Response:
+    require(login, "segments:read")
+    record = _found(session, key)
+    members = list_members(session=session, segment_id=record.id, after=after, limit=_PAGE + 1)
+    context = {
+        "record": record,
+        "definition_text": json.dumps(_definition(record), indent=2, ensure_ascii=False),
+        "words": describe(record),
+        "members": members[:_PAGE],
+        "next_after": members[_PAGE - 1].contact_id if len(members) > _PAGE else None,
+        "after": after,
+        "count": member_counts(session=session, segment_ids=[record.id]).get(record.id, 0),
+        "changes": list_segment_changes(session=session, segment_id=record.id, limit=20),
+        "usage": segment_usage(session=session, key=record.key),
+    }
+    return page(request, "segment.html", context, login=login)
+
+
+def describe(record: SegmentRecord) -> list[str]:
+    return describe_definition(record.definition)
