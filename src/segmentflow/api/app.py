@@ -15,7 +15,6 @@ from sqlalchemy.engine import Engine
 from segmentflow.api import contacts, health, memberships, messages, segments, sequences, sla
 from segmentflow.api.errors import document_body_errors, install_error_handlers
 from segmentflow.api.metrics import HttpMetrics
-from segmentflow.console import install_console
 from segmentflow.db.engine import make_engine, migrate, normalize_url
 from segmentflow.services.segments import SegmentIndexCache
 from segmentflow.settings import Settings
@@ -76,6 +75,9 @@ def create_app(settings: Settings) -> FastAPI:
     # memberships before segments: its fixed paths win over /{segment_id}
     for module in (health, memberships, segments, contacts, sla, messages, sequences):
         app.include_router(document_body_errors(module.router))
-    # The operator console (/ui/): its own routes, static files, headers and error pages.
+    # The operator console (/ui/): its own routes, static files, headers and error pages. Imported here:
+    # the console's pages use this package's dependencies.
+    from segmentflow.console import install_console
+
     install_console(app, settings)
     return app

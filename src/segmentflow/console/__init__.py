@@ -28,7 +28,8 @@ def install_console(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(SecurityHeaders)
     app.add_exception_handler(ConsoleError, console_error_page)
     app.add_exception_handler(SignInRequired, sign_in_redirect)
-    static = StaticFiles(directory=str(files("segmentflow.console") / "static"))
+    # follow_symlink: an editable (strict) install links each package file to its source.
+    static = StaticFiles(directory=str(files("segmentflow.console") / "static"), follow_symlink=True)
     app.mount(f"{PREFIX}/static", static, name="console-static")
     for module in (auth, segments, contacts, sequences, sla, messages):
         app.include_router(module.router)

@@ -17,6 +17,7 @@ from starlette.datastructures import FormData
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from segmentflow.api.deps import WriteSession
+from segmentflow.console.words import describe_clause
 from segmentflow.services.console_sessions import ConsoleLogin, resume_session
 
 __all__ = [
@@ -56,6 +57,7 @@ ENV = Environment(
     lstrip_blocks=True,
 )
 ENV.filters["q"] = lambda value: quote(str(value), safe="")
+ENV.globals["describe_clause"] = describe_clause
 
 
 def now() -> datetime:
