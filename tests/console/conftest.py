@@ -123,7 +123,7 @@ def csrf_of(html: str) -> str:
 
 @pytest.fixture
 def sign_in(client: TestClient, engine: Engine) -> Callable[..., str]:
-    """Sign the client in with a new key of these scopes (all by default); returns the session's CSRF token."""
+    """Sign in with a new key of these scopes (all by default); returns the session's CSRF token."""
 
     def sign(*scopes: str) -> str:
         token = make_token(engine, *(scopes or SCOPES))
