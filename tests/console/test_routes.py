@@ -375,3 +375,17 @@ def test_messages_page_lists_restrictions_as_a_contact(client: TestClient, sign_
     html = client.get("/ui/messages", params={"contact": "u1"}).text
     assert 'data-as-contact="u1"' in html
     assert re.findall(r'<span data-segment-key="([^"]+)"', html) == ["vip", "vip-eu"]
+
+
+def test_a_key_the_api_refuses_is_refused_with_its_message(
+    client: TestClient, sign_in: SignIn, engine: Engine
+) -> None:
+    csrf = sign_in()
+    for key in ("a/b", "changes"):
+        response = client.post(
+            "/ui/segments/editor", data=editor_form(csrf, key=key, definition='{"rules": []}', save="1")
+        )
+        assert response.status_code == 422, key
+        assert "key" in re.search(r"data-errors>(.*?)</div>", response.text, re.S).group(1)  # type: ignore[union-attr]
+        with Session(engine) as session:
+            assert get_segment(session=session, ref=key) is None

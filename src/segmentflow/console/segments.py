@@ -9,9 +9,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
 from sqlmodel import Session
 
 from segmentflow.api.deps import WriteSession
+from segmentflow.api.models import SegmentCreate, SegmentReplace
 from segmentflow.console.builder import (
     DEFINITION_FIELDS,
     OPERATOR_NAMES,
@@ -180,6 +182,43 @@ def _posted_definition(form: Any, source: str) -> tuple[dict[str, Any], list[Rul
     return definition_from_fields(lambda n: field(form, n), form.getlist, base), []
 
 
+def _refused(exc: ValidationError, key: str) -> RuleError:
+    """The API's first validation error as a `RuleError` naming the rule and clause (shown beside them)."""
+    err = exc.errors()[0]
+    loc = [part for part in err["loc"] if part != "definition"]
+    rule = clause = None
+    rest: list[str] = []
+    for index, part in enumerate(loc):
+        previous = loc[index - 1] if index else None
+        if isinstance(part, int) and previous == "rules":
+            rule = part
+        elif isinstance(part, int) and previous == "clauses":
+            clause = part
+        elif part not in ("rules", "clauses"):
+            rest.append(str(part))
+    where = ".".join(rest)
+    return RuleError(
+        err["msg"], segment_key=key, rule_index=rule, clause_index=clause, field=f'field "{where}"'
+    )
+
+
+def _validated(
+    *, original: str, key: str, name: str, description: str, definition: dict[str, Any]
+) -> tuple[str | None, str | None, dict[str, Any]]:
+    """The fields through the API's own request models (`SegmentCreate` / `SegmentReplace`): the same checks
+    and messages as `POST` / `PUT /contacts/segments`. Returns name, description and the wire definition."""
+    fields = {"name": name or None, "description": description or None, "definition": definition}
+    try:
+        body = (
+            SegmentReplace.model_validate(fields)
+            if original
+            else SegmentCreate.model_validate({"key": key, **fields})
+        )
+    except ValidationError as exc:
+        raise _refused(exc, key) from None
+    return body.name, body.description, body.definition.to_wire()
+
+
 def _store(
     session: Session,
     *,
@@ -191,22 +230,25 @@ def _store(
     version: int | None,
 ) -> SegmentRecord:
     """The console's one call into the segment write path (the API's own service functions)."""
+    name_, description_, wire = _validated(
+        original=original, key=key, name=name, description=description, definition=definition
+    )
     if original:
         return segment_admin.replace_segment(
             session=session,
             ref=original,
-            name=name or None,
-            description=description or None,
-            definition=definition,
+            name=name_,
+            description=description_,
+            definition=wire,
             expected_version=version,
             now=now(),
         )
     return segment_admin.create_segment(
         session=session,
         key=key,
-        name=name or None,
-        description=description or None,
-        definition=definition,
+        name=name_,
+        description=description_,
+        definition=wire,
         now=now(),
     )
 
@@ -251,8 +293,11 @@ def editor_post(request: Request, session: WriteSession, login: Login, form: For
             **common,
         )
     try:
-        candidate = candidate_segment(key=key, name=name, description=description, definition=definition)
         if "preview" in form:
+            name_, description_, wire = _validated(
+                original=original, key=key, name=name, description=description, definition=definition
+            )
+            candidate = candidate_segment(key=key, name=name_, description=description_, definition=wire)
             result = preview_segment(session=session, segment=candidate)
             return _editor(request, session, login, definition=definition, preview=result, **common)
         if "save" not in form:
