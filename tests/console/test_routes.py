@@ -389,3 +389,17 @@ def test_a_key_the_api_refuses_is_refused_with_its_message(
         assert "key" in re.search(r"data-errors>(.*?)</div>", response.text, re.S).group(1)  # type: ignore[union-attr]
         with Session(engine) as session:
             assert get_segment(session=session, ref=key) is None
+
+
+def test_htmx_requests_get_a_browser_redirect_and_errors_in_place(
+    client: TestClient, sign_in: SignIn
+) -> None:
+    stranger = client.post(
+        "/ui/segments/editor", data={}, headers={"HX-Request": "true"}, follow_redirects=False
+    )
+    assert stranger.status_code == 204
+    assert stranger.headers["hx-redirect"].startswith("/ui/?next=")
+    sign_in(*READ_SCOPES)
+    refused = client.post("/ui/segments/editor", data={"csrf": "x"}, headers={"HX-Request": "true"})
+    assert refused.status_code == 403
+    assert refused.headers["hx-retarget"] == "#main" and refused.headers["hx-reselect"] == "#main"

@@ -162,16 +162,20 @@ def new_signin_token() -> str:
 async def console_error_page(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ConsoleError)
     login = getattr(request.state, "console_login", None)
-    return page(
-        request, "error.html", {"status": exc.status, "message": exc.message}, login=login, status=exc.status
-    )
+    headers = {}
+    if request.headers.get(
+        "hx-request"
+    ):  # an htmx swap shows the error page's content in place of the page's
+        headers = {"HX-Retarget": "#main", "HX-Reselect": "#main", "HX-Reswap": "outerHTML"}
+    context = {"status": exc.status, "message": exc.message}
+    return page(request, "error.html", context, login=login, status=exc.status, headers=headers)
 
 
 async def sign_in_redirect(request: Request, exc: Exception) -> Response:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     if request.method != "GET":
         target = f"{PREFIX}/segments"
-    response = RedirectResponse(f"{PREFIX}/?next={quote(target, safe='')}", status_code=303)
-    if request.headers.get("hx-request"):
-        response.headers["HX-Redirect"] = f"{PREFIX}/"
-    return response
+    location = f"{PREFIX}/?next={quote(target, safe='')}"
+    if request.headers.get("hx-request"):  # htmx would follow a 303 itself: have the browser go instead
+        return Response(status_code=204, headers={"HX-Redirect": location})
+    return RedirectResponse(location, status_code=303)
