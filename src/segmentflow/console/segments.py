@@ -4,7 +4,6 @@ and raw JSON in step, audience preview, save, conflict), and one segment's page.
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -29,12 +28,7 @@ from segmentflow.rules import RuleError
 from segmentflow.services import segment_admin
 from segmentflow.services.membership import member_counts
 from segmentflow.services.preview import SegmentPreview, candidate_segment, preview_segment
-from segmentflow.services.reports import (
-    daily_member_counts,
-    list_members,
-    list_segment_changes,
-    segment_activity,
-)
+from segmentflow.services.reports import SegmentTrendCache, list_members, list_segment_changes
 from segmentflow.services.segments import get_segment, list_segments
 from segmentflow.services.usage import segment_usage
 
@@ -74,16 +68,15 @@ def list_page(
     request: Request, session: WriteSession, login: Login, q: Annotated[str, Query(max_length=200)] = ""
 ) -> Response:
     require(login, "segments:read")
-    at = now()
-    activity = segment_activity(session=session, since=at - timedelta(hours=24), until=at)
-    history = daily_member_counts(session=session, now=at, days=30)
+    cache: SegmentTrendCache = request.app.state.segment_trends
+    trends = cache.get(session=session, now=now(), days=30)
     needle = q.strip().lower()
     rows = [
-        {"a": a, "spark": sparkline(history.get(a.segment_id, [a.members] * 30))}
-        for a in activity
-        if not needle or needle in a.key.lower() or needle in a.name.lower()
+        {"a": t.activity, "spark": sparkline(t.daily_members)}
+        for t in trends
+        if not needle or needle in t.activity.key.lower() or needle in t.activity.name.lower()
     ]
-    return page(request, "segments.html", {"rows": rows, "q": q, "total": len(activity)}, login=login)
+    return page(request, "segments.html", {"rows": rows, "q": q, "total": len(trends)}, login=login)
 
 
 def _editor(

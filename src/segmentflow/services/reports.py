@@ -3,14 +3,16 @@ by sequence number, and members, entries and exits per segment over a time windo
 
 from __future__ import annotations
 
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from segmentflow.db.tables import change_table, contact_table, membership_table, send_table
+from segmentflow.db.tables import change_table, contact_table, membership_table, segment_table, send_table
 from segmentflow.services.membership import member_counts
 from segmentflow.services.segments import list_segments
 
@@ -18,13 +20,15 @@ __all__ = [
     "Change",
     "Member",
     "SegmentActivity",
+    "SegmentTrend",
+    "SegmentTrendCache",
     "SendRow",
-    "daily_member_counts",
     "list_changes",
     "list_members",
     "list_segment_changes",
     "list_sends",
     "segment_activity",
+    "segment_trends",
 ]
 
 
@@ -127,30 +131,75 @@ def list_segment_changes(*, session: Session, segment_id: uuid.UUID, limit: int)
     return [Change(*row) for row in session.execute(query)]
 
 
-def daily_member_counts(*, session: Session, now: datetime, days: int) -> dict[uuid.UUID, list[int]]:
-    """Members of each segment at the end of each of the last `days` days (UTC; oldest first, today's
-    the count now), walked back from the current counts through the change feed's entries and exits."""
-    start = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+def _daily_net(session: Session, since: datetime) -> dict[uuid.UUID, dict[str, int]]:
+    """Entries minus exits per segment per UTC day (ISO date) from `since` on."""
     day = sa.func.date(change_table.c.at)
     net: dict[uuid.UUID, dict[str, int]] = {}
     query = (
         sa.select(change_table.c.segment_id, day, change_table.c.change, sa.func.count())
-        .where(change_table.c.at >= start)
+        .where(change_table.c.at >= since)
         .group_by(change_table.c.segment_id, day, change_table.c.change)
     )
     for segment_id, on, change, n in session.execute(query):
         per_day = net.setdefault(segment_id, {})
         per_day[str(on)[:10]] = per_day.get(str(on)[:10], 0) + (int(n) if change == "entered" else -int(n))
+    return net
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentTrend:
+    """A segment's activity over the last 24 hours and its member count at the end of each recent day."""
+
+    activity: SegmentActivity
+    #: Members at the end of each of the last days (UTC; oldest first, the last one the count now).
+    daily_members: list[int]
+
+
+def segment_trends(*, session: Session, now: datetime, days: int = 30) -> list[SegmentTrend]:
+    """For every stored segment, in key order: members now, entries and exits in the last 24 hours, and
+    the member count of each of the last `days` days, walked back from now through the change feed."""
+    activity = segment_activity(session=session, since=now - timedelta(hours=24), until=now)
+    start = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
     labels = [(start + timedelta(days=i)).date().isoformat() for i in range(days)]
-    counts = member_counts(session=session)
-    out: dict[uuid.UUID, list[int]] = {}
-    for segment_id in counts.keys() | net.keys():
-        current, per_day, series = counts.get(segment_id, 0), net.get(segment_id, {}), [0] * days
+    net = _daily_net(session, start)
+    out = []
+    for a in activity:
+        current, per_day, series = a.members, net.get(a.segment_id, {}), [0] * days
         for i in range(days - 1, -1, -1):
             series[i] = current
             current -= per_day.get(labels[i], 0)
-        out[segment_id] = series
+        out.append(SegmentTrend(a, series))
     return out
+
+
+class SegmentTrendCache:
+    """Keeps the last `segment_trends` until the change feed or the segments change, or the minute turns
+    (the 24-hour window slides): the aggregates read the whole recent feed, the stamp one index lookup and
+    one small aggregate. Safe to share between threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stamp: tuple[Any, ...] | None = None
+        self._trends: list[SegmentTrend] = []
+
+    def get(self, *, session: Session, now: datetime, days: int = 30) -> list[SegmentTrend]:
+        feed = sa.select(sa.func.max(change_table.c.seq)).scalar_subquery()
+        row = session.execute(
+            sa.select(
+                feed,
+                sa.func.count(),
+                sa.func.max(segment_table.c.updated_at),
+                sa.func.sum(segment_table.c.version),
+            ).select_from(segment_table)
+        ).one()
+        stamp = (*row, now.replace(second=0, microsecond=0), days)
+        with self._lock:
+            if stamp == self._stamp:
+                return self._trends
+        trends = segment_trends(session=session, now=now, days=days)
+        with self._lock:
+            self._stamp, self._trends = stamp, trends
+        return trends
 
 
 @dataclass(frozen=True, slots=True)
