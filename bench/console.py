@@ -2,14 +2,15 @@
 same data measured in the same run.
 
 On a scratch PostgreSQL database (and a scratch SQLite file with --sqlite) the seeded workload of
-bench/common.py (--contacts contexts, --segments segments) is stored and recomputed, and a sequence and the
-two SLA policies are imported. Then FastAPI's test client (in process: no network, the app's whole
-request path) signs in and requests each page --rounds times, round-robin; the peer is the API's
-`GET /contacts/segments?limit=100` (the segment list as JSON) and `GET /contacts/segments/{key}`. The segment list
-caches its 30-day trends until the change feed or the segments change, so it is also timed cold (the
-first render after a change). Prints p50 and p95 per page and the page/API ratio; asserts nothing about speed. Target from the issue: every page
-under 200 ms (p95) with 100,000 contacts and 50 segments on PostgreSQL. The audience preview (it evaluates
-every stored contact) is timed apart, as it is an operation, not a page.
+bench/common.py (--contacts contexts, --segments segments) is stored and recomputed, and a sequence and
+two SLA policies are imported. Then FastAPI's test client (in process: no network, the app's whole request
+path) signs in and requests each page --rounds times; the peers are the API's
+`GET /contacts/segments?limit=100` (the segment list as JSON) and `GET /contacts/segments/{key}`. The
+segment list caches its 30-day trends until the change feed or the segments change, so it is also timed
+cold (the first render after a change). Prints p50 and p95 per page and the page/API ratios; asserts
+nothing about speed. Target from the issue: every page under 200 ms (p95) with 100,000 contacts and 50
+segments on PostgreSQL. The audience preview (it evaluates every stored contact) is timed apart: it is an
+operation, not a page.
 
 Usage: .venv/bin/python bench/console.py [--contacts 100000] [--segments 50] [--rounds 20] [--sqlite]
        [--skip-postgres] [--postgres-admin-url URL]
