@@ -403,3 +403,15 @@ def test_htmx_requests_get_a_browser_redirect_and_errors_in_place(
     refused = client.post("/ui/segments/editor", data={"csrf": "x"}, headers={"HX-Request": "true"})
     assert refused.status_code == 403
     assert refused.headers["hx-retarget"] == "#main" and refused.headers["hx-reselect"] == "#main"
+
+
+def test_a_session_survives_a_restart_of_the_server(
+    client: TestClient, sign_in: SignIn, engine: Engine, database_url: str
+) -> None:
+    sign_in("segments:read")
+    cookie = client.cookies.get("sf_console")
+    restarted = create_app(Settings(database_url=database_url))
+    with TestClient(restarted) as other:
+        other.cookies.set("sf_console", cookie or "", path="/ui")
+        assert other.get("/ui/segments", follow_redirects=False).status_code == 200
+    restarted.state.engine.dispose()
