@@ -480,7 +480,7 @@ def serve(
         ),
     ] = False,
 ) -> None:
-    """Run the HTTP API with uvicorn (the database migrates at start-up)."""
+    """Run the HTTP API and the operator console (`/ui/`) with uvicorn (the database migrates at start-up)."""
     import uvicorn
 
     from segmentflow.api import create_app
