@@ -131,21 +131,6 @@ def list_segment_changes(*, session: Session, segment_id: uuid.UUID, limit: int)
     return [Change(*row) for row in session.execute(query)]
 
 
-def _daily_net(session: Session, since: datetime) -> dict[uuid.UUID, dict[str, int]]:
-    """Entries minus exits per segment per UTC day (ISO date) from `since` on."""
-    day = sa.func.date(change_table.c.at)
-    net: dict[uuid.UUID, dict[str, int]] = {}
-    query = (
-        sa.select(change_table.c.segment_id, day, change_table.c.change, sa.func.count())
-        .where(change_table.c.at >= since)
-        .group_by(change_table.c.segment_id, day, change_table.c.change)
-    )
-    for segment_id, on, change, n in session.execute(query):
-        per_day = net.setdefault(segment_id, {})
-        per_day[str(on)[:10]] = per_day.get(str(on)[:10], 0) + (int(n) if change == "entered" else -int(n))
-    return net
-
-
 @dataclass(frozen=True, slots=True)
 class SegmentTrend:
     """A segment's activity over the last 24 hours and its member count at the end of each recent day."""
@@ -157,18 +142,44 @@ class SegmentTrend:
 
 def segment_trends(*, session: Session, now: datetime, days: int = 30) -> list[SegmentTrend]:
     """For every stored segment, in key order: members now, entries and exits in the last 24 hours, and
-    the member count of each of the last `days` days, walked back from now through the change feed."""
-    activity = segment_activity(session=session, since=now - timedelta(hours=24), until=now)
-    start = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    labels = [(start + timedelta(days=i)).date().isoformat() for i in range(days)]
-    net = _daily_net(session, start)
+    the member count at the end of each of the last `days` UTC days, walked back from now through the
+    change feed. One pass over the feed's recent rows (grouped by segment, change, day and whether within
+    the last 24 hours) and one over the memberships."""
+    since = now - timedelta(hours=24)
+    start = min(since, (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0))
+    labels = [(now - timedelta(days=days - 1 - i)).date().isoformat() for i in range(days)]
+    day = sa.func.date(change_table.c.at)
+    recent = sa.case((change_table.c.at >= since, 1), else_=0)
+    query = (
+        sa.select(change_table.c.segment_id, change_table.c.change, day, recent, sa.func.count())
+        .where(change_table.c.at >= start)
+        .group_by(change_table.c.segment_id, change_table.c.change, day, recent)
+    )
+    net: dict[uuid.UUID, dict[str, int]] = {}
+    moves: dict[tuple[uuid.UUID, str], int] = {}
+    for segment_id, change, on, is_recent, n in session.execute(query):
+        per_day = net.setdefault(segment_id, {})
+        label = str(on)[:10]
+        per_day[label] = per_day.get(label, 0) + (int(n) if change == "entered" else -int(n))
+        if is_recent:
+            moves[segment_id, change] = moves.get((segment_id, change), 0) + int(n)
+    counts = member_counts(session=session)
     out = []
-    for a in activity:
-        current, per_day, series = a.members, net.get(a.segment_id, {}), [0] * days
+    for record in list_segments(session=session):
+        members = counts.get(record.id, 0)
+        activity = SegmentActivity(
+            segment_id=record.id,
+            key=record.key,
+            name=record.name,
+            members=members,
+            entered=moves.get((record.id, "entered"), 0),
+            exited=moves.get((record.id, "exited"), 0),
+        )
+        current, per_day, series = members, net.get(record.id, {}), [0] * days
         for i in range(days - 1, -1, -1):
             series[i] = current
             current -= per_day.get(labels[i], 0)
-        out.append(SegmentTrend(a, series))
+        out.append(SegmentTrend(activity, series))
     return out
 
 
