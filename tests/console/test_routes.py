@@ -415,3 +415,18 @@ def test_a_session_survives_a_restart_of_the_server(
         other.cookies.set("sf_console", cookie or "", path="/ui")
         assert other.get("/ui/segments", follow_redirects=False).status_code == 200
     restarted.state.engine.dispose()
+
+
+def test_raw_json_that_does_not_parse_is_refused_and_kept_as_typed(
+    client: TestClient, sign_in: SignIn, engine: Engine
+) -> None:
+    csrf = sign_in()
+    typed = '{"rules": [ oops'
+    response = client.post(
+        "/ui/segments/editor", data=editor_form(csrf, key="typo", definition=typed, save="1")
+    )
+    assert response.status_code == 422
+    assert "definition: not JSON" in response.text
+    assert "{&#34;rules&#34;: [ oops</textarea>" in response.text
+    with Session(engine) as session:
+        assert get_segment(session=session, ref="typo") is None

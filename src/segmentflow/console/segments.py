@@ -95,6 +95,7 @@ def _editor(
     source: str = "builder",
     status: int = 200,
     conflict: SegmentRecord | None = None,
+    raw_text: str | None = None,
 ) -> Response:
     errors = errors or []
     rule_errors = [e for e in errors if isinstance(e, RuleError)]
@@ -102,7 +103,9 @@ def _editor(
         "key": key,
         "name": name,
         "description": description,
-        "definition_text": json.dumps(definition, indent=2, ensure_ascii=False),
+        "definition_text": raw_text
+        if raw_text is not None
+        else json.dumps(definition, indent=2, ensure_ascii=False),
         "builder": builder_view(definition),
         "operators": OPERATOR_NAMES,
         "segment_keys": [r.key for r in list_segments(session=session) if r.key != (original or key)],
@@ -156,23 +159,21 @@ def edit(request: Request, session: WriteSession, login: Login, key: str) -> Res
 
 
 def _posted_definition(form: Any, source: str) -> tuple[dict[str, Any], list[RuleError | str]]:
-    """The definition from the tab the operator used (the builder's fields or the raw JSON)."""
+    """The definition from the tab the operator used (the builder's fields or the raw JSON). Raw JSON that
+    does not parse is an error, and the builder's fields stand in for it meanwhile (the page keeps the
+    text as typed)."""
     text = field(form, "definition")
-    base: dict[str, Any] = {}
+    error = None
     try:
         parsed = json.loads(text) if text.strip() else dict(_EMPTY)
     except ValueError as exc:
-        if source == "json":
-            return {}, [f"definition: not JSON ({exc})"]
-        parsed = {}
-    if not isinstance(parsed, dict):
-        if source == "json":
-            return {}, ["definition: must be a JSON object"]
-        parsed = {}
-    base = parsed
-    if source == "json":
+        parsed, error = {}, f"definition: not JSON ({exc})"
+    if error is None and not isinstance(parsed, dict):
+        parsed, error = {}, "definition: must be a JSON object"
+    if source == "json" and error is None:
         return parsed, []
-    return definition_from_fields(lambda n: field(form, n), form.getlist, base), []
+    built = definition_from_fields(lambda n: field(form, n), form.getlist, parsed)
+    return built, [error] if source == "json" and error is not None else []
 
 
 def _refused(exc: ValidationError, key: str) -> RuleError:
@@ -268,8 +269,11 @@ def editor_post(request: Request, session: WriteSession, login: Login, form: For
         "version": version,
         "source": shown_source,
     }
-    if errors:
-        return _editor(request, session, login, definition=definition, errors=errors, status=422, **common)
+    if errors:  # the raw JSON does not parse: shown with the text as typed
+        raw = field(form, "definition")
+        return _editor(
+            request, session, login, definition=definition, errors=errors, status=422, raw_text=raw, **common
+        )
     edit_op = field(form, "edit")
     if edit_op:
         definition = apply_edit(definition, edit_op)
