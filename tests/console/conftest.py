@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
@@ -22,6 +23,13 @@ from segmentflow.rules import parse_context, parse_segments
 from segmentflow.services.contacts import upsert_contacts
 from segmentflow.services.keys import SCOPES, create_key
 from segmentflow.services.membership import recompute_all
+from segmentflow.services.messages import (
+    parse_actions,
+    parse_instructions,
+    record_refusal,
+    upsert_actions,
+    upsert_instructions,
+)
 from segmentflow.services.segments import upsert_segments
 from segmentflow.services.sequences import import_sequences
 from segmentflow.services.sla import import_policies
@@ -86,7 +94,23 @@ POLICIES: list[dict[str, Any]] = [
 ]
 
 
+ACTIONS: list[dict[str, Any]] = [
+    {"key": "refund", "name": "Refund", "restricted_to_segments": ["vip"]},
+    {"key": "faq", "name": "Answer from the FAQ"},
+]
+INSTRUCTIONS: list[dict[str, Any]] = [
+    {"key": "eu-tone", "text": "Mention the EU support hours.", "restricted_to_segments": ["vip-eu"]}
+]
+
+
+#: Tables the shared `engine` fixture does not empty, and this seed writes.
+_OTHER_TABLES = ("action_refusal", "action", "instruction", "sla_event", "ticket", "sla_policy")
+
+
 def seed(engine: Engine) -> None:
+    with engine.begin() as conn:
+        for table in _OTHER_TABLES:
+            conn.execute(sa.text(f"DELETE FROM {table}"))
     with Session(engine) as session, session.begin():
         upsert_segments(session=session, segments=parse_segments(SEGMENTS), now=NOW)
         upsert_contacts(session=session, contexts=[parse_context(c) for c in CONTEXTS], now=NOW)
@@ -94,6 +118,11 @@ def seed(engine: Engine) -> None:
     with Session(engine) as session, session.begin():
         import_sequences(session=session, sequences=parse_sequences(SEQUENCE), now=NOW)
         import_policies(session=session, policies=parse_policies(POLICIES), now=NOW)
+        upsert_actions(session=session, actions=parse_actions(ACTIONS), now=NOW)
+        upsert_instructions(session=session, instructions=parse_instructions(INSTRUCTIONS), now=NOW)
+        record_refusal(
+            session=session, action_key="refund", contact_key="u3", reason="not in vip", side="agent", now=NOW
+        )
 
 
 def make_token(engine: Engine, *scopes: str) -> str:

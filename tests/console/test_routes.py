@@ -375,6 +375,12 @@ def test_messages_page_lists_restrictions_as_a_contact(client: TestClient, sign_
     html = client.get("/ui/messages", params={"contact": "u1"}).text
     assert 'data-as-contact="u1"' in html
     assert re.findall(r'<span data-segment-key="([^"]+)"', html) == ["vip", "vip-eu"]
+    assert re.findall(r'data-applies-action="([^"]+)"', html) == ["faq", "refund"]
+    assert re.findall(r'data-applies-instruction="([^"]+)"', html) == ["eu-tone"]
+    other = client.get("/ui/messages", params={"contact": "u3"}).text
+    assert re.findall(r'data-applies-action="([^"]+)"', other) == ["faq"]
+    assert re.findall(r'data-applies-instruction="([^"]+)"', other) == []
+    assert other.count("<tr data-refusal>") == 1 and "not in vip" in other
 
 
 def test_a_key_the_api_refuses_is_refused_with_its_message(
