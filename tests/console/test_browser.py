@@ -297,6 +297,19 @@ def test_sla_what_if(page: Any, live: tuple[LiveServer, Engine], tmp_path: Path)
     assert page.inner_text("[data-whatif-policy]") == "default"
 
 
+def test_messages_as_a_contact(page: Any, live: tuple[LiveServer, Engine], tmp_path: Path) -> None:
+    sign_in(page, live[1])
+    page.click("nav >> text=Messages")
+    page.fill("#m-contact", "u3")
+    page.click("text=Show what applies")
+    applies = page.locator("[data-applies-action]").evaluate_all(
+        "els => els.map(e => e.dataset.appliesAction)"
+    )
+    assert applies == ["faq"]
+    assert page.locator("tr[data-refusal]").count() == 1
+    shot(page, "messages", tmp_path)
+
+
 def test_readable_on_a_phone(browser: Any, live: tuple[LiveServer, Engine]) -> None:
     ctx = browser.new_context(base_url=live[0].base, viewport={"width": 390, "height": 844})
     try:
