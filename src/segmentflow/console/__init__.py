@@ -18,6 +18,7 @@ from segmentflow.console.web import (
     sign_in_redirect,
 )
 from segmentflow.services.reports import SegmentTrendCache
+from segmentflow.services.sequences import ProgramCache
 from segmentflow.settings import Settings
 
 __all__ = ["install_console"]
@@ -27,6 +28,7 @@ def install_console(app: FastAPI, settings: Settings) -> None:
     """Routes, static files, security headers and error pages of the console."""
     app.state.console_idle = settings.console_idle
     app.state.segment_trends = SegmentTrendCache()
+    app.state.console_programs = ProgramCache()
     app.add_middleware(SecurityHeaders)
     app.add_exception_handler(ConsoleError, console_error_page)
     app.add_exception_handler(SignInRequired, sign_in_redirect)

@@ -14,11 +14,12 @@ from sqlmodel import Session
 from segmentflow.api.deps import WriteSession
 from segmentflow.console.web import PREFIX, ConsoleError, Form, Login, check_csrf, now, page, require
 from segmentflow.db.tables import Sequence
-from segmentflow.policies.sequences import SendStep, compile_sequence
+from segmentflow.policies.sequences import SendStep
 from segmentflow.services.contacts import get_contact
 from segmentflow.services.membership import contact_segment_set
 from segmentflow.services.reports import list_sends
 from segmentflow.services.sequences import (
+    ProgramCache,
     UnknownSegmentForSequenceError,
     UnknownSequenceError,
     get_sequence,
@@ -27,7 +28,7 @@ from segmentflow.services.sequences import (
     pause_sequence,
     sequence_status,
 )
-from segmentflow.services.templates import TemplateError, compile_template, render_template
+from segmentflow.services.templates import TemplateError, render_template
 
 __all__ = ["router"]
 
@@ -50,25 +51,28 @@ def list_page(request: Request, session: WriteSession, login: Login) -> Response
 
 
 def _previews(
-    session: Session, record: Sequence, contact_key: str
+    session: Session, programs: ProgramCache, record: Sequence, contact_key: str
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """Each send step rendered for the contact, as a real send would render it."""
+    """Each send step rendered for the contact as a real send renders it: the runner's compiled templates
+    (`ProgramCache`), the stored context and the contact's sorted segments."""
     contact = get_contact(session=session, key=contact_key)
     if contact is None:
         return [], f'No contact "{contact_key}".'
     segments = sorted(contact_segment_set(session=session, contact_key=contact_key))
+    compiled = programs.get(session=session, key=record.key)
     out = []
-    for node in compile_sequence(record.definition_model()).nodes:
+    for node in compiled.program.nodes:
         if not isinstance(node.step, SendStep):
             continue
         rendered: dict[str, Any] = {"step": node.index, "channel": node.step.channel}
-        for part, source in (("subject", node.step.subject), ("body", node.step.template)):
-            if source is None:
+        for part, template in (
+            ("subject", compiled.subjects.get(node.index)),
+            ("body", compiled.templates[node.index]),
+        ):
+            if template is None:
                 continue
             try:
-                rendered[part] = render_template(
-                    compile_template(source), contact=contact.context, segments=segments
-                )
+                rendered[part] = render_template(template, contact=contact.context, segments=segments)
             except TemplateError as exc:
                 rendered[f"{part}_error"] = str(exc)
         out.append(rendered)
@@ -85,7 +89,9 @@ def sequence_page(
 ) -> Response:
     require(login, "sequences:read")
     record = _found(session, key)
-    previews, preview_error = _previews(session, record, contact.strip()) if contact.strip() else ([], None)
+    programs: ProgramCache = request.app.state.console_programs
+    wanted = contact.strip()
+    previews, preview_error = _previews(session, programs, record, wanted) if wanted else ([], None)
     context = {
         "record": record,
         "report": sequence_status(session=session, key=key),
