@@ -16,8 +16,10 @@ from sqlmodel import Session
 
 from segmentflow.api import create_app
 from segmentflow.db.tables import change_table, console_session_table, membership_table
+from segmentflow.rules import parse_context
 from segmentflow.services.keys import revoke_key
-from segmentflow.services.segments import get_segment
+from segmentflow.services.membership import upsert_and_recompute
+from segmentflow.services.segments import get_segment, load_index
 from segmentflow.services.sequences import get_sequence
 from segmentflow.settings import Settings
 from tests.console.conftest import HOSTILE, NOW, READ_SCOPES, csrf_of, make_token
@@ -436,3 +438,29 @@ def test_raw_json_that_does_not_parse_is_refused_and_kept_as_typed(
     assert "{&#34;rules&#34;: [ oops</textarea>" in response.text
     with Session(engine) as session:
         assert get_segment(session=session, ref="typo") is None
+
+
+def test_members_are_paged_by_cursor(client: TestClient, sign_in: SignIn, engine: Engine) -> None:
+    with Session(engine) as session, session.begin():
+        contexts = [parse_context({"key": f"m{i:03d}", "plan": "vip"}) for i in range(60)]
+        upsert_and_recompute(session=session, contexts=contexts, index=load_index(session=session), now=NOW)
+    sign_in()
+    first = client.get("/ui/segments/vip").text
+    keys = re.findall(r'data-contact-key="([^"]+)"', first)
+    assert len(keys) == 50 and keys[:2] == ["u1", "u2"]
+    after = re.search(r'href="(/ui/segments/vip\?after=\d+)" data-next-page', first)
+    assert after is not None
+    rest = re.findall(r'data-contact-key="([^"]+)"', client.get(after.group(1)).text)
+    assert keys + rest == ["u1", "u2", *(f"m{i:03d}" for i in range(60))]
+    assert "data-next-page" not in client.get(after.group(1)).text
+
+
+def test_segments_list_counts_the_last_24_hours(client: TestClient, sign_in: SignIn) -> None:
+    sign_in()
+    html = client.get("/ui/segments").text
+    row = re.search(r'<tr data-segment-key="vip">(.*?)</tr>', html, re.S)
+    assert row is not None
+    entered = re.search(r"data-entered>(\d+)<", row.group(1))
+    exited = re.search(r"data-exited>(\d+)<", row.group(1))
+    assert entered is not None and exited is not None
+    assert (entered.group(1), exited.group(1)) == ("2", "0")  # u1 and u2 entered when the seed recomputed
