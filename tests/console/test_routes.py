@@ -464,3 +464,14 @@ def test_segments_list_counts_the_last_24_hours(client: TestClient, sign_in: Sig
     exited = re.search(r"data-exited>(\d+)<", row.group(1))
     assert entered is not None and exited is not None
     assert (entered.group(1), exited.group(1)) == ("2", "0")  # u1 and u2 entered when the seed recomputed
+
+
+def test_a_key_without_segments_read_lands_on_a_page_it_may_see(client: TestClient, engine: Engine) -> None:
+    form = client.get("/ui/")
+    token = make_token(engine, "sla:read")
+    response = client.post(
+        "/ui/sign-in", data={"token": token, "csrf": csrf_of(form.text)}, follow_redirects=False
+    )
+    assert response.headers["location"] == "/ui/sla"
+    assert client.get("/ui/sla").status_code == 200
+    assert client.get("/ui/segments").status_code == 403

@@ -36,6 +36,19 @@ def _next(target: str) -> str:
     return target if ok else f"{PREFIX}/segments"
 
 
+#: Where a sign-in lands: the segments, or the first page a key without `segments:read` may see.
+_LANDINGS = (
+    ("segments:read", "segments"),
+    ("sequences:read", "sequences"),
+    ("sla:read", "sla"),
+    ("messages:read", "messages"),
+)
+
+
+def _landing(scopes: frozenset[str]) -> str:
+    return next((f"{PREFIX}/{path}" for scope, path in _LANDINGS if scope in scopes), f"{PREFIX}/segments")
+
+
 def _sign_in_page(request: Request, next_path: str, error: str | None, status: int = 200) -> Response:
     token = new_signin_token()
     response = page(
@@ -73,8 +86,10 @@ def sign_in(request: Request, session: WriteSession, form: Form) -> Response:
     opened = open_session(session=session, token=field(form, "token")[:200], now=now())
     if opened is None:
         return _sign_in_page(request, next_path, "Unknown or revoked API key.", 401)
-    cookie, _ = opened
-    response = RedirectResponse(_next(next_path), status_code=303)
+    cookie, login = opened
+    response = RedirectResponse(
+        _next(next_path) if next_path else _landing(login.key.scopes), status_code=303
+    )
     response.set_cookie(
         COOKIE, cookie, httponly=True, samesite="strict", secure=request.url.scheme == "https", path=PREFIX
     )
