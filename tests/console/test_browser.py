@@ -310,6 +310,19 @@ def test_messages_as_a_contact(page: Any, live: tuple[LiveServer, Engine], tmp_p
     shot(page, "messages", tmp_path)
 
 
+def test_the_keyboard_alone_signs_in_and_reaches_the_content(
+    page: Any, live: tuple[LiveServer, Engine]
+) -> None:
+    page.goto("/ui/")
+    page.keyboard.type(make_token(live[1], *SCOPES))  # the token field has the focus
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/ui/segments")
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")
+    assert page.evaluate("() => location.hash") == "#main"
+
+
 def test_readable_on_a_phone(browser: Any, live: tuple[LiveServer, Engine]) -> None:
     ctx = browser.new_context(base_url=live[0].base, viewport={"width": 390, "height": 844})
     try:

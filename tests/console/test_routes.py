@@ -475,3 +475,26 @@ def test_a_key_without_segments_read_lands_on_a_page_it_may_see(client: TestClie
     assert response.headers["location"] == "/ui/sla"
     assert client.get("/ui/sla").status_code == 200
     assert client.get("/ui/segments").status_code == 403
+
+
+def test_every_field_on_every_page_has_a_label(client: TestClient, sign_in: SignIn) -> None:
+    sign_in()
+    pages = [
+        "/ui/segments",
+        "/ui/segments/new",
+        "/ui/segments/vip/edit",
+        "/ui/segments/vip",
+        "/ui/contacts/u1",
+        "/ui/sequences/welcome?contact=u1",
+        "/ui/sla?priority=high",
+        "/ui/messages?contact=u1",
+    ]
+    for path in pages:
+        html = client.get(path).text
+        labelled = set(re.findall(r'<label[^>]*\bfor="([^"]+)"', html))
+        wrapped = re.findall(r"<label[^>]*>\s*<input[^>]*>", html)
+        for tag in re.findall(r"<(?:input|select|textarea)\b[^>]*>", html):
+            if 'type="hidden"' in tag or any(tag in w for w in wrapped):
+                continue
+            field_id = re.search(r'\bid="([^"]+)"', tag)
+            assert field_id is not None and field_id.group(1) in labelled, (path, tag)
