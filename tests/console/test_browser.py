@@ -27,7 +27,10 @@ from segmentflow.services.keys import SCOPES
 from segmentflow.settings import Settings
 from tests.console.conftest import HOSTILE, READ_SCOPES, make_token, seed
 
-playwright_sync = pytest.importorskip("playwright.sync_api")
+try:
+    from playwright import sync_api as playwright_sync
+except ImportError:  # the test extras not installed
+    playwright_sync = None
 
 LAUNCH_ARGS = [
     "--headless",
@@ -42,16 +45,23 @@ LAUNCH_ARGS = [
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
-def chromium_path() -> str:
-    """Debian's chromium: `SEGMENTFLOW_CHROMIUM`, else `chromium` on PATH. Missing: a skip, or in CI a
-    failure (a browser test must never pass there by not running)."""
-    found = os.environ.get("SEGMENTFLOW_CHROMIUM") or shutil.which("chromium")
-    if found and Path(found).exists():
-        return found
-    message = "no chromium: install Debian's chromium package or set SEGMENTFLOW_CHROMIUM"
+def _missing(message: str) -> None:
+    """A skip on a developer's machine; in CI a failure (a browser test must never pass there by not
+    running)."""
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
+
+
+def chromium_path() -> str:
+    """Debian's chromium: `SEGMENTFLOW_CHROMIUM`, else `chromium` on PATH."""
+    if playwright_sync is None:
+        _missing("playwright is not installed (pip install -e '.[test]')")
+    found = os.environ.get("SEGMENTFLOW_CHROMIUM") or shutil.which("chromium")
+    if not found or not Path(found).exists():
+        _missing("no chromium: install Debian's chromium package or set SEGMENTFLOW_CHROMIUM")
+    assert found is not None
+    return found
 
 
 def _free_port() -> int:
