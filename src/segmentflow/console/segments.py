@@ -4,6 +4,7 @@ and raw JSON in step, audience preview, save, conflict), and one segment's page.
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -301,8 +302,12 @@ def editor_post(request: Request, session: WriteSession, login: Login, form: For
             return _editor(request, session, login, definition=definition, **common)
         record = _store(
             session,
+            original=original,
+            key=key,
+            name=name,
+            description=description,
             definition=definition,
-            **{k: common[k] for k in ("original", "key", "name", "description", "version")},
+            version=version,
         )
     except RuleError as exc:
         return _editor(request, session, login, definition=definition, errors=[exc], status=422, **common)
@@ -313,7 +318,7 @@ def editor_post(request: Request, session: WriteSession, login: Login, form: For
         return _editor(
             request, session, login, definition=definition, errors=[str(exc)], status=409, **common
         )
-    target = f"{PREFIX}/segments/{record.key}"
+    target = f"{PREFIX}/segments/{quote(record.key, safe='')}"
     if request.headers.get("hx-request"):
         return Response(status_code=200, headers={"HX-Redirect": target})
     return RedirectResponse(target, status_code=303)
