@@ -4,8 +4,8 @@ and raw JSON in step, audience preview, save, conflict), and one segment's page.
 from __future__ import annotations
 
 import json
-from urllib.parse import quote
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
