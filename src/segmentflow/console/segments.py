@@ -338,7 +338,7 @@ def segment_page(
     context = {
         "record": record,
         "definition_text": json.dumps(_definition(record), indent=2, ensure_ascii=False),
-        "words": describe(record),
+        "words": describe_definition(record.definition),
         "members": members[:_PAGE],
         "next_after": members[_PAGE - 1].contact_id if len(members) > _PAGE else None,
         "after": after,
@@ -347,7 +347,3 @@ def segment_page(
         "usage": segment_usage(session=session, key=record.key),
     }
     return page(request, "segment.html", context, login=login)
-
-
-def describe(record: SegmentRecord) -> list[str]:
-    return describe_definition(record.definition)
