@@ -417,9 +417,18 @@ def demo(
     temporal: Annotated[
         bool, typer.Option("--temporal/--no-temporal", help="Run through an embedded Temporal dev server.")
     ] = True,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Then keep serving the operator console (/ui/) on the demo data.")
+    ] = False,
+    port: Annotated[int, typer.Option("--port", help="The console's TCP port (with --serve).")] = 8000,
+    host: Annotated[str, typer.Option("--host", help="The interface to listen on (with --serve).")] = (
+        "127.0.0.1"
+    ),
 ) -> None:
     """Load the bundled sample into a fresh database, recompute (through Temporal by default: an embedded dev
-    server, the recompute workflow, then a workflow branching on `isMember`), and print the memberships."""
+    server, the recompute workflow, then a workflow branching on `isMember`), and print the memberships.
+    With `--serve`, then serve the API and the operator console on the demo database until interrupted,
+    printing the console's URL and a sign-in key (every scope)."""
     from sqlmodel import Session
 
     from segmentflow.db.engine import reset
@@ -476,6 +485,27 @@ def demo(
     from segmentflow.cli_sequences import show_sequence_demo
 
     show_sequence_demo(engine, temporal=temporal)
+    if serve:
+        _serve_demo_console(engine, database_url, host=host, port=port)
+
+
+def _serve_demo_console(engine: Engine, database_url: str, *, host: str, port: int) -> None:
+    """Serve the API and console on the demo database, with a new all-scopes key to sign in with."""
+    import uvicorn
+    from sqlmodel import Session
+
+    from segmentflow.api import create_app
+    from segmentflow.services.keys import SCOPES, create_key
+
+    with Session(engine) as session, session.begin():
+        _, token = create_key(session=session, scopes=SCOPES, name="demo console", now=_now())
+    engine.dispose()
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    out.print(f"[bold]Operator console:[/bold] http://{shown}:{port}/ui/  (Ctrl-C stops it)", soft_wrap=True)
+    out.print("Sign in with this API key (every scope):", soft_wrap=True)
+    sys.stdout.write(token + "\n")
+    sys.stdout.flush()
+    uvicorn.run(create_app(Settings(database_url=database_url)), host=host, port=port, access_log=False)
 
 
 keys_app = typer.Typer(no_args_is_help=True, help="HTTP API keys (only a hash of each token is stored).")
@@ -557,7 +587,7 @@ def serve(
         ),
     ] = False,
 ) -> None:
-    """Run the HTTP API with uvicorn (the database migrates at start-up)."""
+    """Run the HTTP API and the operator console (`/ui/`) with uvicorn (the database migrates at start-up)."""
     import uvicorn
 
     from segmentflow.api import create_app

@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     egress_allow: str = ""
     #: Outbound response bodies are read up to this many bytes; the rest is discarded, marked truncated.
     max_response_bytes: int = Field(default=64 * 1024, ge=1024)
+    #: The operator console (`/ui/`): a session ends after this long without a request.
+    console_idle: timedelta = timedelta(minutes=30)
 
     @field_validator("egress_allow")
     @classmethod

@@ -121,4 +121,9 @@ def create_app(settings: Settings) -> FastAPI:
     # memberships before segments: its fixed paths win over /{segment_id}
     for module in (health, memberships, segments, contacts, sla, messages, sequences):
         app.include_router(document_body_errors(module.router))
+    # The operator console (/ui/): its own routes, static files, headers and error pages. Imported here:
+    # the console's pages use this package's dependencies.
+    from segmentflow.console import install_console
+
+    install_console(app, settings)
     return app

@@ -416,3 +416,21 @@ __all__ += [
     "sla_watch_table",
     "ticket_table",
 ]
+
+
+class ConsoleSession(SQLModel, table=True):
+    """A signed-in operator console session: only the SHA-256 of the cookie's token is kept. The API key it
+    was opened with is re-checked on every request (a revoked key ends its sessions at once)."""
+
+    __tablename__ = "console_session"
+
+    id: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    key_id: str = Field(sa_column=sa.Column(sa.String(32), nullable=False, index=True))
+    #: The token every form of this session carries (compared in constant time on each write).
+    csrf: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    created_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
+    last_seen_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
+
+
+console_session_table = _table(ConsoleSession)
+__all__ += ["ConsoleSession", "console_session_table"]
