@@ -42,7 +42,7 @@ from segmentflow.services.contacts import upsert_contacts
 from segmentflow.services.keys import SCOPES, create_key
 from segmentflow.services.membership import recompute_all
 from segmentflow.services.reports import SegmentTrendCache
-from segmentflow.services.segments import upsert_segments
+from segmentflow.services.segment_admin import import_segments
 from segmentflow.services.sequences import import_sequences
 from segmentflow.services.sla import import_policies
 from segmentflow.settings import Settings
@@ -58,7 +58,7 @@ def seed(url: str, args: argparse.Namespace) -> tuple[str, list[str], list[str]]
         segments = parse_segments(make_segments(args.segments, args.seed))
         started = time.perf_counter()
         with Session(engine) as session, session.begin():
-            upsert_segments(session=session, segments=segments, now=now)
+            import_segments(recompute=False, session=session, segments=segments, now=now)
             upsert_contacts(session=session, contexts=contexts, now=now)
             _, token = create_key(session=session, scopes=SCOPES, name="bench", now=now)
             sequence = {

@@ -30,7 +30,7 @@ from segmentflow.services.messages import (
     upsert_actions,
     upsert_instructions,
 )
-from segmentflow.services.segments import upsert_segments
+from segmentflow.services.segment_admin import import_segments
 from segmentflow.services.sequences import import_sequences
 from segmentflow.services.sla import import_policies
 from segmentflow.settings import Settings
@@ -112,7 +112,7 @@ def seed(engine: Engine) -> None:
         for table in _OTHER_TABLES:
             conn.execute(sa.text(f"DELETE FROM {table}"))
     with Session(engine) as session, session.begin():
-        upsert_segments(session=session, segments=parse_segments(SEGMENTS), now=NOW)
+        import_segments(recompute=False, session=session, segments=parse_segments(SEGMENTS), now=NOW)
         upsert_contacts(session=session, contexts=[parse_context(c) for c in CONTEXTS], now=NOW)
     recompute_all(engine)
     with Session(engine) as session, session.begin():

@@ -11,8 +11,7 @@ from sqlmodel import Session
 from segmentflow.rules import parse_context, parse_segments
 from segmentflow.services.contacts import upsert_contacts
 from segmentflow.services.reports import SegmentTrendCache, segment_trends
-from segmentflow.services.segment_admin import recompute_segments
-from segmentflow.services.segments import upsert_segments
+from segmentflow.services.segment_admin import import_segments, recompute_segments
 
 NOW = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 VIP = {"key": "vip", "rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["vip"]}]}]}
@@ -26,7 +25,9 @@ def save(engine: Engine, contacts: list[dict[str, str]], at: datetime) -> None:
 
 def test_trends_walk_back_through_the_feed_and_count_the_last_24_hours(engine: Engine) -> None:
     with Session(engine) as session, session.begin():
-        upsert_segments(session=session, segments=parse_segments([VIP]), now=NOW - timedelta(days=3))
+        import_segments(
+            recompute=False, session=session, segments=parse_segments([VIP]), now=NOW - timedelta(days=3)
+        )
     save(engine, [{"key": "u1", "plan": "vip"}, {"key": "u2", "plan": "vip"}], NOW - timedelta(hours=50))
     save(engine, [{"key": "u2", "plan": "free"}], NOW - timedelta(hours=26))  # out of the 24-hour window
     save(engine, [{"key": "u3", "plan": "vip"}], NOW - timedelta(hours=1))
@@ -40,7 +41,7 @@ def test_trends_walk_back_through_the_feed_and_count_the_last_24_hours(engine: E
 
 def test_the_cache_answers_again_until_the_feed_changes(engine: Engine) -> None:
     with Session(engine) as session, session.begin():
-        upsert_segments(session=session, segments=parse_segments([VIP]), now=NOW)
+        import_segments(recompute=False, session=session, segments=parse_segments([VIP]), now=NOW)
     save(engine, [{"key": "u1", "plan": "vip"}], NOW)
     cache = SegmentTrendCache()
     with Session(engine) as session:
