@@ -399,3 +399,34 @@ __all__ += [
     "sla_watch_table",
     "ticket_table",
 ]
+
+
+# --- Reporting: conversation events (migration 0014) ---
+
+
+class ConversationEventRecord(SQLModel, table=True):
+    """One closed conversation (`POST /events`, `segmentflow events import`, `segmentflow.RecordConversation`),
+    keyed by the caller's id so a repeat is a no-op. Attributed to segments only when reported, from the
+    memberships and the change feed as they were at `at`."""
+
+    __tablename__ = "conversation_event"
+
+    id: str = Field(sa_column=sa.Column(sa.String(256), primary_key=True))
+    contact_key: str | None = Field(default=None, sa_column=sa.Column(sa.String(512), nullable=True))
+    at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False, index=True))
+    channel: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
+    handoff: bool | None = Field(default=None, sa_column=sa.Column(sa.Boolean, nullable=True))
+    csat: int | None = Field(default=None, sa_column=sa.Column(sa.SmallInteger, nullable=True))
+    messages: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
+    recorded_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False))
+
+
+conversation_event_table = _table(ConversationEventRecord)
+# The report rewinds each (segment, contact) pair's feed: its rows in seq order, without a sort.
+sa.Index(
+    "ix_membership_change_pair",
+    change_table.c.segment_key,
+    change_table.c.contact_key,
+    change_table.c.seq,
+)
+__all__ += ["ConversationEventRecord", "conversation_event_table"]

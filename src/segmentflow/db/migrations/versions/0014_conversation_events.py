@@ -1,0 +1,41 @@
+"""Conversation events for the segment report, and an index that reads the change feed pair by pair.
+
+Revision ID: 0014
+Revises: 0006
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+from segmentflow.db.types import UTCDateTime
+
+revision = "0014"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "conversation_event",
+        sa.Column("id", sa.String(256), primary_key=True),
+        sa.Column("contact_key", sa.String(512), nullable=True),
+        sa.Column("at", UTCDateTime, nullable=False),
+        sa.Column("channel", sa.String(64), nullable=True),
+        sa.Column("handoff", sa.Boolean, nullable=True),
+        sa.Column("csat", sa.SmallInteger, nullable=True),
+        sa.Column("messages", sa.Integer, nullable=True),
+        sa.Column("recorded_at", UTCDateTime, nullable=False),
+    )
+    op.create_index("ix_conversation_event_at", "conversation_event", ["at"])
+    op.create_index(
+        "ix_membership_change_pair", "membership_change", ["segment_key", "contact_key", "seq"]
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ix_membership_change_pair", table_name="membership_change")
+    op.drop_index("ix_conversation_event_at", table_name="conversation_event")
+    op.drop_table("conversation_event")

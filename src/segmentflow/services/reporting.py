@@ -1,0 +1,358 @@
+"""The segment report: conversations, handoff rate, CSAT and SLA events per segment over a time window,
+each conversation attributed to the segments its contact was in at the conversation's time. Never commits.
+
+Attribution rewinds the stored memberships through the change feed, in SQL (one aggregate query, the same
+on SQLite and PostgreSQL). A (segment, contact) pair was a member at `t` when
+- it is a member now and entered at or before `t` (`segment_membership.since <= t`), or
+- the feed holds an `exited` row for it after `t` whose previous row for the pair is at or before `t`
+  (or that has no previous row: an entry older than the feed).
+So membership holds on `[entered, exited)`: an event at the very instant of an entry counts, one at the
+instant of an exit does not. Anonymous events, contacts unknown at that time and contacts in no segment
+count under the key `"-"`. A contact in several segments counts once in each, and once in `overall`.
+
+SLA events carry the contact's segments as they were when they fired (`sla_event.segments`), so they are
+counted by those; one with none counts under `"-"`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Final, Literal
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from segmentflow.db.tables import (
+    change_table,
+    contact_table,
+    conversation_event_table,
+    membership_table,
+    segment_table,
+    sla_event_table,
+)
+
+__all__ = [
+    "MAX_SERIES_DAYS",
+    "NO_SEGMENT",
+    "NO_SEGMENT_NAME",
+    "OVERALL_NAME",
+    "Figures",
+    "ReportError",
+    "ReportRow",
+    "SegmentReport",
+    "membership_intervals",
+    "segment_report",
+]
+
+#: The key of the row of conversations attributed to no segment (never a valid segment key).
+NO_SEGMENT: Final = "-"
+NO_SEGMENT_NAME: Final = "No segment (anonymous, unknown or unsegmented)"
+OVERALL_NAME: Final = "Overall"
+#: The longest window a per-day series may cover.
+MAX_SERIES_DAYS: Final = 366
+
+Interval = Literal["day"]
+
+
+class ReportError(ValueError):
+    """A report that cannot be made: the window is empty or too long for a series."""
+
+
+@dataclass
+class Figures:
+    """Additive counts of one row (or one day of a row): rates are derived when the report is read."""
+
+    conversations: int = 0
+    handoffs: int = 0
+    handoff_known: int = 0
+    csat_responses: int = 0
+    csat_sum: int = 0
+    csat_satisfied: int = 0
+    sla_warnings: int = 0
+    sla_breaches: int = 0
+
+    def add(self, other: Figures) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @property
+    def handoff_rate(self) -> float | None:
+        return self.handoffs / self.handoff_known if self.handoff_known else None
+
+    @property
+    def csat_average(self) -> float | None:
+        return self.csat_sum / self.csat_responses if self.csat_responses else None
+
+    @property
+    def csat_share_satisfied(self) -> float | None:
+        return self.csat_satisfied / self.csat_responses if self.csat_responses else None
+
+    def to_json(self) -> dict[str, Any]:
+        """The figures of the API's row: `conversations`, `handoffRate`, `csat`, `sla`."""
+        return {
+            "conversations": self.conversations,
+            "handoffRate": self.handoff_rate,
+            "csat": {
+                "responses": self.csat_responses,
+                "average": self.csat_average,
+                "satisfied": self.csat_share_satisfied,
+            },
+            "sla": {"warnings": self.sla_warnings, "breaches": self.sla_breaches},
+        }
+
+
+@dataclass
+class ReportRow:
+    #: The segment key, `"-"`, or None for the overall row.
+    segment: str | None
+    name: str | None
+    #: Members at `until` (per day: at the end of that day); None for the `"-"` row.
+    members: int | None
+    figures: Figures = field(default_factory=Figures)
+    #: Per UTC day, with `interval="day"`: (day, members at its end, figures).
+    series: list[tuple[date, int | None, Figures]] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"segment": self.segment, "name": self.name, "members": self.members}
+        out |= self.figures.to_json()
+        if self.series is not None:
+            out["series"] = [
+                {"date": day.isoformat(), "members": members, **figures.to_json()}
+                for day, members, figures in self.series
+            ]
+        return out
+
+
+@dataclass
+class SegmentReport:
+    since: datetime
+    until: datetime
+    data: list[ReportRow]
+    overall: ReportRow
+
+    def to_json(self) -> dict[str, Any]:
+        """The API's body: `{"since", "until", "data": [row], "overall": row}`."""
+        return {
+            "since": _iso(self.since),
+            "until": _iso(self.until),
+            "data": [row.to_json() for row in self.data],
+            "overall": self.overall.to_json(),
+        }
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def membership_intervals() -> sa.Subquery:
+    """Every stretch of membership the stored rows reconstruct: `(segment_key, contact_key, start, end)`
+    on `[start, end)`, a NULL `start` reaching back before the feed and a NULL `end` still running."""
+    feed = sa.select(
+        change_table.c.segment_key,
+        change_table.c.contact_key,
+        change_table.c.change,
+        change_table.c.at.label("end"),
+        sa.func.lag(change_table.c.at)
+        .over(
+            partition_by=(change_table.c.segment_key, change_table.c.contact_key),
+            order_by=change_table.c.seq,
+        )
+        .label("start"),
+    ).subquery("feed")
+    ended = sa.select(feed.c.segment_key, feed.c.contact_key, feed.c.start, feed.c.end).where(
+        feed.c.change == "exited"
+    )
+    running = (
+        sa.select(
+            segment_table.c.key.label("segment_key"),
+            contact_table.c.key.label("contact_key"),
+            membership_table.c.since.label("start"),
+            sa.null().label("end"),
+        )
+        .select_from(membership_table)
+        .join(segment_table, segment_table.c.id == membership_table.c.segment_id)
+        .join(contact_table, contact_table.c.id == membership_table.c.contact_id)
+    )
+    return sa.union_all(ended, running).subquery("intervals")
+
+
+def _covers(intervals: sa.Subquery, instant: Any) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        sa.or_(intervals.c.start.is_(None), intervals.c.start <= instant),
+        sa.or_(intervals.c.end.is_(None), intervals.c.end > instant),
+    )
+
+
+def _utc_day(session: Session, column: Any) -> Any:
+    """The UTC calendar day of a stored timestamp, as `YYYY-MM-DD` text: the one dialect branch here.
+    SQLite stores UTC timestamps as text, so the day is its first ten characters."""
+    if session.get_bind().dialect.name == "postgresql":
+        return sa.func.to_char(sa.func.timezone("UTC", column), "YYYY-MM-DD")
+    return sa.func.substr(column, 1, 10)
+
+
+def _day_bounds(since: datetime, until: datetime) -> list[tuple[date, datetime]]:
+    """Each UTC day the window touches, with the instant its members are counted at: the end of the day,
+    or `until` for the last."""
+    out = []
+    day = since.astimezone(UTC).date()
+    while True:
+        end = datetime.combine(day + timedelta(days=1), time(), UTC)
+        out.append((day, min(end, until)))
+        if end >= until:
+            return out
+        day += timedelta(days=1)
+
+
+def _figures_columns(events: Any) -> list[Any]:
+    return [
+        sa.func.count().label("conversations"),
+        sa.func.count(sa.case((events.c.handoff.is_(True), 1))).label("handoffs"),
+        sa.func.count(events.c.handoff).label("handoff_known"),
+        sa.func.count(events.c.csat).label("csat_responses"),
+        sa.func.coalesce(sa.func.sum(events.c.csat), 0).label("csat_sum"),
+        sa.func.count(sa.case((events.c.csat >= 4, 1))).label("csat_satisfied"),
+    ]
+
+
+def _figures(row: Any) -> Figures:
+    return Figures(
+        conversations=int(row.conversations),
+        handoffs=int(row.handoffs),
+        handoff_known=int(row.handoff_known),
+        csat_responses=int(row.csat_responses),
+        csat_sum=int(row.csat_sum),
+        csat_satisfied=int(row.csat_satisfied),
+    )
+
+
+Key = tuple[str, str | None]  # (segment key or "-" or "" for overall, day or None)
+
+
+def _conversation_figures(
+    session: Session, since: datetime, until: datetime, by_day: bool
+) -> dict[Key, Figures]:
+    """Conversations in the window, per attributed segment (and day), plus `""` for all of them."""
+    events = conversation_event_table
+    intervals = membership_intervals()
+    day = _utc_day(session, events.c.at).label("day") if by_day else sa.null().label("day")
+    in_window = sa.and_(events.c.at >= since, events.c.at < until)
+    segment = sa.func.coalesce(intervals.c.segment_key, NO_SEGMENT).label("segment")
+    attributed = (
+        sa.select(segment, day, *_figures_columns(events))
+        .select_from(events)
+        .outerjoin(intervals, sa.and_(intervals.c.contact_key == events.c.contact_key, _covers(intervals, events.c.at)))
+        .where(in_window)
+        .group_by(segment, *([day] if by_day else []))
+    )
+    overall = sa.select(sa.literal("").label("segment"), day, *_figures_columns(events)).where(in_window)
+    if by_day:
+        overall = overall.group_by(day)
+    out: dict[Key, Figures] = {}
+    for query in (attributed, overall):
+        for row in session.execute(query):
+            if row.conversations:
+                out[row.segment, row.day] = _figures(row)
+    return out
+
+
+def _sla_figures(session: Session, since: datetime, until: datetime, by_day: bool) -> dict[Key, Figures]:
+    """SLA warnings and breaches fired in the window, per segment the contact was in when each fired (and
+    day), plus `""` for all of them. Expanding the stored JSON list is the dialect branch."""
+    dialect = session.get_bind().dialect.name
+    day = "to_char(timezone('UTC', e.fired_at), 'YYYY-MM-DD')" if dialect == "postgresql" else "substr(e.fired_at, 1, 10)"
+    day_sql = day if by_day else "NULL"
+    if dialect == "postgresql":
+        expand = "LEFT JOIN LATERAL json_array_elements_text(e.segments) AS s(value) ON true"
+    else:
+        expand = "LEFT JOIN json_each(e.segments) AS s"
+    params = {"since": since, "until": until}
+    window = "e.fired_at >= :since AND e.fired_at < :until"
+    per_segment = sa.text(
+        f"SELECT COALESCE(s.value, '{NO_SEGMENT}') AS segment, {day_sql} AS day, e.kind AS kind, count(*) AS n "
+        f"FROM sla_event AS e {expand} WHERE {window} GROUP BY 1, 2, 3"
+    )
+    overall = sa.text(
+        f"SELECT '' AS segment, {day_sql} AS day, e.kind AS kind, count(*) AS n "
+        f"FROM sla_event AS e WHERE {window} GROUP BY 2, 3"
+    )
+    bind = [
+        sa.bindparam("since", type_=sla_event_table.c.fired_at.type),
+        sa.bindparam("until", type_=sla_event_table.c.fired_at.type),
+    ]
+    out: dict[Key, Figures] = defaultdict(Figures)
+    for query in (per_segment, overall):
+        for row in session.execute(query.bindparams(*bind), params):
+            figures = out[row.segment, row.day]
+            if row.kind == "warning":
+                figures.sla_warnings += int(row.n)
+            elif row.kind == "breach":
+                figures.sla_breaches += int(row.n)
+    return dict(out)
+
+
+def _members(session: Session, instants: list[datetime]) -> dict[tuple[str, int], int]:
+    """Members per segment key (and `""`: distinct contacts in any segment) at each of `instants`, by
+    position: one pass over the intervals."""
+    intervals = membership_intervals()
+    columns = []
+    for i, instant in enumerate(instants):
+        inside = _covers(intervals, sa.literal(instant, type_=change_table.c.at.type))
+        columns.append(sa.func.count(sa.case((inside, 1))).label(f"m{i}"))
+    distinct = []
+    for i, instant in enumerate(instants):
+        inside = _covers(intervals, sa.literal(instant, type_=change_table.c.at.type))
+        distinct.append(sa.func.count(sa.distinct(sa.case((inside, intervals.c.contact_key)))).label(f"m{i}"))
+    out: dict[tuple[str, int], int] = {}
+    per_segment = sa.select(intervals.c.segment_key, *columns).group_by(intervals.c.segment_key)
+    for row in session.execute(per_segment):
+        for i in range(len(instants)):
+            out[row.segment_key, i] = int(row[i + 1])
+    total = session.execute(sa.select(*distinct).select_from(intervals)).one()
+    for i in range(len(instants)):
+        out["", i] = int(total[i])
+    return out
+
+
+def segment_report(
+    *, session: Session, since: datetime, until: datetime, interval: Interval | None = None
+) -> SegmentReport:
+    """The report over `[since, until)`: a row per stored segment (key order), then any segment gone
+    since that still has figures in the window, then `"-"`; and `overall`. With `interval="day"`, each
+    row has a series over every UTC day the window touches."""
+    if since >= until:
+        raise ReportError("since must be before until")
+    by_day = interval == "day"
+    days = _day_bounds(since, until) if by_day else []
+    if len(days) > MAX_SERIES_DAYS:
+        raise ReportError(f"a daily series covers at most {MAX_SERIES_DAYS} days")
+    figures = _conversation_figures(session, since, until, by_day)
+    for key, sla in _sla_figures(session, since, until, by_day).items():
+        figures.setdefault(key, Figures()).add(sla)
+    instants = [until, *(end for _, end in days)]
+    members = _members(session, instants)
+
+    ordered = sa.select(segment_table.c.key, segment_table.c.name).order_by(segment_table.c.key)
+    names: dict[str, str] = {key: name for key, name in session.execute(ordered)}
+    seen = {segment for segment, _ in figures} | {segment for segment, _ in members}
+    gone = sorted(seen - set(names) - {"", NO_SEGMENT})
+    keys: Iterable[str] = [*names, *gone, NO_SEGMENT]
+
+    def row(segment: str, name: str | None) -> ReportRow:
+        counted = segment != NO_SEGMENT
+        out = ReportRow(segment or None, name, members.get((segment, 0), 0) if counted else None)
+        if by_day:
+            out.series = []
+            for i, (day, _) in enumerate(days, start=1):
+                day_figures = figures.get((segment, day.isoformat()), Figures())
+                out.figures.add(day_figures)
+                out.series.append((day, members.get((segment, i), 0) if counted else None, day_figures))
+        else:
+            out.figures = figures.get((segment, None), Figures())
+        return out
+
+    data = [row(key, names.get(key, key if key != NO_SEGMENT else NO_SEGMENT_NAME)) for key in keys]
+    return SegmentReport(since=since, until=until, data=data, overall=row("", OVERALL_NAME))
