@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import Engine
 
-from segmentflow.api import contacts, health, memberships, messages, segments, sequences, sla
+from segmentflow.api import contacts, events, health, memberships, messages, reports, segments, sequences, sla
 from segmentflow.api.errors import document_body_errors, install_error_handlers
 from segmentflow.api.metrics import HttpMetrics
 from segmentflow.db.engine import make_engine, migrate, normalize_url
@@ -74,5 +74,8 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     # memberships before segments: its fixed paths win over /{segment_id}
     for module in (health, memberships, segments, contacts, sla, messages, sequences):
+        app.include_router(document_body_errors(module.router))
+    # Reporting: conversation events in, the segment report out (issue 14).
+    for module in (events, reports):
         app.include_router(document_body_errors(module.router))
     return app

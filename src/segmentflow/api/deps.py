@@ -30,12 +30,14 @@ __all__ = [
     "AnyKey",
     "ContactId",
     "ContactsKey",
+    "EventsWriteKey",
     "IndexCache",
     "MessagesReadKey",
     "MessagesWriteKey",
     "ReadKey",
     "ReadSession",
     "ReadSlot",
+    "ReportsReadKey",
     "SegmentRef",
     "SequencesReadKey",
     "SequencesWriteKey",
@@ -136,6 +138,10 @@ async def _messages_reader(session: ReadSession, credentials: Credentials) -> Ve
     return _require(_authenticate(session, credentials), "messages:read")
 
 
+async def _reports_reader(session: ReadSession, credentials: Credentials) -> VerifiedKey:
+    return _require(_authenticate(session, credentials), "reports:read")
+
+
 def _writer(scope: Scope) -> Callable[[Session, HTTPAuthorizationCredentials | None], VerifiedKey]:
     def require(session: WriteSession, credentials: Credentials) -> VerifiedKey:
         return _require(_authenticate(session, credentials), scope)
@@ -153,6 +159,8 @@ MessagesReadKey = Annotated[VerifiedKey, Depends(_messages_reader)]
 MessagesWriteKey = Annotated[VerifiedKey, Depends(_writer("messages:write"))]
 SequencesReadKey = Annotated[VerifiedKey, Depends(_sequences_reader)]
 SequencesWriteKey = Annotated[VerifiedKey, Depends(_writer("sequences:write"))]
+ReportsReadKey = Annotated[VerifiedKey, Depends(_reports_reader)]
+EventsWriteKey = Annotated[VerifiedKey, Depends(_writer("events:write"))]
 
 SegmentRef = Annotated[
     str, Path(pattern=_SEGMENT, max_length=256, description="The segment's UUID `id` or its `key`.")

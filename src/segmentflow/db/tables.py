@@ -405,9 +405,9 @@ __all__ += [
 
 
 class ConversationEventRecord(SQLModel, table=True):
-    """One closed conversation (`POST /events`, `segmentflow events import`, `segmentflow.RecordConversation`),
-    keyed by the caller's id so a repeat is a no-op. Attributed to segments only when reported, from the
-    memberships and the change feed as they were at `at`."""
+    """One closed conversation (`POST /events`, `segmentflow events import`,
+    `segmentflow.RecordConversation`), keyed by the caller's id so a repeat is a no-op. Attributed to
+    segments only when reported, from the memberships and the change feed as they were at `at`."""
 
     __tablename__ = "conversation_event"
 

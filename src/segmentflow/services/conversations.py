@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from segmentflow.workflows.conversation_models import ConversationEvent
 from sqlmodel import Session
 
 from segmentflow.db.bulk import insert_new
 from segmentflow.db.tables import conversation_event_table
+from segmentflow.workflows.conversation_models import ConversationEvent
 
 __all__ = [
     "RecordCounts",
@@ -25,6 +25,7 @@ __all__ = [
     "parse_event",
     "record_conversations",
 ]
+
 
 @dataclass(frozen=True, slots=True)
 class RecordCounts:

@@ -16,6 +16,8 @@ counted by those; one with none counts under `"-"`.
 
 from __future__ import annotations
 
+import csv
+import io
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ from segmentflow.db.tables import (
 )
 
 __all__ = [
+    "CSV_COLUMNS",
     "MAX_SERIES_DAYS",
     "NO_SEGMENT",
     "NO_SEGMENT_NAME",
@@ -44,12 +47,13 @@ __all__ = [
     "ReportRow",
     "SegmentReport",
     "membership_intervals",
+    "report_csv",
     "segment_report",
 ]
 
 #: The key of the row of conversations attributed to no segment (never a valid segment key).
 NO_SEGMENT: Final = "-"
-NO_SEGMENT_NAME: Final = "No segment (anonymous, unknown or unsegmented)"
+NO_SEGMENT_NAME: Final = "No segment"
 OVERALL_NAME: Final = "Overall"
 #: The longest window a per-day series may cover.
 MAX_SERIES_DAYS: Final = 366
@@ -58,7 +62,12 @@ Interval = Literal["day"]
 
 
 class ReportError(ValueError):
-    """A report that cannot be made: the window is empty or too long for a series."""
+    """A report that cannot be made: the window is empty (`field` "since") or too long for a series
+    (`field` "interval")."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass
@@ -244,7 +253,10 @@ def _conversation_figures(
     attributed = (
         sa.select(segment, day, *_figures_columns(events))
         .select_from(events)
-        .outerjoin(intervals, sa.and_(intervals.c.contact_key == events.c.contact_key, _covers(intervals, events.c.at)))
+        .outerjoin(
+            intervals,
+            sa.and_(intervals.c.contact_key == events.c.contact_key, _covers(intervals, events.c.at)),
+        )
         .where(in_window)
         .group_by(segment, *([day] if by_day else []))
     )
@@ -263,7 +275,11 @@ def _sla_figures(session: Session, since: datetime, until: datetime, by_day: boo
     """SLA warnings and breaches fired in the window, per segment the contact was in when each fired (and
     day), plus `""` for all of them. Expanding the stored JSON list is the dialect branch."""
     dialect = session.get_bind().dialect.name
-    day = "to_char(timezone('UTC', e.fired_at), 'YYYY-MM-DD')" if dialect == "postgresql" else "substr(e.fired_at, 1, 10)"
+    day = (
+        "to_char(timezone('UTC', e.fired_at), 'YYYY-MM-DD')"
+        if dialect == "postgresql"
+        else "substr(e.fired_at, 1, 10)"
+    )
     day_sql = day if by_day else "NULL"
     if dialect == "postgresql":
         expand = "LEFT JOIN LATERAL json_array_elements_text(e.segments) AS s(value) ON true"
@@ -272,7 +288,8 @@ def _sla_figures(session: Session, since: datetime, until: datetime, by_day: boo
     params = {"since": since, "until": until}
     window = "e.fired_at >= :since AND e.fired_at < :until"
     per_segment = sa.text(
-        f"SELECT COALESCE(s.value, '{NO_SEGMENT}') AS segment, {day_sql} AS day, e.kind AS kind, count(*) AS n "
+        f"SELECT COALESCE(s.value, '{NO_SEGMENT}') AS segment, {day_sql} AS day, e.kind AS kind, "
+        "count(*) AS n "
         f"FROM sla_event AS e {expand} WHERE {window} GROUP BY 1, 2, 3"
     )
     overall = sa.text(
@@ -324,11 +341,11 @@ def segment_report(
     since that still has figures in the window, then `"-"`; and `overall`. With `interval="day"`, each
     row has a series over every UTC day the window touches."""
     if since >= until:
-        raise ReportError("since must be before until")
+        raise ReportError("since must be before until", "since")
     by_day = interval == "day"
     days = _day_bounds(since, until) if by_day else []
     if len(days) > MAX_SERIES_DAYS:
-        raise ReportError(f"a daily series covers at most {MAX_SERIES_DAYS} days")
+        raise ReportError(f"a daily series covers at most {MAX_SERIES_DAYS} days", "interval")
     figures = _conversation_figures(session, since, until, by_day)
     for key, sla in _sla_figures(session, since, until, by_day).items():
         figures.setdefault(key, Figures()).add(sla)
@@ -356,3 +373,51 @@ def segment_report(
 
     data = [row(key, names.get(key, key if key != NO_SEGMENT else NO_SEGMENT_NAME)) for key in keys]
     return SegmentReport(since=since, until=until, data=data, overall=row("", OVERALL_NAME))
+
+
+#: The CSV's columns: one line per row (with `date` empty), then its days with `interval=day`.
+CSV_COLUMNS: Final = (
+    "segment",
+    "name",
+    "date",
+    "members",
+    "conversations",
+    "handoffRate",
+    "csatResponses",
+    "csatAverage",
+    "csatSatisfied",
+    "slaWarnings",
+    "slaBreaches",
+)
+
+
+def _csv_line(segment: str | None, name: str | None, day: str, members: int | None, f: Figures) -> list[Any]:
+    def blank(value: Any) -> Any:
+        return "" if value is None else value
+
+    return [
+        "*" if segment is None else segment,
+        blank(name),
+        day,
+        blank(members),
+        f.conversations,
+        blank(f.handoff_rate),
+        f.csat_responses,
+        blank(f.csat_average),
+        blank(f.csat_share_satisfied),
+        f.sla_warnings,
+        f.sla_breaches,
+    ]
+
+
+def report_csv(report: SegmentReport) -> str:
+    """The report as CSV: the rows in order, the overall row last with segment `*`; empty cells where the
+    JSON has null."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in [*report.data, report.overall]:
+        writer.writerow(_csv_line(row.segment, row.name, "", row.members, row.figures))
+        for day, members, figures in row.series or ():
+            writer.writerow(_csv_line(row.segment, row.name, day.isoformat(), members, figures))
+    return buffer.getvalue()

@@ -30,9 +30,7 @@ def upgrade() -> None:
         sa.Column("recorded_at", UTCDateTime, nullable=False),
     )
     op.create_index("ix_conversation_event_at", "conversation_event", ["at"])
-    op.create_index(
-        "ix_membership_change_pair", "membership_change", ["segment_key", "contact_key", "seq"]
-    )
+    op.create_index("ix_membership_change_pair", "membership_change", ["segment_key", "contact_key", "seq"])
 
 
 def downgrade() -> None:
