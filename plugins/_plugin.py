@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from segmentflow.activities import MembershipActivities, MessageActivities, SequenceActivities
+from segmentflow.activities.conversations import ConversationActivities
 from segmentflow.activities.sla import SlaActivities
 from segmentflow.plugins._interceptors import SegmentsInterceptor
 from segmentflow.workflows import WORKFLOWS
@@ -74,12 +75,14 @@ class SegmentsPlugin(SimplePlugin):
         self.message_activities = MessageActivities(engine, settings or Settings())
         self.sequence_activities = SequenceActivities(engine, settings or Settings())
         self.sla_activities = SlaActivities(engine)
+        self.conversation_activities = ConversationActivities(engine)
         # Each feature's activity class holds the engine; `all()` lists its bound activity methods.
         activities = [
             *self.membership_activities.all(),
             *self.message_activities.all(),
             *self.sequence_activities.all(),
             *self.sla_activities.all(),
+            *self.conversation_activities.all(),
         ]
         super().__init__(
             "segmentflow.SegmentsPlugin",

@@ -47,7 +47,7 @@ def events_import(
             if isinstance(item, str):
                 if not skip_invalid:
                     raise InputError(f"{file}:{number}: {item}")
-                err.print(f"{file}:{number}: skipped: {item}", markup=False, highlight=False)
+                err.print(f"{file}:{number}: skipped: {item}", markup=False, highlight=False, soft_wrap=True)
                 skipped += 1
                 continue
             events.append(item)

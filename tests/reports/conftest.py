@@ -22,6 +22,9 @@ from segmentflow.services.keys import create_key
 from segmentflow.services.membership import upsert_and_recompute
 from segmentflow.services.segments import load_index, upsert_segments
 from segmentflow.settings import Settings
+from tests.temporal.conftest import dev_env, task_queue
+
+__all__ = ["dev_env", "task_queue"]
 
 #: Day 0, midnight UTC: the world's memberships change on days 1 and 3.
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
