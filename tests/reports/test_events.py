@@ -92,7 +92,7 @@ def test_post_events_is_all_or_none_with_a_422_naming_index_and_field(
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", 2, "csat"]
     assert stored(engine) == []
-    response = client.post("/events", json=body[:2] + [GOOD], headers=headers)
+    response = client.post("/events", json=[*body[:2], GOOD], headers=headers)
     assert response.status_code == 200
     assert response.json() == {"recorded": 2, "duplicates": 1}
     assert client.post("/events", json=[GOOD], headers=headers).json() == {"recorded": 0, "duplicates": 1}
