@@ -204,3 +204,39 @@ def test_cli_report_json_is_the_api_body_and_csv_and_table_work(
     )
     assert code == 2
     assert "--since" in err
+
+
+def test_an_event_recorded_after_a_report_is_counted_by_the_next(world: Engine) -> None:
+    record(world, *EVENTS)
+    assert rows(report(world))["vip"]["conversations"] == 3
+    record(world, event("late", "alice", 2.5, csat=4))  # a week late, for day 2: she was a vip then
+    by_key = rows(report(world))
+    assert by_key["vip"]["conversations"] == 4
+    assert by_key["vip"]["csat"]["responses"] == 2
+
+
+def test_a_membership_change_written_later_for_an_earlier_time_rebuilds_the_days_after_it(
+    world: Engine,
+) -> None:
+    from tests.reports.conftest import save_contacts
+
+    record(world, *EVENTS, event("c-late", "carol", 2.7))
+    assert rows(report(world))["vip"]["conversations"] == 3
+    # carol's change reaches the feed only now, stamped day 2.5 (a recompute that ran then, committed late)
+    save_contacts(world, [{"key": "carol", "plan": "vip", "region": "us"}], at(2.5))
+    by_key = rows(report(world))
+    assert by_key["vip"]["conversations"] == 4  # c-late, at day 2.7
+    assert by_key["-"]["conversations"] == 6  # e9 (carol at day 2) still counts under "-"
+
+
+def test_the_rollup_gives_what_live_attribution_gives(world: Engine) -> None:
+    from segmentflow.services.reporting import _live_figures
+
+    record(world, *EVENTS)
+    whole = report(world, since=0, until=5, interval="day")  # whole days: from the rollup
+    with Session(world) as session:
+        live = _live_figures(session, at(0), at(5), True)
+    for row in whole["data"]:
+        for point in row["series"]:
+            expected = live.get((row["segment"], point["date"]))
+            assert point["conversations"] == (expected.conversations if expected else 0)

@@ -1,13 +1,13 @@
 """Conversation events in: validate each against the event model, then insert all of them in the caller's
 transaction, idempotently by id (a repeat, stored before or earlier in the same batch, is counted as a
-duplicate and changes nothing). Never commits."""
+duplicate and changes nothing), marking their days dirty in the report's rollup. Never commits."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from sqlmodel import Session
 
 from segmentflow.db.bulk import insert_new
 from segmentflow.db.tables import conversation_event_table
+from segmentflow.services.reporting import mark_days_dirty
 from segmentflow.workflows.conversation_models import ConversationEvent
 
 __all__ = [
@@ -81,4 +82,6 @@ def record_conversations(
         (e.id, e.contact_key, e.at, e.channel, e.handoff, e.csat, e.messages, now) for e in unique.values()
     ]
     recorded = insert_new(session, conversation_event_table, _COLUMNS, rows, key="id")
+    if recorded:
+        mark_days_dirty(session=session, days={e.at.astimezone(UTC).date() for e in unique.values()})
     return RecordCounts(recorded=recorded, duplicates=len(events) - recorded)

@@ -27,14 +27,18 @@ from typing import Any, Final, Literal
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from segmentflow.db.bulk import insert_on_conflict
 from segmentflow.db.tables import (
     change_table,
     contact_table,
     conversation_event_table,
     membership_table,
+    report_day_figures_table,
+    report_day_table,
     segment_table,
     sla_event_table,
 )
+from segmentflow.services.membership import take_feed_lock
 
 __all__ = [
     "CSV_COLUMNS",
@@ -46,7 +50,9 @@ __all__ = [
     "ReportError",
     "ReportRow",
     "SegmentReport",
+    "mark_days_dirty",
     "membership_intervals",
+    "refresh_rollup",
     "report_csv",
     "segment_report",
 ]
@@ -156,24 +162,27 @@ def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def membership_intervals() -> sa.Subquery:
-    """Every stretch of membership the stored rows reconstruct: `(segment_key, contact_key, start, end)`
-    on `[start, end)`, a NULL `start` reaching back before the feed and a NULL `end` still running."""
-    feed = sa.select(
-        change_table.c.segment_key,
-        change_table.c.contact_key,
-        change_table.c.change,
-        change_table.c.at.label("end"),
-        sa.func.lag(change_table.c.at)
-        .over(
-            partition_by=(change_table.c.segment_key, change_table.c.contact_key),
-            order_by=change_table.c.seq,
+def membership_intervals(since: datetime) -> sa.Subquery:
+    """Every stretch of membership the stored rows reconstruct that may cover an instant at or after
+    `since`: `(segment_key, contact_key, start, end)` on `[start, end)`, a NULL `start` reaching back
+    before the feed and a NULL `end` still running. An ended stretch is an `exited` feed row after
+    `since`, starting at the pair's previous feed row (found through `ix_membership_change_pair`)."""
+    feed = change_table
+    before = change_table.alias("before")
+    start = (
+        sa.select(before.c.at)
+        .where(
+            before.c.segment_key == feed.c.segment_key,
+            before.c.contact_key == feed.c.contact_key,
+            before.c.seq < feed.c.seq,
         )
-        .label("start"),
-    ).subquery("feed")
-    ended = sa.select(feed.c.segment_key, feed.c.contact_key, feed.c.start, feed.c.end).where(
-        feed.c.change == "exited"
+        .order_by(before.c.seq.desc())
+        .limit(1)
+        .scalar_subquery()
     )
+    ended = sa.select(
+        feed.c.segment_key, feed.c.contact_key, start.label("start"), feed.c.at.label("end")
+    ).where(feed.c.change == "exited", feed.c.at > sa.literal(since, type_=feed.c.at.type))
     running = (
         sa.select(
             segment_table.c.key.label("segment_key"),
@@ -241,12 +250,11 @@ def _figures(row: Any) -> Figures:
 Key = tuple[str, str | None]  # (segment key or "-" or "" for overall, day or None)
 
 
-def _conversation_figures(
-    session: Session, since: datetime, until: datetime, by_day: bool
-) -> dict[Key, Figures]:
-    """Conversations in the window, per attributed segment (and day), plus `""` for all of them."""
+def _live_figures(session: Session, since: datetime, until: datetime, by_day: bool) -> dict[Key, Figures]:
+    """Conversations in `[since, until)` attributed now from the raw events, per segment (and day), plus
+    `""` for all of them."""
     events = conversation_event_table
-    intervals = membership_intervals()
+    intervals = membership_intervals(since)
     day = _utc_day(session, events.c.at).label("day") if by_day else sa.null().label("day")
     in_window = sa.and_(events.c.at >= since, events.c.at < until)
     segment = sa.func.coalesce(intervals.c.segment_key, NO_SEGMENT).label("segment")
@@ -314,7 +322,7 @@ def _sla_figures(session: Session, since: datetime, until: datetime, by_day: boo
 def _members(session: Session, instants: list[datetime]) -> dict[tuple[str, int], int]:
     """Members per segment key (and `""`: distinct contacts in any segment) at each of `instants`, by
     position: one pass over the intervals."""
-    intervals = membership_intervals()
+    intervals = membership_intervals(min(instants))
     columns = []
     for i, instant in enumerate(instants):
         inside = _covers(intervals, sa.literal(instant, type_=change_table.c.at.type))
@@ -331,6 +339,140 @@ def _members(session: Session, instants: list[datetime]) -> dict[tuple[str, int]
     total = session.execute(sa.select(*distinct).select_from(intervals)).one()
     for i in range(len(instants)):
         out["", i] = int(total[i])
+    return out
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), UTC)
+
+
+def _full_days(since: datetime, until: datetime) -> list[date]:
+    """The UTC days lying wholly inside `[since, until)`."""
+    first = since.astimezone(UTC).date()
+    if _midnight(first) < since:
+        first += timedelta(days=1)
+    days = []
+    while _midnight(first + timedelta(days=1)) <= until:
+        days.append(first)
+        first += timedelta(days=1)
+    return days
+
+
+def _runs(days: list[date]) -> list[tuple[date, date]]:
+    """Sorted days as runs of consecutive days: `(first, last)`."""
+    runs: list[tuple[date, date]] = []
+    for day in sorted(days):
+        if runs and runs[-1][1] + timedelta(days=1) == day:
+            runs[-1] = (runs[-1][0], day)
+        else:
+            runs.append((day, day))
+    return runs
+
+
+def mark_days_dirty(*, session: Session, days: Iterable[date]) -> None:
+    """Days whose events changed: their rollup is rebuilt before it is next read. Rows are locked in day
+    order, as `refresh_rollup` locks them, so the two never deadlock."""
+    rows = [{"day": d.isoformat(), "dirty": True, "feed_seq": 0} for d in sorted(set(days))]
+    if not rows:
+        return
+    statement = insert_on_conflict(session, report_day_table)
+    session.execute(statement.on_conflict_do_update(index_elements=["day"], set_={"dirty": True}), rows)
+
+
+_FIGURE_COLUMNS = (
+    "conversations",
+    "handoffs",
+    "handoff_known",
+    "csat_responses",
+    "csat_sum",
+    "csat_satisfied",
+)
+
+
+def refresh_rollup(*, session: Session, days: list[date]) -> int:
+    """Rebuild the rollup of those `days` that need it: never built, dirty (events recorded since), or
+    stale (a feed row written since the build has an `at` before the day's end, so it may change whom
+    the day's conversations count under). Returns how many days were rebuilt.
+
+    Serialised with the change-feed writers (`take_feed_lock`), so the feed's last seq and the feed read
+    agree; each day's row is claimed (marked clean) before its events are read, so an event recorded
+    meanwhile either is read or marks the day dirty again after this commits."""
+    if not days:
+        return 0
+    take_feed_lock(session)
+    top = int(session.scalar(sa.select(sa.func.coalesce(sa.func.max(change_table.c.seq), 0))) or 0)
+    texts = sorted(d.isoformat() for d in days)
+    stored = {
+        row.day: row
+        for row in session.execute(
+            sa.select(report_day_table).where(report_day_table.c.day.between(texts[0], texts[-1]))
+        )
+    }
+    clean = [row.feed_seq for row in stored.values() if not row.dirty and row.day in texts]
+    oldest = min(clean, default=top)
+    earliest_change = (
+        session.scalar(sa.select(sa.func.min(change_table.c.at)).where(change_table.c.seq > oldest))
+        if oldest < top
+        else None
+    )
+
+    def stale(day: date) -> bool:
+        row = stored.get(day.isoformat())
+        if row is None or row.dirty:
+            return True
+        if row.feed_seq >= top or earliest_change is None:
+            return False
+        return bool(earliest_change < _midnight(day + timedelta(days=1)))
+
+    rebuild = sorted(d for d in days if stale(d))
+    if not rebuild:
+        return 0
+    claim = insert_on_conflict(session, report_day_table)
+    session.execute(
+        claim.on_conflict_do_update(index_elements=["day"], set_={"dirty": False, "feed_seq": top}),
+        [{"day": d.isoformat(), "dirty": False, "feed_seq": top} for d in rebuild],
+    )
+    wanted = {d.isoformat() for d in rebuild}
+    session.execute(report_day_figures_table.delete().where(report_day_figures_table.c.day.in_(wanted)))
+    rows = []
+    for first, last in _runs(rebuild):
+        live = _live_figures(session, _midnight(first), _midnight(last + timedelta(days=1)), True)
+        for (segment, day), figures in live.items():
+            if day in wanted:
+                counts = {name: getattr(figures, name) for name in _FIGURE_COLUMNS}
+                rows.append({"day": day, "segment_key": segment, **counts})
+    if rows:
+        session.execute(report_day_figures_table.insert(), rows)
+    return len(rebuild)
+
+
+def _rollup_figures(session: Session, days: list[date], by_day: bool) -> dict[Key, Figures]:
+    """The rollup's figures over these (consecutive) days, per segment key (and day)."""
+    table = report_day_figures_table
+    sums = [sa.func.sum(table.c[name]).label(name) for name in _FIGURE_COLUMNS]
+    grouping = [table.c.segment_key, *([table.c.day] if by_day else [])]
+    query = (
+        sa.select(*grouping, *sums)
+        .where(table.c.day.between(days[0].isoformat(), days[-1].isoformat()))
+        .group_by(*grouping)
+    )
+    return {(row.segment_key, row.day if by_day else None): _figures(row) for row in session.execute(query)}
+
+
+def _conversation_figures(
+    session: Session, since: datetime, until: datetime, by_day: bool
+) -> dict[Key, Figures]:
+    """Conversation figures of the window: the whole days from the rollup (refreshed first where it
+    needs to be), the partial days at either end attributed live."""
+    full = _full_days(since, until)
+    if not full:
+        return _live_figures(session, since, until, by_day)
+    refresh_rollup(session=session, days=full)
+    out = _rollup_figures(session, full, by_day)
+    for start, end in ((since, _midnight(full[0])), (_midnight(full[-1] + timedelta(days=1)), until)):
+        if start < end:
+            for key, figures in _live_figures(session, start, end, by_day).items():
+                out.setdefault(key, Figures()).add(figures)
     return out
 
 

@@ -1,4 +1,5 @@
-"""Conversation events for the segment report, and an index that reads the change feed pair by pair.
+"""Conversation events, the segment report's daily rollup, and an index that reads the change feed pair
+by pair.
 
 Revision ID: 0014
 Revises: 0006
@@ -30,10 +31,34 @@ def upgrade() -> None:
         sa.Column("recorded_at", UTCDateTime, nullable=False),
     )
     op.create_index("ix_conversation_event_at", "conversation_event", ["at"])
+    op.create_table(
+        "report_day",
+        sa.Column("day", sa.String(10), primary_key=True),
+        sa.Column("dirty", sa.Boolean, nullable=False),
+        sa.Column("feed_seq", sa.BigInteger, nullable=False),
+    )
+    op.create_table(
+        "report_day_figures",
+        sa.Column("day", sa.String(10), primary_key=True),
+        sa.Column("segment_key", sa.String(256), primary_key=True),
+        *(
+            sa.Column(name, sa.Integer, nullable=False)
+            for name in (
+                "conversations",
+                "handoffs",
+                "handoff_known",
+                "csat_responses",
+                "csat_sum",
+                "csat_satisfied",
+            )
+        ),
+    )
     op.create_index("ix_membership_change_pair", "membership_change", ["segment_key", "contact_key", "seq"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_membership_change_pair", table_name="membership_change")
+    op.drop_table("report_day_figures")
+    op.drop_table("report_day")
     op.drop_index("ix_conversation_event_at", table_name="conversation_event")
     op.drop_table("conversation_event")
