@@ -319,26 +319,81 @@ def _sla_figures(session: Session, since: datetime, until: datetime, by_day: boo
     return dict(out)
 
 
+def _bucket(column: Any, instants: list[datetime]) -> Any:
+    """The index of the first of the sorted `instants` at or after `column`; -1 for NULL (before them
+    all), `len(instants)` for after them all."""
+    typed = change_table.c.at.type
+    whens = [(column.is_(None), -1)]
+    whens += [(column <= sa.literal(instant, type_=typed), k) for k, instant in enumerate(instants)]
+    return sa.case(*whens, else_=len(instants))
+
+
+def _cumulative(counts: dict[int, int], size: int) -> list[int]:
+    """`counts` by bucket summed up to each of `size` buckets (bucket -1 counts from the start)."""
+    out, total = [], counts.get(-1, 0)
+    for k in range(size):
+        total += counts.get(k, 0)
+        out.append(total)
+    return out
+
+
 def _members(session: Session, instants: list[datetime]) -> dict[tuple[str, int], int]:
     """Members per segment key (and `""`: distinct contacts in any segment) at each of `instants`, by
-    position: one pass over the intervals."""
-    intervals = membership_intervals(min(instants))
-    columns = []
-    for i, instant in enumerate(instants):
-        inside = _covers(intervals, sa.literal(instant, type_=change_table.c.at.type))
-        columns.append(sa.func.count(sa.case((inside, 1))).label(f"m{i}"))
-    distinct = []
-    for i, instant in enumerate(instants):
-        inside = _covers(intervals, sa.literal(instant, type_=change_table.c.at.type))
-        distinct.append(sa.func.count(sa.distinct(sa.case((inside, intervals.c.contact_key)))).label(f"m{i}"))
+    position. A segment's members at `t` are its stretches started by `t` less those ended by `t`, so
+    one grouped pass buckets every start and end among the instants and running sums do the rest; the
+    distinct contacts come from each contact's first entry into, and last exit from, any segment (a
+    running count over its starts and ends)."""
+    ordered = sorted(set(instants))
+    n = len(ordered)
+    intervals = membership_intervals(ordered[0]).element.cte("iv")
+    starts, ends = _bucket(intervals.c.start, ordered), _bucket(intervals.c.end, ordered)
+    grouped = sa.select(
+        intervals.c.segment_key, starts.label("b_start"), ends.label("b_end"), sa.func.count().label("n")
+    ).group_by(intervals.c.segment_key, sa.literal_column("b_start"), sa.literal_column("b_end"))
+    started: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    ended: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for row in session.execute(grouped):
+        started[row.segment_key][row.b_start] += row.n
+        if row.b_end != -1:  # a running stretch never ends
+            ended[row.segment_key][row.b_end] += row.n
+
+    points = sa.union_all(
+        sa.select(intervals.c.contact_key, intervals.c.start.label("t"), sa.literal(1).label("d")),
+        sa.select(intervals.c.contact_key, intervals.c.end.label("t"), sa.literal(-1).label("d")).where(
+            intervals.c.end.is_not(None)
+        ),
+    ).subquery("points")
+    running = sa.select(
+        points.c.t,
+        points.c.d,
+        sa.func.sum(points.c.d)
+        .over(
+            partition_by=points.c.contact_key,
+            order_by=(points.c.t.asc().nulls_first(), points.c.d),
+            rows=(None, 0),
+        )
+        .label("run"),
+    ).subquery("running")
+    step = sa.case(
+        (sa.and_(running.c.d == 1, running.c.run == 1), 1),
+        (sa.and_(running.c.d == -1, running.c.run == 0), -1),
+        else_=0,
+    )
+    bucket = _bucket(running.c.t, ordered).label("b")
+    overall = sa.select(bucket, sa.func.sum(step).label("n")).group_by(sa.literal_column("b"))
+    steps = {int(row.b): int(row.n or 0) for row in session.execute(overall)}
+
+    at_position = {instant: k for k, instant in enumerate(ordered)}
     out: dict[tuple[str, int], int] = {}
-    per_segment = sa.select(intervals.c.segment_key, *columns).group_by(intervals.c.segment_key)
-    for row in session.execute(per_segment):
-        for i in range(len(instants)):
-            out[row.segment_key, i] = int(row[i + 1])
-    total = session.execute(sa.select(*distinct).select_from(intervals)).one()
-    for i in range(len(instants)):
-        out["", i] = int(total[i])
+    for key in started:
+        members = [
+            a - b for a, b in zip(_cumulative(started[key], n), _cumulative(ended[key], n), strict=True)
+        ]
+        for i, instant in enumerate(instants):
+            out[key, i] = members[at_position[instant]]
+    anyone = _cumulative(steps, n)
+    for i, instant in enumerate(instants):
+        out["", i] = anyone[at_position[instant]]
     return out
 
 
