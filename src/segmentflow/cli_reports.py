@@ -33,12 +33,13 @@ def events_import(
     """Record conversation events from FILE, one JSON event per line: `{"id", "contactKey", "at",
     "channel"?, "handoff"?, "csat"?, "messages"?}`. One bad line stops the import, naming the file and
     line, and nothing is written (unless --skip-invalid). A repeated id changes nothing and is counted as
-    a duplicate."""
+    a duplicate. The report's daily rollup of the days imported is then brought up to date."""
     from sqlmodel import Session
 
     from segmentflow.cli import _engine, _now, err, out
     from segmentflow.inputs import InputError
     from segmentflow.services.conversations import iter_event_lines, record_conversations
+    from segmentflow.services.reporting import refresh_rollup
 
     events = []
     skipped = 0
@@ -58,6 +59,10 @@ def events_import(
         counts = record_conversations(session=session, events=events, now=_now())
     line = f"recorded {counts.recorded} event(s), {counts.duplicates} duplicate(s)"
     out.print(line + (f", {skipped} invalid line(s) skipped" if skip_invalid else ""))
+    if counts.recorded:  # build the report's rollup of those days now rather than at the next report
+        days = sorted({event.at.astimezone(UTC).date() for event in events})
+        with Session(engine) as session, session.begin():
+            refresh_rollup(session=session, days=days)
 
 
 def _parse_time(value: str, option: str) -> datetime:
