@@ -62,7 +62,7 @@ def events_import(
     if counts.recorded:  # build the report's rollup of those days now rather than at the next report
         days = sorted({event.at.astimezone(UTC).date() for event in events})
         with Session(engine) as session, session.begin():
-            refresh_rollup(session=session, days=days)
+            refresh_rollup(session=session, first=days[0], last=days[-1], build=days)
 
 
 def _parse_time(value: str, option: str) -> datetime:

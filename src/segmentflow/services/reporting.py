@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final, Literal
@@ -401,16 +401,16 @@ def _midnight(day: date) -> datetime:
     return datetime.combine(day, time(), UTC)
 
 
-def _full_days(since: datetime, until: datetime) -> list[date]:
-    """The UTC days lying wholly inside `[since, until)`."""
-    first = since.astimezone(UTC).date()
-    if _midnight(first) < since:
-        first += timedelta(days=1)
-    days = []
-    while _midnight(first + timedelta(days=1)) <= until:
-        days.append(first)
-        first += timedelta(days=1)
-    return days
+def _full_day_span(since: datetime, until: datetime) -> tuple[date, date] | None:
+    """The first and last UTC day lying wholly inside `[since, until)`, or None when none does."""
+    try:
+        first = since.astimezone(UTC).date()
+        if _midnight(first) < since:
+            first += timedelta(days=1)
+        last = until.astimezone(UTC).date() - timedelta(days=1)
+    except OverflowError:  # at the ends of the calendar
+        return None
+    return (first, last) if first <= last else None
 
 
 def _runs(days: list[date]) -> list[tuple[date, date]]:
@@ -444,71 +444,65 @@ _FIGURE_COLUMNS = (
 )
 
 
-def refresh_rollup(*, session: Session, days: list[date]) -> int:
-    """Rebuild the rollup of those `days` that need it: never built, dirty (events recorded since), or
-    stale (a feed row written since the build has an `at` before the day's end, so it may change whom
-    the day's conversations count under). Returns how many days were rebuilt.
+def refresh_rollup(*, session: Session, first: date, last: date, build: Collection[date] = ()) -> int:
+    """Rebuild the rollup of the days from `first` to `last` that need it: dirty (events recorded since
+    it was built; recording marks the day), stale (a feed row written since the build has an `at`
+    before the day's end, so it may change whom the day's conversations count under), or listed in
+    `build` and never built. A day never marked holds no events. Returns how many days were rebuilt.
 
     Serialised with the change-feed writers (`take_feed_lock`), so the feed's last seq and the feed read
     agree; each day's row is claimed (marked clean) before its events are read, so an event recorded
     meanwhile either is read or marks the day dirty again after this commits."""
-    if not days:
-        return 0
     take_feed_lock(session)
     top = int(session.scalar(sa.select(sa.func.coalesce(sa.func.max(change_table.c.seq), 0))) or 0)
-    texts = sorted(d.isoformat() for d in days)
-    stored = {
-        row.day: row
-        for row in session.execute(
-            sa.select(report_day_table).where(report_day_table.c.day.between(texts[0], texts[-1]))
+    days = report_day_table
+    in_range = days.c.day.between(first.isoformat(), last.isoformat())
+    oldest = session.scalar(sa.select(sa.func.min(days.c.feed_seq)).where(in_range, days.c.dirty.is_(False)))
+    earliest_change = None
+    if oldest is not None and oldest < top:
+        earliest_change = session.scalar(
+            sa.select(sa.func.min(change_table.c.at)).where(change_table.c.seq > oldest)
         )
-    }
-    clean = [row.feed_seq for row in stored.values() if not row.dirty and row.day in texts]
-    oldest = min(clean, default=top)
-    earliest_change = (
-        session.scalar(sa.select(sa.func.min(change_table.c.at)).where(change_table.c.seq > oldest))
-        if oldest < top
-        else None
-    )
-
-    def stale(day: date) -> bool:
-        row = stored.get(day.isoformat())
-        if row is None or row.dirty:
-            return True
-        if row.feed_seq >= top or earliest_change is None:
-            return False
-        return bool(earliest_change < _midnight(day + timedelta(days=1)))
-
-    rebuild = sorted(d for d in days if stale(d))
-    if not rebuild:
+    stale: sa.ColumnElement[bool] = days.c.dirty.is_(True)
+    if earliest_change is not None:
+        # days ending after the earliest change: from the day holding it on
+        since_day = earliest_change.astimezone(UTC).date().isoformat()
+        stale = sa.or_(stale, sa.and_(days.c.feed_seq < top, days.c.day >= since_day))
+    wanted = set(session.scalars(sa.select(days.c.day).where(in_range, stale)))
+    known = set(session.scalars(sa.select(days.c.day).where(days.c.day.in_([d.isoformat() for d in build]))))
+    wanted |= {d.isoformat() for d in build if first <= d <= last} - known
+    if not wanted:
         return 0
-    claim = insert_on_conflict(session, report_day_table)
+    rebuild = sorted(date.fromisoformat(d) for d in wanted)
+    claim = insert_on_conflict(session, days)
     session.execute(
         claim.on_conflict_do_update(index_elements=["day"], set_={"dirty": False, "feed_seq": top}),
         [{"day": d.isoformat(), "dirty": False, "feed_seq": top} for d in rebuild],
     )
-    wanted = {d.isoformat() for d in rebuild}
-    session.execute(report_day_figures_table.delete().where(report_day_figures_table.c.day.in_(wanted)))
+    figures_table = report_day_figures_table
+    for start in range(0, len(rebuild), 500):
+        chunk = [d.isoformat() for d in rebuild[start : start + 500]]
+        session.execute(figures_table.delete().where(figures_table.c.day.in_(chunk)))
     rows = []
-    for first, last in _runs(rebuild):
-        live = _live_figures(session, _midnight(first), _midnight(last + timedelta(days=1)), True)
+    for run_first, run_last in _runs(rebuild):
+        live = _live_figures(session, _midnight(run_first), _midnight(run_last + timedelta(days=1)), True)
         for (segment, day), figures in live.items():
             if day in wanted:
                 counts = {name: getattr(figures, name) for name in _FIGURE_COLUMNS}
                 rows.append({"day": day, "segment_key": segment, **counts})
     if rows:
-        session.execute(report_day_figures_table.insert(), rows)
+        session.execute(figures_table.insert(), rows)
     return len(rebuild)
 
 
-def _rollup_figures(session: Session, days: list[date], by_day: bool) -> dict[Key, Figures]:
-    """The rollup's figures over these (consecutive) days, per segment key (and day)."""
+def _rollup_figures(session: Session, first: date, last: date, by_day: bool) -> dict[Key, Figures]:
+    """The rollup's figures from `first` to `last`, per segment key (and day)."""
     table = report_day_figures_table
     sums = [sa.func.sum(table.c[name]).label(name) for name in _FIGURE_COLUMNS]
     grouping = [table.c.segment_key, *([table.c.day] if by_day else [])]
     query = (
         sa.select(*grouping, *sums)
-        .where(table.c.day.between(days[0].isoformat(), days[-1].isoformat()))
+        .where(table.c.day.between(first.isoformat(), last.isoformat()))
         .group_by(*grouping)
     )
     return {(row.segment_key, row.day if by_day else None): _figures(row) for row in session.execute(query)}
@@ -519,12 +513,13 @@ def _conversation_figures(
 ) -> dict[Key, Figures]:
     """Conversation figures of the window: the whole days from the rollup (refreshed first where it
     needs to be), the partial days at either end attributed live."""
-    full = _full_days(since, until)
-    if not full:
+    span = _full_day_span(since, until)
+    if span is None:
         return _live_figures(session, since, until, by_day)
-    refresh_rollup(session=session, days=full)
-    out = _rollup_figures(session, full, by_day)
-    for start, end in ((since, _midnight(full[0])), (_midnight(full[-1] + timedelta(days=1)), until)):
+    first, last = span
+    refresh_rollup(session=session, first=first, last=last)
+    out = _rollup_figures(session, first, last, by_day)
+    for start, end in ((since, _midnight(first)), (_midnight(last + timedelta(days=1)), until)):
         if start < end:
             for key, figures in _live_figures(session, start, end, by_day).items():
                 out.setdefault(key, Figures()).add(figures)
