@@ -162,11 +162,12 @@ def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def membership_intervals(since: datetime) -> sa.Subquery:
+def membership_intervals(since: datetime, contacts: sa.Select[Any] | None = None) -> sa.Subquery:
     """Every stretch of membership the stored rows reconstruct that may cover an instant at or after
     `since`: `(segment_key, contact_key, start, end)` on `[start, end)`, a NULL `start` reaching back
     before the feed and a NULL `end` still running. An ended stretch is an `exited` feed row after
-    `since`, starting at the pair's previous feed row (found through `ix_membership_change_pair`)."""
+    `since`, starting at the pair's previous feed row (found through `ix_membership_change_pair`).
+    `contacts`, a select of contact keys, limits the stretches to theirs."""
     feed = change_table
     before = change_table.alias("before")
     start = (
@@ -183,6 +184,8 @@ def membership_intervals(since: datetime) -> sa.Subquery:
     ended = sa.select(
         feed.c.segment_key, feed.c.contact_key, start.label("start"), feed.c.at.label("end")
     ).where(feed.c.change == "exited", feed.c.at > sa.literal(since, type_=feed.c.at.type))
+    if contacts is not None:
+        ended = ended.where(feed.c.contact_key.in_(contacts))
     running = (
         sa.select(
             segment_table.c.key.label("segment_key"),
@@ -194,6 +197,8 @@ def membership_intervals(since: datetime) -> sa.Subquery:
         .join(segment_table, segment_table.c.id == membership_table.c.segment_id)
         .join(contact_table, contact_table.c.id == membership_table.c.contact_id)
     )
+    if contacts is not None:
+        running = running.where(contact_table.c.key.in_(contacts))
     return sa.union_all(ended, running).subquery("intervals")
 
 
@@ -254,9 +259,9 @@ def _live_figures(session: Session, since: datetime, until: datetime, by_day: bo
     """Conversations in `[since, until)` attributed now from the raw events, per segment (and day), plus
     `""` for all of them."""
     events = conversation_event_table
-    intervals = membership_intervals(since)
-    day = _utc_day(session, events.c.at).label("day") if by_day else sa.null().label("day")
     in_window = sa.and_(events.c.at >= since, events.c.at < until)
+    intervals = membership_intervals(since, sa.select(events.c.contact_key).where(in_window))
+    day = _utc_day(session, events.c.at).label("day") if by_day else sa.null().label("day")
     segment = sa.func.coalesce(intervals.c.segment_key, NO_SEGMENT).label("segment")
     attributed = (
         sa.select(segment, day, *_figures_columns(events))
