@@ -228,9 +228,8 @@ def main() -> int:
         since, until = T0, T0 + timedelta(days=DAYS)
         started = time.perf_counter()
         with Session(engine) as session, session.begin():
-            built = refresh_rollup(
-                session=session, days=[(T0 + timedelta(days=d)).date() for d in range(DAYS)]
-            )
+            days = [(T0 + timedelta(days=d)).date() for d in range(DAYS)]
+            built = refresh_rollup(session=session, first=days[0], last=days[-1], build=days)
         print(
             f"rollup build: {built} days over {args.events:,} events in {time.perf_counter() - started:.2f} s"
         )
