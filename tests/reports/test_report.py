@@ -40,7 +40,7 @@ EVENTS = [
 
 
 def report(engine: Engine, since: float = 0, until: float = 5, interval: Any = None) -> dict[str, Any]:
-    with Session(engine) as session:
+    with Session(engine) as session, session.begin():  # as the API and CLI run it: the rollup is kept
         body = segment_report(session=session, since=at(since), until=at(until), interval=interval).to_json()
     return body
 
@@ -240,3 +240,24 @@ def test_the_rollup_gives_what_live_attribution_gives(world: Engine) -> None:
         for point in row["series"]:
             expected = live.get((row["segment"], point["date"]))
             assert point["conversations"] == (expected.conversations if expected else 0)
+
+
+def test_days_a_later_change_cannot_affect_are_checked_once_not_rebuilt(world: Engine) -> None:
+    import sqlalchemy as sa
+
+    from segmentflow.db.tables import change_table, report_day_table
+    from tests.reports.conftest import save_contacts
+
+    record(world, *EVENTS)
+    report(world, since=0, until=3)  # builds days 0-2
+    save_contacts(world, [{"key": "carol", "plan": "vip", "region": "us"}], at(4.5))  # after them all
+    with world.connect() as conn:
+        top = conn.scalar(sa.select(sa.func.max(change_table.c.seq)))
+        before = dict(conn.execute(sa.select(report_day_table.c.day, report_day_table.c.feed_seq)).all())
+    assert all(seq < top for seq in before.values())
+    assert rows(report(world, since=0, until=3))["vip"]["conversations"] == 2  # e1 and e10
+    with world.connect() as conn:
+        after = dict(conn.execute(sa.select(report_day_table.c.day, report_day_table.c.feed_seq)).all())
+    window = {day: seq for day, seq in after.items() if "2026-03-01" <= day <= "2026-03-03"}
+    assert window == {"2026-03-02": top, "2026-03-03": top}  # checked, not rebuilt: days with events only
+    assert after["2026-04-10"] == before["2026-04-10"]  # outside the window: untouched

@@ -474,6 +474,13 @@ def refresh_rollup(*, session: Session, first: date, last: date, build: Collecti
         since_day = earliest_change.astimezone(UTC).date().isoformat()
         stale = sa.or_(stale, sa.and_(days.c.feed_seq < top, days.c.day >= since_day))
     wanted = set(session.scalars(sa.select(days.c.day).where(in_range, stale)))
+    if oldest is not None and oldest < top:
+        # The clean days left are consistent with the feed up to `top`: the next check reads from there.
+        session.execute(
+            days.update()
+            .where(in_range, days.c.dirty.is_(False), days.c.feed_seq < top, days.c.day.not_in(wanted))
+            .values(feed_seq=top)
+        )
     known = set(session.scalars(sa.select(days.c.day).where(days.c.day.in_([d.isoformat() for d in build]))))
     wanted |= {d.isoformat() for d in build if first <= d <= last} - known
     if not wanted:
