@@ -261,3 +261,17 @@ def test_days_a_later_change_cannot_affect_are_checked_once_not_rebuilt(world: E
     window = {day: seq for day, seq in after.items() if "2026-03-01" <= day <= "2026-03-03"}
     assert window == {"2026-03-02": top, "2026-03-03": top}  # checked, not rebuilt: days with events only
     assert after["2026-04-10"] == before["2026-04-10"]  # outside the window: untouched
+
+
+def test_csv_with_a_daily_series_has_a_line_per_day_after_each_row(world: Engine, client: TestClient) -> None:
+    record(world, *EVENTS)
+    params = {"since": at(0).isoformat(), "until": at(2).isoformat(), "interval": "day"}
+    headers = {**token(world, "reports:read"), "Accept": "text/csv"}
+    lines = list(
+        csv.DictReader(io.StringIO(client.get("/reports/segments", params=params, headers=headers).text))
+    )
+    eu = [(line["date"], line["conversations"], line["members"]) for line in lines if line["segment"] == "eu"]
+    assert eu == [("", "1", "2"), ("2026-03-01", "0", "2"), ("2026-03-02", "1", "2")]
+    dash = next(line for line in lines if line["segment"] == "-" and not line["date"])
+    assert (dash["members"], dash["handoffRate"], dash["csatAverage"]) == ("", "", "")
+    assert lines[-1]["segment"] == "*"
