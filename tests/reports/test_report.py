@@ -230,12 +230,12 @@ def test_a_membership_change_written_later_for_an_earlier_time_rebuilds_the_days
 
 
 def test_the_rollup_gives_what_live_attribution_gives(world: Engine) -> None:
-    from segmentflow.services.reporting import _live_figures
+    from segmentflow.services.reporting import live_figures
 
     record(world, *EVENTS)
     whole = report(world, since=0, until=5, interval="day")  # whole days: from the rollup
     with Session(world) as session:
-        live = _live_figures(session, at(0), at(5), True)
+        live = live_figures(session, at(0), at(5), True)
     for row in whole["data"]:
         for point in row["series"]:
             expected = live.get((row["segment"], point["date"]))
