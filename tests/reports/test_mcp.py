@@ -190,3 +190,43 @@ async def test_http_without_a_key_or_with_an_unknown_one_is_refused(mcp_url: str
         response = await http.post(mcp_url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_the_mcp_http_command_serves_at_slash_mcp(world: Engine, database_url: str) -> None:
+    import asyncio
+    import subprocess
+
+    port = free_port()
+    command = str(Path(sys.executable).with_name("segmentflow"))
+    args = [
+        command,
+        "--database-url",
+        database_url,
+        "mcp",
+        "--http",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "segmentflow mcp --http did not listen"
+                await asyncio.sleep(0.1)
+        async with http_client(f"http://127.0.0.1:{port}/mcp", token(world, "segments:read")) as mcp:
+            answer = data(
+                await mcp.call_tool("check_contact_in_segment", {"segment": "vip", "contact": "dave"})
+            )
+        assert answer["isMember"] is True
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stderr:
+            process.stderr.close()
