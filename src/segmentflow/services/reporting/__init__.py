@@ -90,8 +90,9 @@ def segment_report(
     if since >= until:
         raise ReportError("since must be before until", "since")
     by_day = interval == "day"
-    days = day_bounds(since, until) if by_day else []
-    if len(days) > MAX_SERIES_DAYS:
+    too_long = by_day and until - since > timedelta(days=MAX_SERIES_DAYS)  # before listing the days
+    days = day_bounds(since, until) if by_day and not too_long else []
+    if too_long or len(days) > MAX_SERIES_DAYS:
         raise ReportError(f"a daily series covers at most {MAX_SERIES_DAYS} days", "interval")
     figures = _conversation_figures(session, since, until, by_day)
     for key, sla in sla_figures(session, since, until, by_day).items():
