@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Literal, get_args
 
 from segmentflow.activities import MembershipActivities, MessageActivities, SequenceActivities
+from segmentflow.activities.conversations import ConversationActivities
 from segmentflow.activities.sla import SlaActivities
 from segmentflow.plugins._interceptors import SegmentsInterceptor
 from segmentflow.workflows import HandleMessage, RecomputeMemberships, RunSequence
@@ -29,7 +30,7 @@ from segmentflow.settings import Settings
 
 __all__ = ["FEATURES", "PASSTHROUGH_MODULES", "Feature", "SegmentsPlugin"]
 
-Feature = Literal["membership", "messages", "sequences", "sla"]
+Feature = Literal["membership", "messages", "sequences", "sla", "reports"]
 #: The feature groups a worker can host: each brings its activities and workflows.
 FEATURES: tuple[Feature, ...] = get_args(Feature)
 
@@ -100,12 +101,12 @@ class SegmentsPlugin(SimplePlugin):
     `features` chooses the groups a worker hosts (default: all of `FEATURES`): `membership`
     (`CheckContactInSegment`, `ListContactSegments`, `RecomputeMemberships`), `messages` (`HandleMessage`,
     `RunAction` and the message activities), `sequences` (`RunSequence`), `sla` (`TicketSla`, the watcher,
-    `SelectSlaPolicy` and the SLA activities). The contact-header and action-check interceptors come with
-    every choice. `migrate=False`: the worker does not migrate the schema when it starts (run
-    `segmentflow db upgrade` or one migrating worker instead). `tracing=True` adds temporalio's OpenTelemetry
-    `TracingInterceptor` (client and worker spans for starts, workflows and activities; needs
-    `pip install "segmentflow[otel]"` and a tracer provider the host configures). An engine the plugin
-    created is disposed when its worker stops.
+    `SelectSlaPolicy` and the SLA activities), `reports` (`RecordConversation`). The contact-header and
+    action-check interceptors come with every choice. `migrate=False`: the worker does not migrate the schema
+    when it starts (run `segmentflow db upgrade` or one migrating worker instead). `tracing=True` adds
+    temporalio's OpenTelemetry `TracingInterceptor` (client and worker spans for starts, workflows and
+    activities; needs `pip install "segmentflow[otel]"` and a tracer provider the host configures). An engine
+    the plugin created is disposed when its worker stops.
 
     On a Client, the plugin also sets the pydantic data converter and the client-side interceptor. On a
     Worker only (`Worker(client, plugins=[SegmentsPlugin(...)])`), that worker's copy of the client gets the
@@ -137,11 +138,13 @@ class SegmentsPlugin(SimplePlugin):
         self.message_activities = MessageActivities(engine, settings)
         self.sequence_activities = SequenceActivities(engine, settings)
         self.sla_activities = SlaActivities(engine, settings=settings)
+        self.conversation_activities = ConversationActivities(engine)
         hosted: dict[Feature, tuple[Sequence[Callable[..., Any]], Sequence[type]]] = {
             "membership": (self.membership_activities.all(), [RecomputeMemberships]),
             "messages": (self.message_activities.all(), [HandleMessage]),
             "sequences": (self.sequence_activities.all(), [RunSequence]),
             "sla": (self.sla_activities.all(), [TicketSla, WatchSlaMembershipChanges]),
+            "reports": (self.conversation_activities.all(), []),
         }
         chosen = [hosted[feature] for feature in FEATURES if feature in self.features]
         interceptors: list[Any] = [

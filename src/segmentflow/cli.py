@@ -606,6 +606,13 @@ app.add_typer(instructions_app, name="instructions")
 app.add_typer(sequences_app, name="sequences")
 app.add_typer(sla_app, name="sla")
 
+# Reporting and the MCP server (issue 14).
+from segmentflow.cli_reports import events_app, mcp, report  # noqa: E402
+
+app.add_typer(events_app, name="events")
+app.command("report")(report)
+app.command("mcp")(mcp)
+
 
 def _fail(message: str) -> None:
     err.print(f"segmentflow: error: {message}", markup=False, highlight=False, soft_wrap=True)

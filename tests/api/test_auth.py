@@ -88,6 +88,14 @@ ENDPOINTS = [
     Endpoint("PUT", "/sequences/{key}", "sequences:write", "/sequences/welcome", SEQUENCE),
     Endpoint("POST", "/sequences/{key}/launch", "sequences:write", "/sequences/welcome/launch"),
     Endpoint("POST", "/sequences/{key}/pause", "sequences:write", "/sequences/welcome/pause"),
+    # Reporting (issue 14)
+    Endpoint("POST", "/events", "events:write", json=[]),
+    Endpoint(
+        "GET",
+        "/reports/segments",
+        "reports:read",
+        "/reports/segments?since=2026-01-01T00:00:00Z&until=2026-01-02T00:00:00Z",
+    ),
 ]
 MATRIX = [
     pytest.param(endpoint, token, id=f"{endpoint}-{token}")

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from segmentflow.api import contacts, health, memberships, messages, segments, sequences, sla
+from segmentflow.api import contacts, events, health, memberships, messages, reports, segments, sequences, sla
 from segmentflow.api.errors import document_body_errors, install_error_handlers
 from segmentflow.api.guard import ApiGuard, Authenticator, AuthFailureLimiter
 from segmentflow.api.metrics import HttpMetrics
@@ -33,7 +33,12 @@ checked before the body is read; bodies over the limit get 413, and a client wit
 with `Retry-After`."""
 
 #: The import endpoints: they take whole files, so they get `Settings.max_import_body_bytes`.
-IMPORT_ROUTES = (("POST", "/messages/actions"), ("POST", "/messages/instructions"), ("PUT", "/sla/policies"))
+IMPORT_ROUTES = (
+    ("POST", "/messages/actions"),
+    ("POST", "/messages/instructions"),
+    ("PUT", "/sla/policies"),
+    ("POST", "/events"),
+)
 #: Paths of the web console, which has its own sessions and limits: the API guard leaves them alone.
 CONSOLE_PREFIX = "/ui"
 
@@ -121,6 +126,10 @@ def create_app(settings: Settings) -> FastAPI:
     # memberships before segments: its fixed paths win over /{segment_id}
     for module in (health, memberships, segments, contacts, sla, messages, sequences):
         app.include_router(document_body_errors(module.router))
+    # Reporting: conversation events in, the segment report out (issue 14).
+    for module in (events, reports):
+        app.include_router(document_body_errors(module.router))
+
     # The operator console (/ui/): its own routes, static files, headers and error pages. Imported here:
     # the console's pages use this package's dependencies.
     from segmentflow.console import install_console

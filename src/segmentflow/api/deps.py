@@ -36,12 +36,14 @@ __all__ = [
     "ContactId",
     "ContactsKey",
     "Egress",
+    "EventsWriteKey",
     "IndexCache",
     "MessagesReadKey",
     "MessagesWriteKey",
     "ReadKey",
     "ReadSession",
     "ReadSlot",
+    "ReportsReadKey",
     "SegmentRef",
     "SequencesReadKey",
     "SequencesWriteKey",
@@ -161,6 +163,8 @@ MessagesReadKey = Annotated[VerifiedKey, Depends(_holding("messages:read"))]
 MessagesWriteKey = Annotated[VerifiedKey, Depends(_holding("messages:write"))]
 SequencesReadKey = Annotated[VerifiedKey, Depends(_holding("sequences:read"))]
 SequencesWriteKey = Annotated[VerifiedKey, Depends(_holding("sequences:write"))]
+ReportsReadKey = Annotated[VerifiedKey, Depends(_holding("reports:read"))]
+EventsWriteKey = Annotated[VerifiedKey, Depends(_holding("events:write"))]
 
 SegmentRef = Annotated[
     str, Path(pattern=_SEGMENT, max_length=256, description="The segment's UUID `id` or its `key`.")

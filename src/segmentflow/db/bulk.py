@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
-__all__ = ["bulk_insert", "insert_on_conflict"]
+__all__ = ["bulk_insert", "insert_new", "insert_on_conflict"]
 
 
 def insert_on_conflict(dialect: str | Session, table: sa.Table) -> Any:
@@ -73,3 +73,43 @@ def bulk_insert(
         )
         return
     connection.execute(table.insert(), [dict(zip(columns, row, strict=True)) for row in rows])
+
+
+def insert_new(
+    session: Session, table: sa.Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]], *, key: str
+) -> int:
+    """Insert the `rows` whose `key` (a unique column) is not stored yet; returns how many were inserted.
+    `rows` must not repeat a key. PostgreSQL: COPY into a temporary table, then one INSERT ... SELECT ...
+    ON CONFLICT DO NOTHING. Elsewhere: batched INSERT ... ON CONFLICT DO NOTHING RETURNING."""
+    if not rows:
+        return 0
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        names = ", ".join(f'"{c}"' for c in columns)
+        staging = f"_new_{table.name}"
+        connection.exec_driver_sql(
+            f'CREATE TEMPORARY TABLE IF NOT EXISTS "{staging}" (LIKE "{table.name}") ON COMMIT DELETE ROWS'
+        )
+        connection.exec_driver_sql(f'TRUNCATE "{staging}"')
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f'COPY "{staging}" ({names}) FROM STDIN') as copy:
+            for row in rows:
+                copy.write_row(row)
+        cursor.execute(
+            f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM "{staging}" '
+            f'ON CONFLICT ("{key}") DO NOTHING'
+        )
+        inserted = cursor.rowcount
+        cursor.close()
+        return int(inserted)
+    statement = (
+        insert_on_conflict(connection.dialect.name, table)
+        .on_conflict_do_nothing(index_elements=[key])
+        .returning(table.c[key])
+    )
+    inserted = 0
+    batch = max(1, 30_000 // len(columns))  # SQLite allows 32,766 parameters per statement
+    for start in range(0, len(rows), batch):
+        params = [dict(zip(columns, row, strict=True)) for row in rows[start : start + batch]]
+        inserted += len(session.execute(statement, params).fetchall())
+    return inserted

@@ -434,3 +434,71 @@ class ConsoleSession(SQLModel, table=True):
 
 console_session_table = _table(ConsoleSession)
 __all__ += ["ConsoleSession", "console_session_table"]
+
+
+# --- Reporting: conversation events (migration 0010) ---
+
+
+class ConversationEventRecord(SQLModel, table=True):
+    """One closed conversation (`POST /events`, `segmentflow events import`,
+    `segmentflow.RecordConversation`), keyed by the caller's id so a repeat is a no-op. Attributed to
+    segments only when reported, from the memberships and the change feed as they were at `at`."""
+
+    __tablename__ = "conversation_event"
+
+    id: str = Field(sa_column=sa.Column(sa.String(256), primary_key=True))
+    contact_key: str | None = Field(default=None, sa_column=sa.Column(sa.String(512), nullable=True))
+    at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False, index=True))
+    channel: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
+    handoff: bool | None = Field(default=None, sa_column=sa.Column(sa.Boolean, nullable=True))
+    csat: int | None = Field(default=None, sa_column=sa.Column(sa.SmallInteger, nullable=True))
+    messages: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
+    recorded_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False))
+
+
+class ReportDay(SQLModel, table=True):
+    """One UTC day of the report's rollup: `dirty` when events of that day were recorded since it was
+    built, and the change-feed `seq` it was built at (a feed row written later with an earlier `at`
+    makes the days from then on stale)."""
+
+    __tablename__ = "report_day"
+
+    day: str = Field(sa_column=sa.Column(sa.String(10), primary_key=True))
+    dirty: bool = Field(sa_column=sa.Column(sa.Boolean, nullable=False))
+    feed_seq: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+
+
+class ReportDayFigures(SQLModel, table=True):
+    """The rollup: additive conversation figures of one UTC day under one segment key (`"-"`: none;
+    `""`: every conversation of the day), attributed at each conversation's time."""
+
+    __tablename__ = "report_day_figures"
+
+    day: str = Field(sa_column=sa.Column(sa.String(10), primary_key=True))
+    segment_key: str = Field(sa_column=sa.Column(sa.String(256), primary_key=True))
+    conversations: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    handoffs: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    handoff_known: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    csat_responses: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    csat_sum: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    csat_satisfied: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+
+
+conversation_event_table = _table(ConversationEventRecord)
+report_day_table = _table(ReportDay)
+report_day_figures_table = _table(ReportDayFigures)
+# The report rewinds each (segment, contact) pair's feed: its rows in seq order, without a sort.
+sa.Index(
+    "ix_membership_change_pair",
+    change_table.c.segment_key,
+    change_table.c.contact_key,
+    change_table.c.seq,
+)
+__all__ += [
+    "ConversationEventRecord",
+    "ReportDay",
+    "ReportDayFigures",
+    "conversation_event_table",
+    "report_day_figures_table",
+    "report_day_table",
+]

@@ -43,6 +43,9 @@ Scope = Literal[
     "messages:write",
     "sequences:read",
     "sequences:write",
+    # Conversation events in, the segment report out (issue 14).
+    "events:write",
+    "reports:read",
 ]
 SCOPES: Final[tuple[str, ...]] = get_args(Scope)
 _TOKEN = re.compile(r"sf_([0-9a-f]{12})_[A-Za-z0-9_-]{43}")
