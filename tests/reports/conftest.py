@@ -20,7 +20,8 @@ from segmentflow.rules import parse_context, parse_segments
 from segmentflow.services.conversations import parse_event, record_conversations
 from segmentflow.services.keys import create_key
 from segmentflow.services.membership import upsert_and_recompute
-from segmentflow.services.segments import load_index, upsert_segments
+from segmentflow.services.segment_admin import import_segments
+from segmentflow.services.segments import load_index
 from segmentflow.settings import Settings
 from tests.temporal.conftest import dev_env, task_queue
 
@@ -90,7 +91,7 @@ def world(engine: Engine) -> Engine:
     - carol: a contact in no segment.
     - dave: first stored on day 3, as a vip."""
     with Session(engine) as session, session.begin():
-        upsert_segments(session=session, segments=parse_segments(SEGMENTS), now=at(0))
+        import_segments(recompute=False, session=session, segments=parse_segments(SEGMENTS), now=at(0))
     save_contacts(
         engine,
         [
