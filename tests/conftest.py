@@ -11,25 +11,15 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlmodel import SQLModel
 
+import segmentflow.db.tables  # noqa: F401  (registers every table on SQLModel.metadata)
 from segmentflow.db.engine import make_engine, migrate
 
 POSTGRES_ADMIN_URL = os.environ.get("SEGMENTFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-_TABLES = (
-    "report_day_figures",
-    "report_day",
-    "conversation_event",
-    "console_session",
-    "send",
-    "enrollment",
-    "sequence",
-    "api_key",
-    "recompute_progress",
-    "membership_change",
-    "segment_membership",
-    "contact",
-    "segment",
-)
+#: Every table of the schema, children before parents: emptied before each test that takes `engine`, so no
+#: row of one test (an action naming a segment, an SLA policy...) changes what another sees.
+_TABLES = tuple(table.name for table in reversed(SQLModel.metadata.sorted_tables))
 
 
 def _postgres_reason() -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BeforeValidator, Field, StrictBool, StrictInt
+from pydantic import AwareDatetime, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
 from segmentflow.workflows.models import Payload
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "ConversationEvent",
     "RecordConversationInput",
     "RecordConversationResult",
+    "SubmittedConversationEvent",
 ]
 
 RECORD_CONVERSATION = "segmentflow.RecordConversation"
@@ -56,6 +57,14 @@ class ConversationEvent(Payload):
     handoff: StrictBool | None = None
     csat: Annotated[StrictInt, Field(ge=1, le=5)] | None = None
     messages: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] | None = None
+
+
+class SubmittedConversationEvent(ConversationEvent):
+    """The event as written at the edge (`POST /events`, `segmentflow events import`): a field this version
+    does not know is refused, so a misspelt `csat` is an error naming it, never an answer silently dropped.
+    (The activity's input ignores unknown fields, as every wire model does, for rolling deploys.)"""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 #: The activity takes the event itself.

@@ -4,7 +4,7 @@ the line or the segment, and what is wrong."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,9 @@ from segmentflow.rules.model import segment_items
 
 __all__ = [
     "InputError",
+    "LineError",
     "iter_context_lines",
+    "iter_json_lines",
     "lint_segments_file",
     "read_compiled_segments",
     "read_contexts",
@@ -97,6 +99,24 @@ def lint_segments_file(path: Path) -> tuple[int, list[RuleError], list[RuleWarni
     return len(items), errors + more_errors, warnings
 
 
+class LineError(str):
+    """Why one line of a JSON-lines file could not be decoded (a `str`, told apart from decoded JSON)."""
+
+
+def iter_json_lines(lines: Iterable[bytes], *, skip_blank: bool = False) -> Iterator[tuple[int, Any]]:
+    """(line number, decoded JSON value or a `LineError`) for each line of a JSON-lines file (raw bytes);
+    `skip_blank`: blank lines are passed over instead of being an error."""
+    for number, line in enumerate(lines, start=1):
+        if skip_blank and not line.strip():
+            continue
+        try:
+            yield number, json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            yield number, LineError("not UTF-8 text")
+        except json.JSONDecodeError as exc:
+            yield number, LineError(f"not valid JSON: {exc.msg} at column {exc.colno}")
+
+
 def iter_context_lines(path: Path) -> Iterator[tuple[int, Context | str]]:
     """(line number, parsed context or the error message) for each line of a JSON-lines file."""
     try:
@@ -104,14 +124,9 @@ def iter_context_lines(path: Path) -> Iterator[tuple[int, Context | str]]:
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
     with handle:
-        for number, line in enumerate(handle, start=1):
-            try:
-                data = json.loads(line.decode("utf-8"))
-            except UnicodeDecodeError:
-                yield number, "not UTF-8 text"
-                continue
-            except json.JSONDecodeError as exc:
-                yield number, f"not valid JSON: {exc.msg} at column {exc.colno}"
+        for number, data in iter_json_lines(handle):
+            if isinstance(data, LineError):
+                yield number, str(data)
                 continue
             try:
                 yield number, parse_context(data)

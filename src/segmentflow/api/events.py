@@ -12,7 +12,7 @@ from segmentflow.api.deps import EventsWriteKey, WriteSession, now
 from segmentflow.api.errors import responses
 from segmentflow.api.json_body import StrictJsonRoute
 from segmentflow.services.conversations import record_conversations
-from segmentflow.workflows.conversation_models import ConversationEvent
+from segmentflow.workflows.conversation_models import SubmittedConversationEvent
 
 __all__ = ["MAX_EVENTS", "router"]
 
@@ -29,7 +29,7 @@ class EventsRecorded(BaseModel):
 
 @router.post("/events", responses=responses(401, 403))
 def post_events(
-    events: Annotated[list[ConversationEvent], Body(max_length=MAX_EVENTS)],
+    events: Annotated[list[SubmittedConversationEvent], Body(max_length=MAX_EVENTS)],
     session: WriteSession,
     _key: EventsWriteKey,
 ) -> EventsRecorded:

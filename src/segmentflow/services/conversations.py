@@ -4,7 +4,6 @@ duplicate and changes nothing), marking their days dirty in the report's rollup.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,8 +15,9 @@ from sqlmodel import Session
 
 from segmentflow.db.bulk import insert_new
 from segmentflow.db.tables import conversation_event_table
+from segmentflow.inputs import LineError, iter_json_lines
 from segmentflow.services.reporting import mark_days_dirty
-from segmentflow.workflows.conversation_models import ConversationEvent
+from segmentflow.workflows.conversation_models import ConversationEvent, SubmittedConversationEvent
 
 __all__ = [
     "RecordCounts",
@@ -42,24 +42,17 @@ def describe_validation_error(exc: ValidationError) -> str:
 
 
 def parse_event(data: Any) -> ConversationEvent:
-    """One event from decoded JSON; raises `ValidationError` naming the field."""
-    return ConversationEvent.model_validate(data)
+    """One event from decoded JSON (unknown fields refused); raises `ValidationError` naming the field."""
+    return SubmittedConversationEvent.model_validate(data)
 
 
 def iter_event_lines(path: Path) -> Iterator[tuple[int, ConversationEvent | str]]:
     """(line number, event or the reason it was refused) for each non-blank line of a JSON-lines file.
     Raises `OSError` when the file cannot be opened."""
     with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                data = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                yield number, "not UTF-8 text"
-                continue
-            except json.JSONDecodeError as exc:
-                yield number, f"not valid JSON: {exc.msg} at column {exc.colno}"
+        for number, data in iter_json_lines(handle, skip_blank=True):
+            if isinstance(data, LineError):
+                yield number, str(data)
                 continue
             try:
                 yield number, parse_event(data)

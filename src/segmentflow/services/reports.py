@@ -71,17 +71,21 @@ def list_members(*, session: Session, segment_id: uuid.UUID, after: int, limit: 
     return [Member(cid, key, since) for cid, key, since in session.execute(query)]
 
 
+#: A change-feed row as `Change` holds it.
+_CHANGE_COLUMNS = (
+    change_table.c.seq,
+    change_table.c.segment_id,
+    change_table.c.segment_key,
+    change_table.c.contact_key,
+    change_table.c.change,
+    change_table.c.at,
+)
+
+
 def list_changes(*, session: Session, after: int, limit: int) -> list[Change]:
     """Up to `limit` change-feed rows with seq > `after`, in seq order."""
     query = (
-        sa.select(
-            change_table.c.seq,
-            change_table.c.segment_id,
-            change_table.c.segment_key,
-            change_table.c.contact_key,
-            change_table.c.change,
-            change_table.c.at,
-        )
+        sa.select(*_CHANGE_COLUMNS)
         .where(change_table.c.seq > after)
         .order_by(change_table.c.seq)
         .limit(limit)
@@ -116,14 +120,7 @@ def segment_activity(*, session: Session, since: datetime, until: datetime) -> l
 def list_segment_changes(*, session: Session, segment_id: uuid.UUID, limit: int) -> list[Change]:
     """A segment's newest `limit` entries and exits, newest first."""
     query = (
-        sa.select(
-            change_table.c.seq,
-            change_table.c.segment_id,
-            change_table.c.segment_key,
-            change_table.c.contact_key,
-            change_table.c.change,
-            change_table.c.at,
-        )
+        sa.select(*_CHANGE_COLUMNS)
         .where(change_table.c.segment_id == segment_id)
         .order_by(change_table.c.seq.desc())
         .limit(limit)
