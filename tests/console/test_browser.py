@@ -324,7 +324,9 @@ def test_the_keyboard_alone_signs_in_and_reaches_the_content(
     page: Any, live: tuple[LiveServer, Engine]
 ) -> None:
     page.goto("/ui/")
-    page.keyboard.type(make_token(live[1], *SCOPES))  # the token field has the focus
+    # The token field takes the focus by itself (autofocus); wait for it rather than racing the page load.
+    page.wait_for_function("() => document.activeElement && document.activeElement.name === 'token'")
+    page.keyboard.type(make_token(live[1], *SCOPES))
     page.keyboard.press("Enter")
     page.wait_for_url("**/ui/segments")
     page.keyboard.press("Tab")
