@@ -57,6 +57,7 @@ def series_lines(
     for run in runs:
         if len(run) == 1:
             x, y = run[0]
-            run = [(max(x - 1.5, 0.0), y), (min(x + 1.5, float(width)), y)]
+            left = min(max(x - 3.0, 0.0), width - 6.0)
+            run = [(left, y), (left + 6.0, y)]
         lines.append(" ".join(f"{x:.1f},{y:.1f}" for x, y in run))
     return lines

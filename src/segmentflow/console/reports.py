@@ -58,7 +58,7 @@ def _charts(row: ReportRow) -> list[Chart]:
             sum(1 for v in conversations if v),
         ),
         Chart(
-            "CSAT average (1–5)",
+            "CSAT average (1-5)",
             "5",
             series_lines(csat, low=1, high=5, **size),
             sum(1 for v in csat if v is not None),
