@@ -16,6 +16,9 @@ from segmentflow.db.engine import make_engine, migrate
 
 POSTGRES_ADMIN_URL = os.environ.get("SEGMENTFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 _TABLES = (
+    "segment_change_day",
+    "segment_change_hour",
+    "segment_change_rollup",
     "report_day_figures",
     "report_day",
     "conversation_event",
