@@ -540,6 +540,8 @@ class SegmentChangeRollup(SQLModel, table=True):
     seq: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
 
 
+# A segment's page lists its newest entries and exits: the last rows of its feed, without a sort.
+sa.Index("ix_membership_change_segment_seq", change_table.c.segment_id, change_table.c.seq)
 segment_change_day_table = _table(SegmentChangeDay)
 segment_change_hour_table = _table(SegmentChangeHour)
 segment_change_rollup_table = _table(SegmentChangeRollup)

@@ -1,5 +1,5 @@
 """The console's rollup of the change feed: entries and exits per segment per UTC day and hour, and the
-last feed seq folded in.
+last feed seq folded in; an index that reads a segment's newest feed rows.
 
 Revision ID: 0011
 Revises: 0010
@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("entered", sa.Integer, nullable=False),
         sa.Column("exited", sa.Integer, nullable=False),
     )
+    op.create_index("ix_membership_change_segment_seq", "membership_change", ["segment_id", "seq"])
     op.create_index("ix_segment_change_day_day", "segment_change_day", ["day"])
     op.create_table(
         "segment_change_hour",
@@ -42,6 +43,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_membership_change_segment_seq", table_name="membership_change")
     op.drop_table("segment_change_rollup")
     op.drop_table("segment_change_hour")
     op.drop_table("segment_change_day")
