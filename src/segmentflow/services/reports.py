@@ -322,8 +322,8 @@ def _trends(
 
 class SegmentTrendCache:
     """Keeps the last `segment_trends` until the change feed or the segments change, or the minute turns
-    (the 24-hour window slides): the aggregates read the whole recent feed, the stamp one index lookup and
-    one small aggregate. Safe to share between threads."""
+    (the 24-hour window slides): the stamp is one index lookup and one small aggregate, a recompute folds
+    the feed's new rows into the rollup and reads it. Safe to share between threads."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
