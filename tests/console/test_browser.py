@@ -14,16 +14,21 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from segmentflow.api import create_app
 from segmentflow.db.engine import make_engine, migrate
+from segmentflow.rules import parse_segments
 from segmentflow.services.keys import SCOPES
+from segmentflow.services.membership import recompute_all
+from segmentflow.services.segment_admin import import_segments
 from segmentflow.settings import Settings
 from tests.console.conftest import HOSTILE, READ_SCOPES, make_token, seed
 
@@ -43,6 +48,10 @@ LAUNCH_ARGS = [
     "--disable-sync",
 ]
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def _missing(message: str) -> None:
@@ -344,3 +353,54 @@ def test_readable_on_a_phone(browser: Any, live: tuple[LiveServer, Engine]) -> N
         assert width <= 390 + 1
     finally:
         ctx.close()
+
+
+def test_reports_show_imported_events_and_a_hostile_segment_name_as_text(
+    page: Any, live: tuple[LiveServer, Engine], tmp_path: Path
+) -> None:
+    # Last in this module: it adds a segment (named like an attack) that the other tests do not expect.
+    engine = live[1]
+    with Session(engine) as session, session.begin():
+        segments = [
+            {
+                "key": "hostile",
+                "name": HOSTILE,
+                "rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["vip"]}]}],
+            }
+        ]
+        import_segments(recompute=False, session=session, segments=parse_segments(segments), now=utcnow())
+    recompute_all(engine)
+    at = utcnow().isoformat()
+    events = [
+        {"id": "b1", "contactKey": "u1", "at": at, "handoff": True, "csat": 5},
+        {"id": "b2", "contactKey": "u2", "at": at, "handoff": False, "csat": 3},
+        {"id": "b3", "contactKey": "u3", "at": at, "handoff": False},
+        {"id": "b4", "contactKey": None, "at": at, "csat": 1},
+    ]
+    imported = page.request.post(
+        "/events", data=events, headers={"authorization": f"Bearer {make_token(engine, 'events:write')}"}
+    )
+    assert imported.ok, imported.text()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    sign_in(page, engine)
+    page.click("nav >> text=Reports")
+    page.wait_for_url("**/ui/reports")
+    assert page.input_value("input[name=until]") == utcnow().date().isoformat()
+    assert page.inner_text('tr[data-report-segment="vip"] [data-conversations]') == "2"
+    assert page.inner_text('tr[data-report-segment="vip"] [data-handoff-rate]') == "50.0%"
+    assert page.inner_text('tr[data-report-segment="vip"] [data-csat-average]') == "4.00"
+    assert page.inner_text('tr[data-report-segment="-"] [data-conversations]') == "2"
+    hostile = page.locator('tr[data-report-segment="hostile"]')
+    assert hostile.locator("[data-conversations]").inner_text() == "2"
+    assert HOSTILE in hostile.inner_text()
+    assert page.locator("main img").count() == 0
+    assert page.locator('[data-chart-segment="vip"] svg.chart polyline').count() == 3
+    shot(page, "reports", tmp_path)
+    # a window before the events shows none
+    page.fill("input[name=since]", "2026-01-01")
+    page.fill("input[name=until]", "2026-01-31")
+    page.click("[data-report-window] button[type=submit]")
+    page.wait_for_url(re.compile(r".*/ui/reports\?since=2026-01-01"))
+    assert page.inner_text('tr[data-report-segment="vip"] [data-conversations]') == "0"
+    assert dialogs == []

@@ -8,7 +8,7 @@ from importlib.resources import files
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from segmentflow.console import auth, contacts, messages, segments, sequences, sla
+from segmentflow.console import auth, contacts, messages, reports, segments, sequences, sla
 from segmentflow.console.web import (
     PREFIX,
     ConsoleError,
@@ -35,5 +35,5 @@ def install_console(app: FastAPI, settings: Settings) -> None:
     # follow_symlink: an editable (strict) install links each package file to its source.
     static = StaticFiles(directory=str(files("segmentflow.console") / "static"), follow_symlink=True)
     app.mount(f"{PREFIX}/static", static, name="console-static")
-    for module in (auth, segments, contacts, sequences, sla, messages):
+    for module in (auth, segments, contacts, sequences, sla, messages, reports):
         app.include_router(module.router)

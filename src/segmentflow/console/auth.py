@@ -42,6 +42,7 @@ _LANDINGS = (
     ("sequences:read", "sequences"),
     ("sla:read", "sla"),
     ("messages:read", "messages"),
+    ("reports:read", "reports"),
 )
 
 

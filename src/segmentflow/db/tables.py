@@ -502,3 +502,54 @@ __all__ += [
     "report_day_figures_table",
     "report_day_table",
 ]
+
+
+# --- The console's segment list: entries and exits per segment per UTC day and hour (migration 0011) ---
+
+
+class SegmentChangeDay(SQLModel, table=True):
+    """Entries and exits of one segment on one UTC day (the day of the feed row's `at`, as `date(at)`),
+    folded in from the change feed up to `SegmentChangeRollup.seq`."""
+
+    __tablename__ = "segment_change_day"
+
+    segment_id: uuid.UUID = Field(sa_column=sa.Column(sa.Uuid, primary_key=True))
+    day: str = Field(sa_column=sa.Column(sa.String(10), primary_key=True, index=True))
+    entered: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    exited: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+
+
+class SegmentChangeHour(SQLModel, table=True):
+    """Entries and exits of one segment in one UTC hour (its start), for the last 24 hours' counts; hours
+    older than two days are pruned when the feed is folded in."""
+
+    __tablename__ = "segment_change_hour"
+
+    segment_id: uuid.UUID = Field(sa_column=sa.Column(sa.Uuid, primary_key=True))
+    hour: datetime = Field(sa_column=sa.Column(UTCDateTime, primary_key=True))
+    entered: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    exited: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+
+
+class SegmentChangeRollup(SQLModel, table=True):
+    """One row (`id` 1): the last change-feed seq folded into `segment_change_day` and `_hour`."""
+
+    __tablename__ = "segment_change_rollup"
+
+    id: int = Field(sa_column=sa.Column(sa.Integer, primary_key=True, autoincrement=False))
+    seq: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+
+
+# A segment's page lists its newest entries and exits: the last rows of its feed, without a sort.
+sa.Index("ix_membership_change_segment_seq", change_table.c.segment_id, change_table.c.seq)
+segment_change_day_table = _table(SegmentChangeDay)
+segment_change_hour_table = _table(SegmentChangeHour)
+segment_change_rollup_table = _table(SegmentChangeRollup)
+__all__ += [
+    "SegmentChangeDay",
+    "SegmentChangeHour",
+    "SegmentChangeRollup",
+    "segment_change_day_table",
+    "segment_change_hour_table",
+    "segment_change_rollup_table",
+]

@@ -6,14 +6,24 @@ from __future__ import annotations
 import threading
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from segmentflow.db.tables import change_table, contact_table, membership_table, segment_table, send_table
-from segmentflow.services.membership import member_counts
+from segmentflow.db.bulk import insert_on_conflict
+from segmentflow.db.tables import (
+    change_table,
+    contact_table,
+    membership_table,
+    segment_change_day_table,
+    segment_change_hour_table,
+    segment_change_rollup_table,
+    segment_table,
+    send_table,
+)
+from segmentflow.services.membership import member_counts, take_feed_lock
 from segmentflow.services.segments import list_segments
 
 __all__ = [
@@ -23,12 +33,14 @@ __all__ = [
     "SegmentTrend",
     "SegmentTrendCache",
     "SendRow",
+    "fold_change_feed",
     "list_changes",
     "list_members",
     "list_segment_changes",
     "list_sends",
     "segment_activity",
     "segment_trends",
+    "segment_trends_from_feed",
 ]
 
 
@@ -137,11 +149,125 @@ class SegmentTrend:
     daily_members: list[int]
 
 
+#: Hour rows older than this (before the newest `now` that folded) are pruned: only the last 24 hours
+#: are read from them.
+_HOURS_KEPT = timedelta(days=2)
+
+
+def _hour_of(session: Session) -> sa.ColumnElement[Any]:
+    """The start of the UTC hour of a feed row's `at`, in SQL (read back as a naive timestamp or text)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return sa.func.date_trunc("hour", sa.func.timezone("UTC", change_table.c.at))
+    return sa.func.strftime("%Y-%m-%d %H:00:00", change_table.c.at)
+
+
+def fold_change_feed(*, session: Session, now: datetime) -> int:
+    """Fold the change-feed rows written since the last fold into the per-day and per-hour rollup of
+    entries and exits (`segment_change_day`, `segment_change_hour`); returns how many rows were folded.
+    Serialised with the feed's writers (`take_feed_lock`, so no lower seq commits later), and claimed by a
+    compare-and-set on the rollup's seq, so two folds never count a row twice. A first look without the
+    lock returns at once when nothing is new. Never commits."""
+    state = segment_change_rollup_table
+    top_q = sa.select(sa.func.coalesce(sa.func.max(change_table.c.seq), 0))
+    done = session.scalar(sa.select(state.c.seq).where(state.c.id == 1))
+    if done is not None and int(session.scalar(top_q) or 0) <= done:
+        return 0
+    take_feed_lock(session)
+    session.execute(insert_on_conflict(session, state).on_conflict_do_nothing(), [{"id": 1, "seq": 0}])
+    done = int(session.scalar(sa.select(state.c.seq).where(state.c.id == 1)) or 0)
+    top = int(session.scalar(top_q) or 0)
+    if top <= done:
+        return 0
+    claimed = session.execute(
+        state.update().where(state.c.id == 1, state.c.seq == done).values(seq=top)
+    ).rowcount  # type: ignore[attr-defined]
+    if claimed != 1:  # another fold got there first
+        return 0
+    day, hour = sa.func.date(change_table.c.at), _hour_of(session)
+    query = (
+        sa.select(change_table.c.segment_id, change_table.c.change, day, hour, sa.func.count())
+        .where(change_table.c.seq > done, change_table.c.seq <= top)
+        .group_by(change_table.c.segment_id, change_table.c.change, day, hour)
+    )
+    days: dict[tuple[uuid.UUID, str], list[int]] = {}
+    hours: dict[tuple[uuid.UUID, datetime], list[int]] = {}
+    folded = 0
+    for segment_id, change, on, at_hour, n in session.execute(query):
+        label = str(on)[:10]
+        start = datetime.fromisoformat(str(at_hour)).replace(tzinfo=UTC)
+        slot = 0 if change == "entered" else 1
+        days.setdefault((segment_id, label), [0, 0])[slot] += int(n)
+        hours.setdefault((segment_id, start), [0, 0])[slot] += int(n)
+        folded += int(n)
+    for table, rows, column in (
+        (segment_change_day_table, days, "day"),
+        (segment_change_hour_table, hours, "hour"),
+    ):
+        if not rows:
+            continue
+        statement = insert_on_conflict(session, table)
+        statement = statement.on_conflict_do_update(
+            index_elements=["segment_id", column],
+            set_={
+                "entered": table.c.entered + statement.excluded.entered,
+                "exited": table.c.exited + statement.excluded.exited,
+            },
+        )
+        values = [
+            {"segment_id": sid, column: at, "entered": e, "exited": x} for (sid, at), (e, x) in rows.items()
+        ]
+        for first in range(0, len(values), 1000):
+            session.execute(statement, values[first : first + 1000])
+    hour_table = segment_change_hour_table
+    session.execute(hour_table.delete().where(hour_table.c.hour < now - _HOURS_KEPT))
+    return folded
+
+
 def segment_trends(*, session: Session, now: datetime, days: int = 30) -> list[SegmentTrend]:
     """For every stored segment, in key order: members now, entries and exits in the last 24 hours, and
-    the member count at the end of each of the last `days` UTC days, walked back from now through the
-    change feed. One pass over the feed's recent rows (grouped by segment, change, day and whether within
-    the last 24 hours) and one over the memberships."""
+    the member count at the end of each of the last `days` UTC days (oldest first), walked back from
+    now. Read from the rollup (`fold_change_feed` folds in what the feed gained since first): at most
+    segments x `days` day rows, segments x 25 hour rows, and the feed rows of the part-hour 24 hours
+    ago. The same answer as `segment_trends_from_feed`, for a `now` no earlier than the last fold's
+    less two days (the console's is the clock)."""
+    fold_change_feed(session=session, now=now)
+    since = now - timedelta(hours=24)
+    labels = [(now - timedelta(days=days - 1 - i)).date().isoformat() for i in range(days)]
+    day_t, hour_t = segment_change_day_table, segment_change_hour_table
+    net: dict[uuid.UUID, dict[str, int]] = {}
+    query = sa.select(day_t.c.segment_id, day_t.c.day, day_t.c.entered, day_t.c.exited).where(
+        day_t.c.day >= labels[0], day_t.c.day <= labels[-1]
+    )
+    for segment_id, label, entered, exited in session.execute(query):
+        net.setdefault(segment_id, {})[label] = int(entered) - int(exited)
+    # The last 24 hours: whole hours from the hourly rollup, the part-hour at the start from the feed.
+    edge = since.replace(minute=0, second=0, microsecond=0)
+    if edge < since:
+        edge += timedelta(hours=1)
+    moves: dict[tuple[uuid.UUID, str], int] = {}
+    hourly = (
+        sa.select(hour_t.c.segment_id, sa.func.sum(hour_t.c.entered), sa.func.sum(hour_t.c.exited))
+        .where(hour_t.c.hour >= edge)
+        .group_by(hour_t.c.segment_id)
+    )
+    for segment_id, entered, exited in session.execute(hourly):
+        moves[segment_id, "entered"] = int(entered or 0)
+        moves[segment_id, "exited"] = int(exited or 0)
+    if since < edge:
+        part = (
+            sa.select(change_table.c.segment_id, change_table.c.change, sa.func.count())
+            .where(change_table.c.at >= since, change_table.c.at < edge)
+            .group_by(change_table.c.segment_id, change_table.c.change)
+        )
+        for segment_id, change, n in session.execute(part):
+            moves[segment_id, change] = moves.get((segment_id, change), 0) + int(n)
+    return _trends(session, labels, net, moves)
+
+
+def segment_trends_from_feed(*, session: Session, now: datetime, days: int = 30) -> list[SegmentTrend]:
+    """`segment_trends` straight from the change feed: one pass over the feed's recent rows (grouped by
+    segment, change, day and whether within the last 24 hours) and one over the memberships. The peer of
+    the rollup in tests and `bench/console.py`."""
     since = now - timedelta(hours=24)
     start = min(since, (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0))
     labels = [(now - timedelta(days=days - 1 - i)).date().isoformat() for i in range(days)]
@@ -160,6 +286,17 @@ def segment_trends(*, session: Session, now: datetime, days: int = 30) -> list[S
         per_day[label] = per_day.get(label, 0) + (int(n) if change == "entered" else -int(n))
         if is_recent:
             moves[segment_id, change] = moves.get((segment_id, change), 0) + int(n)
+    return _trends(session, labels, net, moves)
+
+
+def _trends(
+    session: Session,
+    labels: list[str],
+    net: dict[uuid.UUID, dict[str, int]],
+    moves: dict[tuple[uuid.UUID, str], int],
+) -> list[SegmentTrend]:
+    """Each stored segment's trend from its net change per day label and its last 24 hours' moves,
+    walked back from its member count now."""
     counts = member_counts(session=session)
     out = []
     for record in list_segments(session=session):
@@ -172,8 +309,8 @@ def segment_trends(*, session: Session, now: datetime, days: int = 30) -> list[S
             entered=moves.get((record.id, "entered"), 0),
             exited=moves.get((record.id, "exited"), 0),
         )
-        current, per_day, series = members, net.get(record.id, {}), [0] * days
-        for i in range(days - 1, -1, -1):
+        current, per_day, series = members, net.get(record.id, {}), [0] * len(labels)
+        for i in range(len(labels) - 1, -1, -1):
             series[i] = current
             current -= per_day.get(labels[i], 0)
         out.append(SegmentTrend(activity, series))
@@ -182,8 +319,8 @@ def segment_trends(*, session: Session, now: datetime, days: int = 30) -> list[S
 
 class SegmentTrendCache:
     """Keeps the last `segment_trends` until the change feed or the segments change, or the minute turns
-    (the 24-hour window slides): the aggregates read the whole recent feed, the stamp one index lookup and
-    one small aggregate. Safe to share between threads."""
+    (the 24-hour window slides): the stamp is one index lookup and one small aggregate, a recompute folds
+    the feed's new rows into the rollup and reads it. Safe to share between threads."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
