@@ -40,6 +40,7 @@ __all__ = [
     "IndexCache",
     "MessagesReadKey",
     "MessagesWriteKey",
+    "ReadEngine",
     "ReadKey",
     "ReadSession",
     "ReadSlot",
@@ -83,6 +84,16 @@ Egress = Annotated[EgressPolicy, Depends(_egress)]
 
 #: One of the app's read slots, for an endpoint using a connection of its own (`/healthz`).
 ReadSlot = Annotated[None, Depends(_read_slot, scope="function")]
+
+
+async def _read_engine(request: Request) -> AsyncIterator[Engine]:
+    async with request.app.state.read_slots:
+        yield request.app.state.engine
+
+
+#: The app's engine, holding one of its read slots until the endpoint returns: for an endpoint managing its
+#: own connection and transactions, one connection at a time (the membership check).
+ReadEngine = Annotated[Engine, Depends(_read_engine, scope="function")]
 
 
 def _write_session(
