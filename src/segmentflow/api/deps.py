@@ -10,7 +10,8 @@ the threadpool; `WriteSession` is opened in the threadpool. Either first takes o
 write slots (see `segmentflow.api.app`), so a request holds one connection at most and never waits for one.
 
 The token itself is checked before FastAPI reads the body, by the `ApiGuard` middleware
-(`segmentflow.api.guard`, in its own short session): the key dependencies only look up the key it verified
+(`segmentflow.api.guard`, in its own short session, or from the app's key cache for a key verified in the
+last 0.5 s: `segmentflow.api.key_cache`): the key dependencies only look up the key it verified
 and check its scope, with no I/O."""
 
 from __future__ import annotations
