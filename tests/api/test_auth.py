@@ -4,17 +4,20 @@ hash stored, and the `segmentflow keys` commands."""
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from segmentflow.db.tables import api_key_table
-from segmentflow.services.keys import SCOPES
+from segmentflow.services.keys import SCOPES, revoke_key
 from tests.api.conftest import SEQUENCE, bearer
 from tests.test_cli import run
 
@@ -182,7 +185,55 @@ def test_keys_create_list_revoke_through_the_command(
     assert code == 0 and key_id in out and "ci" in out and token not in out
     code, out, _ = run(capsys, *db, "keys", "revoke", key_id)
     assert code == 0 and "revoked" in out
-    assert client.get("/contacts/segments", headers=bearer(token)).status_code == 401
+    assert refused_within(client, token, seconds=1.0)
+
+
+def refused_within(client: TestClient, token: str, *, seconds: float) -> bool:
+    """Whether a request with `token` gets 401 within `seconds` (the app trusts a verified key 0.5 s)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if client.get("/contacts/segments", headers=bearer(token)).status_code == 401:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.usefixtures("seeded")
+def test_a_revoked_key_is_refused_within_a_second_though_it_was_cached(
+    client: TestClient, engine: Engine, make_token: Callable[..., str]
+) -> None:
+    token = make_token("segments:read")
+    for _ in range(3):  # the first request reads the key; the next ones find it in the app's cache
+        assert client.get("/contacts/segments/vip/contacts/u1", headers=bearer(token)).status_code == 200
+    with Session(engine) as session, session.begin():  # revoked by another connection, as the CLI does
+        revoke_key(session=session, key_id=token.split("_")[1], now=datetime.now(UTC))
+    started = time.monotonic()
+    assert refused_within(client, token, seconds=1.0)
+    assert time.monotonic() - started < 1.0
+    response = client.get("/contacts/segments/vip/contacts/u1", headers=bearer(token))
+    assert response.status_code == 401 and response.json() == {"detail": "unknown or revoked API key"}
+
+
+@pytest.mark.usefixtures("seeded")
+def test_a_cached_key_gets_the_same_answers_as_a_key_read_afresh(
+    client: TestClient, make_token: Callable[..., str]
+) -> None:
+    """Each path is asked first with a key never seen (read from the database), then again and again with
+    it cached: statuses and bodies identical, the scope check (403) included."""
+    paths = [
+        ("/contacts/segments/vip/contacts/u1", 200),  # member
+        ("/contacts/segments/vip/contacts/u3", 200),  # not a member
+        ("/contacts/segments/nope/contacts/u1", 404),  # unknown segment
+        ("/contacts/segments/vip/contacts/ghost", 404),  # unknown contact
+        ("/contacts/segments", 200),
+    ]
+    for scopes in (("segments:read",), ("sla:read",)):
+        for path, status in paths:
+            fresh = client.get(path, headers=bearer(make_token(*scopes)))
+            token = make_token(*scopes)
+            answers = [client.get(path, headers=bearer(token)) for _ in range(3)]
+            assert {(r.status_code, r.text) for r in answers} == {(fresh.status_code, fresh.text)}
+            assert fresh.status_code == (403 if scopes == ("sla:read",) else status)
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from segmentflow.api import contacts, events, health, memberships, messages, reports, segments, sequences, sla
 from segmentflow.api.errors import document_body_errors, install_error_handlers
 from segmentflow.api.guard import ApiGuard, Authenticator, AuthFailureLimiter
+from segmentflow.api.key_cache import KeyCache
 from segmentflow.api.metrics import HttpMetrics
 from segmentflow.db.engine import make_engine, migrate, normalize_url
 from segmentflow.services.keys import VerifiedKey, verify_token
@@ -49,6 +50,9 @@ CONSOLE_PREFIX = "/ui"
 #: loop or a worker thread (which could otherwise deadlock: the waiter blocking those who would release).
 READ_SLOTS = 8
 WRITE_SLOTS = 4
+#: How long a verified API key is trusted without reading it again: a revocation (by any process) takes
+#: effect within this time (`segmentflow.api.key_cache`).
+KEY_CACHE_SECONDS = 0.5
 
 
 def _engine(url: str) -> Engine:
@@ -77,11 +81,20 @@ def _verify(engine: Engine, token: str) -> VerifiedKey | None:
 
 
 def _authenticator(app: FastAPI) -> Authenticator:
-    """Tokens checked in the threadpool, each under one of the app's read slots (one connection)."""
+    """A token proved less than `KEY_CACHE_SECONDS` ago is taken from the app's key cache, on the loop;
+    others are checked in the threadpool, each under one of the app's read slots (one connection)."""
 
     async def authenticate(token: str) -> VerifiedKey | None:
+        cache: KeyCache = app.state.key_cache
+        key = cache.get(token)
+        if key is not None:
+            return key
+        read_at = cache.now()  # before the read: its answer is trusted no longer than the TTL after it began
         async with app.state.read_slots:
-            return await run_in_threadpool(_verify, app.state.engine, token)
+            key = await run_in_threadpool(_verify, app.state.engine, token)
+        if key is not None:
+            cache.put(token, key, read_at=read_at)
+        return key
 
     return authenticate
 
@@ -118,6 +131,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.egress = settings.egress_policy()
     app.state.metrics_registry = registry
     app.state.segment_index = SegmentIndexCache()
+    app.state.key_cache = KeyCache(KEY_CACHE_SECONDS)
     app.state.template_limits = settings.template_limits()
     _admission(app)
     _guard(app, settings)

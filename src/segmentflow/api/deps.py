@@ -10,7 +10,8 @@ the threadpool; `WriteSession` is opened in the threadpool. Either first takes o
 write slots (see `segmentflow.api.app`), so a request holds one connection at most and never waits for one.
 
 The token itself is checked before FastAPI reads the body, by the `ApiGuard` middleware
-(`segmentflow.api.guard`, in its own short session): the key dependencies only look up the key it verified
+(`segmentflow.api.guard`, in its own short session, or from the app's key cache for a key verified in the
+last 0.5 s: `segmentflow.api.key_cache`): the key dependencies only look up the key it verified
 and check its scope, with no I/O."""
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "IndexCache",
     "MessagesReadKey",
     "MessagesWriteKey",
+    "ReadEngine",
     "ReadKey",
     "ReadSession",
     "ReadSlot",
@@ -83,6 +85,16 @@ Egress = Annotated[EgressPolicy, Depends(_egress)]
 
 #: One of the app's read slots, for an endpoint using a connection of its own (`/healthz`).
 ReadSlot = Annotated[None, Depends(_read_slot, scope="function")]
+
+
+async def _read_engine(request: Request) -> AsyncIterator[Engine]:
+    async with request.app.state.read_slots:
+        yield request.app.state.engine
+
+
+#: The app's engine, holding one of its read slots until the endpoint returns: for an endpoint managing its
+#: own connection and transactions, one connection at a time (the membership check).
+ReadEngine = Annotated[Engine, Depends(_read_engine, scope="function")]
 
 
 def _write_session(

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlmodel import Session, col, select
 
-from segmentflow.api.deps import ContactId, ReadKey, ReadSession, SegmentRef, now
+from segmentflow.api.deps import ContactId, ReadEngine, ReadKey, ReadSession, SegmentRef, now
 from segmentflow.api.errors import invalid, responses
 from segmentflow.api.models import (
     ChangePublic,
@@ -25,7 +25,7 @@ from segmentflow.api.models import (
 )
 from segmentflow.api.segments import public_segments
 from segmentflow.db.tables import SegmentRecord
-from segmentflow.services.membership import UnknownSegmentError, check_membership, contact_segments
+from segmentflow.services.membership import UnknownSegmentError, contact_segments, read_membership
 from segmentflow.services.reports import list_changes, list_members, segment_activity
 from segmentflow.services.segments import get_segment
 
@@ -120,10 +120,11 @@ def read_contact_segments(
 
 @router.get("/{segment_id}/contacts/{contact_id:path}", responses=responses(401, 403, 404))
 def check_contact(
-    segment_id: SegmentRef, contact_id: ContactId, session: ReadSession, _key: ReadKey
+    segment_id: SegmentRef, contact_id: ContactId, engine: ReadEngine, _key: ReadKey
 ) -> MembershipPublic:
     """Is the contact in the segment, and when that was computed. Scope `segments:read`."""
-    result = check_membership(session=session, segment_ref=segment_id, contact_key=contact_id)
+    # The hot path: one read in autocommit rather than a request-long session (see `read_membership`).
+    result = read_membership(engine=engine, segment_ref=segment_id, contact_key=contact_id)
     return MembershipPublic.model_validate(result, from_attributes=True)
 
 

@@ -35,6 +35,8 @@ __all__ = [
     "evaluate_contexts",
     "list_contact_segments",
     "member_counts",
+    "peek_membership",
+    "read_membership",
     "recompute_all",
     "recompute_contacts",
     "recompute_page",
@@ -308,25 +310,51 @@ _CHECK_BY_KEY = _check_statement(lambda q: q.where(segment_table.c.key == sa.bin
 _CHECK_BY_ID = _check_statement(lambda q: q.where(segment_table.c.id == sa.bindparam("ref_id")).limit(1))
 
 
-def check_membership(*, session: Session, segment_ref: str, contact_key: str) -> MembershipCheck:
-    """Read one membership from the precomputed tables: one query on the hot path. A contact stored but
-    never computed (imported with `--no-recompute`) is computed and stored first, inside the caller's
-    transaction; an unknown segment or contact raises `UnknownSegmentError` / `UnknownContactError`."""
+def peek_membership(
+    *, db: Session | sa.Connection, segment_ref: str, contact_key: str
+) -> MembershipCheck | None:
+    """Read one membership from the precomputed tables, writing nothing: one statement on the hot path, so
+    it may run in autocommit. None for a contact stored but never computed (imported with
+    `--no-recompute`), which `check_membership` computes first; an unknown segment or contact raises
+    `UnknownSegmentError` / `UnknownContactError`."""
     params: dict[str, Any] = {"ref": segment_ref, "contact_key": contact_key}
     try:
         params["ref_id"] = uuid.UUID(segment_ref)
         query = _CHECK_BY_ID
     except ValueError:
         query = _CHECK_BY_KEY
-    row = session.execute(query, params).first()
+    row = db.execute(query, params).first()
     if row is None:  # which one is missing decides the error
-        if session.execute(where_segment_ref(sa.select(segment_table.c.id), segment_ref)).first() is None:
+        if db.execute(where_segment_ref(sa.select(segment_table.c.id), segment_ref)).first() is None:
             raise UnknownSegmentError(f'unknown segment "{segment_ref}"')
         raise UnknownContactError(f'unknown contact "{contact_key}"')
     if row.computed_at is None:
-        _computed_contact(session, contact_key)
-        row = session.execute(query, params).one()
+        return None
     return MembershipCheck(row.key, row.id, contact_key, row.since is not None, row.computed_at)
+
+
+def check_membership(*, session: Session, segment_ref: str, contact_key: str) -> MembershipCheck:
+    """`peek_membership`, except that a contact never computed is computed and stored first, inside the
+    caller's transaction (so its first read is one transaction)."""
+    result = peek_membership(db=session, segment_ref=segment_ref, contact_key=contact_key)
+    if result is None:
+        _computed_contact(session, contact_key)
+        result = peek_membership(db=session, segment_ref=segment_ref, contact_key=contact_key)
+        assert result is not None, "a contact just computed has a computed time"
+    return result
+
+
+def read_membership(*, engine: Engine, segment_ref: str, contact_key: str) -> MembershipCheck:
+    """`check_membership` owning its transactions, for a caller with no session of its own (the API): one
+    statement in autocommit (one round trip on PostgreSQL, where a transaction costs two more), and only
+    for a contact never computed, `check_membership` in one transaction of its own. The autocommit
+    connection is returned before the transaction takes one, so the call holds one connection at most."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        result = peek_membership(db=connection, segment_ref=segment_ref, contact_key=contact_key)
+    if result is not None:
+        return result
+    with Session(engine) as session, session.begin():
+        return check_membership(session=session, segment_ref=segment_ref, contact_key=contact_key)
 
 
 def _computed_contact(session: Session, contact_key: str) -> tuple[int, datetime]:
