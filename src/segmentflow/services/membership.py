@@ -392,7 +392,7 @@ def upsert_and_recompute(
 # the number of rows; the membership read runs after the upsert (its own snapshot, the contact rows locked),
 # exactly as the Core path's separate statements do.
 _PG_UPSERT = (
-    'INSERT INTO contact (key, kinds, context, updated_at, computed_at) '
+    "INSERT INTO contact (key, kinds, context, updated_at, computed_at) "
     "SELECT k, kd, c::json, %(now)s, %(now)s FROM unnest(%(keys)s::text[], %(kinds)s::text[], "
     "%(contexts)s::text[]) AS t(k, kd, c) "
     "ON CONFLICT (key) DO UPDATE SET kinds = EXCLUDED.kinds, context = EXCLUDED.context, "
