@@ -343,6 +343,7 @@ def change_one(
     contexts_json: list[Json],
     latest: dict[int, Json],
     rng: random.Random,
+    pipelined: bool = True,
 ) -> tuple[float, int]:
     """Write one changed contact and recompute it, in one committed transaction, the way the services do
     it (`upsert_and_recompute` with a worker's `SegmentIndexCache`, which costs one query per call when no
@@ -355,7 +356,7 @@ def change_one(
     with Session(engine) as session, session.begin():
         index = cache.get(session=session)
         _, counts = upsert_and_recompute(
-            session=session, contexts=[context], index=index, now=datetime.now(UTC)
+            session=session, contexts=[context], index=index, now=datetime.now(UTC), pipelined=pipelined
         )
     return time.perf_counter() - start, counts.entered + counts.exited
 
@@ -382,6 +383,19 @@ def incremental(
         f"  ({args.iterations} commits, {sum(c for _, c in runs)} membership changes; first warm-up call "
         f"{warmup[0]:.1f} ms, not counted; {pauses.summary()})"
     )
+    if engine.dialect.name == "postgresql":  # the peer: the portable Core path, one trip a statement
+        for _ in range(_WARMUP):
+            change_one(engine, cache, contexts_json, latest, rng, pipelined=False)
+        core = [
+            change_one(engine, cache, contexts_json, latest, rng, pipelined=False)[0] * 1e3
+            for _ in range(args.iterations)
+        ]
+        print(
+            f"  peer, same run: Core path (pipelined=False) p50 {percentile(core, 0.5):.2f} ms  "
+            f"p99 {percentile(core, 0.99):.2f} ms  mean {statistics.fmean(core):.2f} ms; pipelined p99 / "
+            f"Core p99 = {percentile(ms, 0.99) / percentile(core, 0.99):.2f}x; load average "
+            f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+        )
     stored = stored_memberships(engine)
     expected = {}
     for raw in latest.values():
