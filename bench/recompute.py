@@ -11,8 +11,13 @@ against LaunchDarkly too. The peer line is LaunchDarkly's SDK evaluating the sam
 process, with no database at all.
 Targets from the issue: full recompute under 30 s on each database; incremental p99 under 5 ms.
 
+With --processes N the full recompute is also run over N spawned processes (the contact ranges the
+recompute workflow plans, each paged with `recompute_range_step` as its activity does), from the same
+starting state; its memberships must match LaunchDarkly's and its change feed the one-process run's.
+
 Usage: .venv/bin/python bench/recompute.py [--contacts 100000] [--segments 50] [--extra-segments 50]
-       [--iterations 500] [--skip-postgres] [--postgres-admin-url URL] [--profile 25]
+       [--iterations 500] [--processes N] [--skip-sqlite] [--skip-postgres]
+       [--postgres-admin-url URL] [--profile 25]
 """
 
 from __future__ import annotations
@@ -20,16 +25,20 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import multiprocessing
+import os
 import pstats
 import random
 import statistics
 import sys
 import tempfile
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from common import make_contexts, make_segments, mutate_context, percentile, scratch_postgres
 from ldclient.context import Context as LDContext
 from ldclient.impl.evaluator import Evaluator
@@ -39,12 +48,14 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from segmentflow.db.engine import make_engine, migrate
+from segmentflow.db.tables import change_table, contact_table, membership_table, progress_table
 from segmentflow.rules import parse_context, parse_segments
 from segmentflow.services.contacts import upsert_contacts
 from segmentflow.services.exports import iter_memberships
 from segmentflow.services.membership import recompute_all, upsert_and_recompute
+from segmentflow.services.runs import finish_run, plan_ranges, recompute_range_step
 from segmentflow.services.segment_admin import import_segments
-from segmentflow.services.segments import SegmentIndexCache
+from segmentflow.services.segments import SegmentIndex, SegmentIndexCache, load_index
 
 Json = dict[str, Any]
 _WARMUP = 5
@@ -176,6 +187,9 @@ def run_database(
             "identical"
         )
 
+        if args.processes > 1:
+            failures += run_parallel(name, engine, url, args, expected, full_s)
+
         if extra_json:
             start = time.perf_counter()
             with Session(engine) as session, session.begin():
@@ -193,6 +207,110 @@ def run_database(
         return full_s, failures
     finally:
         engine.dispose()
+
+
+# One pool process of the parallel full recompute: its own engine and compiled index, loaded once.
+_POOL: dict[str, Any] = {}
+
+
+def _pool_init(url: str) -> None:
+    engine = make_engine(url)
+    with Session(engine) as session:
+        _POOL["engine"], _POOL["index"] = engine, load_index(session=session)
+
+
+def _pool_range(job: tuple[str, int, int, int, int]) -> tuple[int, int, int]:
+    """Recompute one contact range page by page with `recompute_range_step`, exactly what the
+    `segmentflow.RecomputeRange` activity runs (durable cursor, one transaction per page)."""
+    token, range_index, first_id, last_id, page_size = job
+    engine: Engine = _POOL["engine"]
+    index: SegmentIndex = _POOL["index"]
+    while True:
+        with Session(engine) as session, session.begin():
+            progress = recompute_range_step(
+                session=session,
+                index=index,
+                run_token=token,
+                range_index=range_index,
+                first_id=first_id,
+                last_id=last_id,
+                page_size=page_size,
+                segment_keys=None,
+            )
+        if progress.done:
+            return progress.counts.contacts, progress.counts.entered, progress.counts.exited
+
+
+def feed_rows(engine: Engine) -> list[tuple[str, str, str]]:
+    """The change feed as (segment key, contact key, change), sorted: what a consumer learns, whatever
+    order concurrent ranges committed in."""
+    query = sa.select(change_table.c.segment_key, change_table.c.contact_key, change_table.c.change)
+    with engine.connect() as connection:
+        return sorted(tuple(row) for row in connection.execute(query))
+
+
+def forget_memberships(engine: Engine) -> None:
+    """Back to the state before the first full recompute: no memberships, no feed, nothing computed."""
+    with engine.begin() as connection:
+        for table in (membership_table, change_table, progress_table):
+            connection.execute(table.delete())
+        connection.execute(contact_table.update().values(computed_at=None))
+
+
+def parallel_full(engine: Engine, url: str, args: argparse.Namespace) -> tuple[float, tuple[int, int, int]]:
+    """The full recompute split into contact ranges (4 per process, so a slow process does not hold the
+    rest back) run by `--processes` spawned processes, already started (as a worker's would be):
+    (seconds, counts)."""
+    with Session(engine) as session:
+        contacts = session.scalar(sa.select(sa.func.count()).select_from(contact_table)) or 0
+        ranges = plan_ranges(session=session, range_size=max(1, -(-contacts // (args.processes * 4))))
+    token = uuid.uuid4().hex
+    jobs = [(token, i, first, last, args.page_size) for i, (first, last) in enumerate(ranges)]
+    begun = time.perf_counter()
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(args.processes, initializer=_pool_init, initargs=(url,)) as pool:
+        pool.map(time.sleep, [0.2] * args.processes)  # every process started and its index loaded
+        start = time.perf_counter()
+        done = list(pool.imap_unordered(_pool_range, jobs))
+        seconds = time.perf_counter() - start
+    print(f"  ({args.processes} processes started, index loaded: {start - begun:.2f} s, not counted)")
+    with Session(engine) as session, session.begin():
+        finish_run(session=session, run_token=token)
+    totals = (sum(d[0] for d in done), sum(d[1] for d in done), sum(d[2] for d in done))
+    return seconds, totals
+
+
+def run_parallel(
+    name: str,
+    engine: Engine,
+    url: str,
+    args: argparse.Namespace,
+    expected: dict[str, list[str]],
+    full_s: float,
+) -> int:
+    """The same full recompute over several processes; its memberships must equal LaunchDarkly's and its
+    change feed the one-process run's (as a multiset). The peer is one process again from the same state
+    as the parallel run (both after the previous memberships were deleted: both meet the same dead rows)."""
+    forget_memberships(engine)
+    start = time.perf_counter()
+    recompute_all(engine, page_size=args.page_size)
+    full_s = time.perf_counter() - start
+    single_feed = feed_rows(engine)
+    forget_memberships(engine)
+    seconds, (contacts, entered, exited) = parallel_full(engine, url, args)
+    mismatched = compare(f"{name} x{args.processes}", stored_memberships(engine), expected)
+    feed = feed_rows(engine)
+    feed_same = feed == single_feed
+    print(
+        f"full recompute, {args.processes} processes: {seconds:7.2f} s ("
+        f"{contacts:,} contacts, entered={entered:,} exited={exited:,}); "
+        f"one process, same state: {full_s:.2f} s: "
+        f"{full_s / seconds:.2f}x faster; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
+        f"  memberships vs LaunchDarkly: {len(expected) - mismatched:,} of "
+        f"{len(expected):,} identical; change feed {'identical' if feed_same else 'DIFFERENT'} to the "
+        f"one-process run's ({len(feed):,} rows vs {len(single_feed):,})"
+    )
+    return mismatched + (0 if feed_same else 1)
 
 
 class GcPauses:
@@ -231,6 +349,7 @@ def change_one(
     contexts_json: list[Json],
     latest: dict[int, Json],
     rng: random.Random,
+    pipelined: bool = True,
 ) -> tuple[float, int]:
     """Write one changed contact and recompute it, in one committed transaction, the way the services do
     it (`upsert_and_recompute` with a worker's `SegmentIndexCache`, which costs one query per call when no
@@ -243,7 +362,7 @@ def change_one(
     with Session(engine) as session, session.begin():
         index = cache.get(session=session)
         _, counts = upsert_and_recompute(
-            session=session, contexts=[context], index=index, now=datetime.now(UTC)
+            session=session, contexts=[context], index=index, now=datetime.now(UTC), pipelined=pipelined
         )
     return time.perf_counter() - start, counts.entered + counts.exited
 
@@ -270,6 +389,19 @@ def incremental(
         f"  ({args.iterations} commits, {sum(c for _, c in runs)} membership changes; first warm-up call "
         f"{warmup[0]:.1f} ms, not counted; {pauses.summary()})"
     )
+    if engine.dialect.name == "postgresql":  # the peer: the portable Core path, one trip a statement
+        for _ in range(_WARMUP):
+            change_one(engine, cache, contexts_json, latest, rng, pipelined=False)
+        core = [
+            change_one(engine, cache, contexts_json, latest, rng, pipelined=False)[0] * 1e3
+            for _ in range(args.iterations)
+        ]
+        print(
+            f"  peer, same run: Core path (pipelined=False) p50 {percentile(core, 0.5):.2f} ms  "
+            f"p99 {percentile(core, 0.99):.2f} ms  mean {statistics.fmean(core):.2f} ms; pipelined p99 / "
+            f"Core p99 = {percentile(ms, 0.99) / percentile(core, 0.99):.2f}x; load average "
+            f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+        )
     stored = stored_memberships(engine)
     expected = {}
     for raw in latest.values():
@@ -289,6 +421,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=500)
     parser.add_argument("--page-size", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="also run the full recompute over N processes (contact ranges, as the workflow's activities "
+        "run them) and check it against the one-process run",
+    )
+    parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--postgres-admin-url", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument(
@@ -331,12 +472,13 @@ def main(argv: list[str] | None = None) -> int:
     results: list[tuple[str, float]] = []
     failures = 0
     with tempfile.TemporaryDirectory(prefix="segmentflow-bench-") as tmp:
-        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        full_s, bad = run_database(
-            "SQLite", url, args, segments_json, extra_json, contexts_json, expected, reference_all
-        )
-        results.append(("SQLite", full_s))
-        failures += bad
+        if not args.skip_sqlite:
+            url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+            full_s, bad = run_database(
+                "SQLite", url, args, segments_json, extra_json, contexts_json, expected, reference_all
+            )
+            results.append(("SQLite", full_s))
+            failures += bad
     if not args.skip_postgres:
         with scratch_postgres(args.postgres_admin_url) as url:
             full_s, bad = run_database(

@@ -252,6 +252,64 @@ def test_upsert_and_recompute_equals_full_recompute_in_one_transaction(engine: E
     assert (again.entered, again.exited) == (0, 0)
 
 
+def _written(session: Session, since_seq: int) -> tuple[Any, ...]:
+    """Everything a recompute writes, read inside its transaction: contacts, memberships and the new feed
+    rows, contacts named by key (PostgreSQL does not hand back ids taken by a rolled-back insert)."""
+    contacts = session.execute(
+        sa.select(Contact.key, Contact.kinds, Contact.context, Contact.computed_at).order_by(Contact.key)  # type: ignore[arg-type]
+    ).all()
+    members = session.execute(
+        sa.select(SegmentMembership.segment_id, Contact.key, SegmentMembership.since)
+        .join(Contact, Contact.id == SegmentMembership.contact_id)  # type: ignore[arg-type]
+        .order_by(SegmentMembership.segment_id, Contact.key)  # type: ignore[arg-type]
+    ).all()
+    feed = session.execute(
+        sa.select(
+            MembershipChange.segment_key,
+            MembershipChange.contact_key,
+            MembershipChange.change,
+            MembershipChange.at,
+        )
+        .where(MembershipChange.seq > since_seq)  # type: ignore[operator]
+        .order_by(MembershipChange.seq)  # type: ignore[arg-type]
+    ).all()
+    return contacts, members, feed
+
+
+def test_pipelined_upsert_and_recompute_writes_what_the_core_path_writes(engine: Engine) -> None:
+    """PostgreSQL's two-round-trip path against the portable Core path on the same state (new contacts,
+    changed ones, a key repeated in one call, where the later context wins): the same ids (as keys),
+    counts, contact rows, memberships, and change-feed rows in the same order. The Core path's
+    transaction is rolled back, the pipelined one committed. (On SQLite both calls take the Core path.)"""
+    rng = random.Random(9)
+    _load(engine, [_context(rng, i) for i in range(30)])
+    recompute_all(engine)
+    cache = SegmentIndexCache()
+    for _round in range(6):
+        picks = [rng.randrange(40) for _ in range(6)]
+        parsed = [parse_context(_context(rng, i)) for i in [*picks, picks[0]]]
+        results = []
+        for pipelined in (False, True):
+            with Session(engine) as session, session.begin():
+                index = cache.get(session=session)
+                last = session.scalar(sa.select(sa.func.coalesce(sa.func.max(MembershipChange.seq), 0)))
+                ids, counts = upsert_and_recompute(
+                    session=session, contexts=parsed, index=index, now=NOW, pipelined=pipelined
+                )
+                key_of = dict(session.execute(sa.select(Contact.id, Contact.key)).all())  # type: ignore[call-overload]
+                results.append(([key_of[i] for i in ids], counts, _written(session, last or 0)))
+                if not pipelined:
+                    session.rollback()
+        assert results[0] == results[1]
+        counts = results[1][1]
+        assert counts.contacts == len({p.fully_qualified_key for p in parsed})
+        assert counts.entered + counts.exited == len(results[1][2][2])
+    with Session(engine) as session:
+        stored = session.execute(sa.select(Contact.context)).scalars().all()  # type: ignore[call-overload]
+    assert _stored(engine) == _expected(list(stored))
+    assert (recompute_all(engine).entered, recompute_all(engine).exited) == (0, 0)
+
+
 def test_index_cache_recompiles_only_when_segments_change(engine: Engine) -> None:
     _load(engine, [])
     cache = SegmentIndexCache()

@@ -9,6 +9,8 @@ import threading
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from segmentflow.db.tables import change_table, membership_table
+from segmentflow.services.membership import recompute_all
 from segmentflow.services.runs import plan_ranges, recompute_range_step
 from segmentflow.services.segments import load_index
 
@@ -60,3 +62,49 @@ def test_overlapping_attempts_of_one_range_neither_fail_nor_double_count(engine:
     assert _stored(engine) == expected
     events = _changes(engine)
     assert len(events) == sum(len(v) for v in expected.values())
+
+
+def test_ranges_run_at_once_give_the_memberships_and_feed_of_one_process(engine: Engine) -> None:
+    """The workflow's ranges spread over several workers (threads here, processes in
+    `bench/recompute.py --processes`) leave exactly what one `recompute_all` leaves: the same memberships
+    and the same change-feed rows (interleaved differently, so compared as a multiset)."""
+    contexts = [_context(random.Random(11), i) for i in range(60)]
+    _load(engine, contexts)
+    with Session(engine) as session:
+        ranges = plan_ranges(session=session, range_size=8)
+        index = load_index(session=session)
+    assert len(ranges) == 8
+    errors: list[BaseException] = []
+
+    def run(index_of_range: int, first: int, last: int) -> None:
+        try:
+            while True:
+                with Session(engine) as session, session.begin():
+                    progress = recompute_range_step(
+                        session=session,
+                        index=index,
+                        run_token="spread",
+                        range_index=index_of_range,
+                        first_id=first,
+                        last_id=last,
+                        page_size=3,
+                        segment_keys=None,
+                    )
+                if progress.done:
+                    return
+        except BaseException as exc:  # reported by the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i, a, b)) for i, (a, b) in enumerate(ranges)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    spread = (_stored(engine), sorted(_changes(engine)))
+    with engine.begin() as connection:
+        connection.execute(membership_table.delete())
+        connection.execute(change_table.delete())
+    recompute_all(engine)
+    assert spread == (_stored(engine), sorted(_changes(engine)))
+    assert spread[0] == _expected(contexts)
