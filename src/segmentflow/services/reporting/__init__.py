@@ -36,6 +36,7 @@ from segmentflow.services.reporting.figures import (
     SegmentReport,
     report_csv,
 )
+from segmentflow.services.reporting.members import members_from_rollup
 from segmentflow.services.reporting.rollup import (
     full_day_span,
     mark_days_dirty,
@@ -56,6 +57,8 @@ __all__ = [
     "SegmentReport",
     "live_figures",
     "mark_days_dirty",
+    "members_at",
+    "members_from_rollup",
     "membership_intervals",
     "refresh_rollup",
     "report_csv",
@@ -98,7 +101,7 @@ def segment_report(
     for key, sla in sla_figures(session, since, until, by_day).items():
         figures.setdefault(key, Figures()).add(sla)
     instants = [until, *(end for _, end in days)]
-    members = members_at(session, instants)
+    members = members_from_rollup(session, instants)
 
     ordered = sa.select(segment_table.c.key, segment_table.c.name).order_by(segment_table.c.key)
     names: dict[str, str] = {key: name for key, name in session.execute(ordered)}
