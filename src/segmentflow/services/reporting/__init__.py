@@ -1,6 +1,7 @@
 """The segment report: conversations, handoff rate, CSAT and SLA events per segment over a time window,
 each conversation attributed to the segments its contact was in at the conversation's time
-(`attribution`); whole days come from a rollup (`rollup`), the report's shapes from `figures`. Anonymous
+(`attribution`); whole days come from a rollup (`rollup`), member counts from the change feed's daily
+rollup (`members`), the report's shapes from `figures`. Anonymous
 events, contacts unknown at that time and contacts in no segment count under the key `"-"`. A contact in
 several segments counts once in each, and once in `overall`. Never commits (a report may rebuild rollup
 days in the caller's transaction).

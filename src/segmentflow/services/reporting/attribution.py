@@ -224,7 +224,8 @@ def members_at(session: Session, instants: list[datetime]) -> dict[tuple[str, in
     position. A segment's members at `t` are its stretches started by `t` less those ended by `t`, so
     one grouped pass buckets every start and end among the instants and running sums do the rest; the
     distinct contacts come from each contact's first entry into, and last exit from, any segment (a
-    running count over its starts and ends)."""
+    running count over its starts and ends). Grows with contacts x segments: the report reads
+    `members.members_from_rollup` instead, and this stays as its peer (tests, `bench/`)."""
     ordered = sorted(set(instants))
     n = len(ordered)
     intervals = membership_intervals(ordered[0]).element.cte("iv")
