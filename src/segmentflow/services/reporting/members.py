@@ -23,7 +23,6 @@ from sqlmodel import Session
 
 from segmentflow.db.tables import (
     change_table,
-    contact_table,
     membership_table,
     segment_change_day_table,
     segment_change_rollup_table,
@@ -148,43 +147,42 @@ def _segment_keys(session: Session, ids: set[uuid.UUID], first: datetime) -> dic
 
 
 def _anyone(session: Session, ordered: list[datetime]) -> list[int]:
-    """Distinct contacts (by key) in at least one segment at each of the sorted instants: those in one now,
-    less, for each contact with feed rows after the first instant, the change in whether it was in any
-    at each instant (its count of segments then is its count now less its net change after)."""
+    """Distinct contacts in at least one segment at each of the sorted instants: those in one now, less,
+    for each contact with feed rows after the first instant, the change in whether it was in any at each
+    instant (its count of segments then is its count now less its net change after). One statement.
+    Contacts are told apart by id: a key deleted and stored again has two ids whose lives do not overlap
+    (the deletion's exits come first), so at any instant they count as the key would."""
     n, feed = len(ordered), change_table
+    current = (
+        sa.select(membership_table.c.contact_id, sa.func.count().label("c"))
+        .group_by(membership_table.c.contact_id)
+        .cte("current")
+    )
     bucket = bucket_of(feed.c.at, ordered).label("b")
     moves = (
-        sa.select(feed.c.contact_key, bucket, sa.func.sum(_net(feed.c.change)).label("d"))
+        sa.select(feed.c.contact_id, bucket, sa.func.sum(_net(feed.c.change)).label("d"))
         .where(feed.c.at > sa.literal(ordered[0], type_=feed.c.at.type))
-        .group_by(feed.c.contact_key, sa.literal_column("b"))
+        .group_by(feed.c.contact_id, sa.literal_column("b"))
         .subquery("moves")
     )
-    current = (
-        sa.select(sa.func.count())
-        .select_from(
-            membership_table.join(contact_table, contact_table.c.id == membership_table.c.contact_id)
-        )
-        .where(contact_table.c.key == moves.c.contact_key)
-        .scalar_subquery()
-    )
     suffix = sa.func.sum(moves.c.d).over(
-        partition_by=moves.c.contact_key, order_by=moves.c.b.desc(), rows=(None, 0)
+        partition_by=moves.c.contact_id, order_by=moves.c.b.desc(), rows=(None, 0)
     )
-    walked = sa.select(moves.c.b, moves.c.d, suffix.label("a"), current.label("c")).subquery("walked")
+    walked = (
+        sa.select(moves.c.b, moves.c.d, suffix.label("a"), sa.func.coalesce(current.c.c, 0).label("c"))
+        .select_from(moves.outerjoin(current, current.c.contact_id == moves.c.contact_id))
+        .subquery("walked")
+    )
     # In any segment at instant b (count c - (a - d)) against at instant b - 1 (count c - a).
     step = sa.case((walked.c.c - walked.c.a + walked.c.d > 0, 1), else_=0) - sa.case(
         (walked.c.c - walked.c.a > 0, 1), else_=0
     )
-    steps = {
-        int(b): int(s or 0)
-        for b, s in session.execute(sa.select(walked.c.b, sa.func.sum(step)).group_by(walked.c.b))
-    }
-    in_any = (
-        sa.select(sa.func.count())
-        .where(sa.exists().where(membership_table.c.contact_id == contact_table.c.id))
-        .select_from(contact_table)
+    query = sa.union_all(
+        sa.select(walked.c.b, sa.func.sum(step)).group_by(walked.c.b),
+        sa.select(sa.literal(-1), sa.func.count()).select_from(current),
     )
-    total = int(session.scalar(in_any) or 0)
+    steps = {int(b): int(s or 0) for b, s in session.execute(query)}
+    total = steps.pop(-1, 0)
     out = [0] * n
     for k in range(n - 1, -1, -1):
         total -= steps.get(k + 1, 0)
