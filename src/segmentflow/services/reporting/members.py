@@ -28,10 +28,24 @@ from segmentflow.db.tables import (
     segment_change_rollup_table,
     segment_table,
 )
-from segmentflow.services.reporting.attribution import bucket_of
 from segmentflow.services.reports import fold_change_feed
 
 __all__ = ["members_from_rollup"]
+
+
+def bucket_of(column: Any, instants: list[datetime], lo: int = 0, hi: int | None = None) -> Any:
+    """The index of the first of the sorted `instants` at or after a non-NULL `column` (`len(instants)`
+    after them all), as a balanced CASE: about log2(instants) comparisons a row rather than one per
+    instant (`attribution.bucket_of`, which also handles NULL)."""
+    hi = len(instants) if hi is None else hi
+    if lo == hi:
+        return sa.literal(lo)
+    mid = (lo + hi) // 2
+    at_mid = sa.literal(instants[mid], type_=change_table.c.at.type)
+    return sa.case(
+        (column <= at_mid, bucket_of(column, instants, lo, mid)),
+        else_=bucket_of(column, instants, mid + 1, hi),
+    )
 
 
 def _net(column: Any) -> Any:
