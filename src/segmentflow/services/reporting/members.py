@@ -68,15 +68,20 @@ def members_from_rollup(session: Session, instants: list[datetime]) -> dict[tupl
     latest: dict[Any, datetime] = {}
     for instant in ordered:
         latest[instant.date()] = instant
-    partial = sa.or_(
-        *(
-            sa.and_(
-                feed.c.at >= sa.literal(datetime.combine(day, time(), UTC), type_=typed),
-                feed.c.at <= sa.literal(end, type_=typed),
-            )
-            for day, end in latest.items()
+    # A midnight's day up to it is the rows at that very instant: one IN list (an index probe each) rather
+    # than a range per day, which the planner would test on every feed row.
+    midnights = [end for day, end in latest.items() if end == datetime.combine(day, time(), UTC)]
+    ranges = [
+        sa.and_(
+            feed.c.at >= sa.literal(datetime.combine(day, time(), UTC), type_=typed),
+            feed.c.at <= sa.literal(end, type_=typed),
         )
-    )
+        for day, end in latest.items()
+        if end not in midnights
+    ]
+    if midnights:
+        ranges.append(feed.c.at.in_([sa.literal(end, type_=typed) for end in midnights]))
+    partial = sa.or_(*ranges)
     # One statement, one snapshot: the memberships, the rollup and the feed rows past it agree.
     parts = sa.union_all(
         sa.select(
