@@ -149,6 +149,19 @@ def after_changes(
     return pages, straight
 
 
+def old_members_page(client: TestClient, rounds: int) -> list[float]:
+    """The Reports page with the report's member counts from `members_at` (the stretch rewind the rollup
+    replaced): the peer in the same run."""
+    import segmentflow.services.reporting as reporting
+
+    new = reporting.members_from_rollup
+    reporting.members_from_rollup = reporting.members_at  # type: ignore[assignment]
+    try:
+        return timed(client, "/ui/reports", rounds)
+    finally:
+        reporting.members_from_rollup = new
+
+
 def run_database(name: str, url: str, args: argparse.Namespace) -> None:
     print(f"\n{name}: {args.contacts} contacts, {args.segments} segments, {args.rounds} rounds per page")
     token, segment_keys, contact_keys = seed(url, args)
@@ -180,6 +193,7 @@ def run_database(name: str, url: str, args: argparse.Namespace) -> None:
             "/ui/messages?contact=": lambda: timed(client, f"/ui/messages?contact={contact}", args.rounds),
         }
         pages["/ui/reports (30 days)"] = lambda: timed(client, "/ui/reports", args.rounds)
+        pages["/ui/reports (30 days), old members_at"] = lambda: old_members_page(client, args.rounds)
         contexts = make_contexts(args.contacts, args.seed)
         changed_pages, straight = after_changes(client, url, contexts, args)
         pages["/ui/segments (after a change)"] = lambda: changed_pages

@@ -167,11 +167,14 @@ def main() -> int:
 
     from sqlmodel import Session
 
+    import segmentflow.services.reporting as reporting
     from segmentflow.db.bulk import bulk_insert
     from segmentflow.db.engine import make_engine, migrate
     from segmentflow.db.tables import conversation_event_table
     from segmentflow.services.conversations import iter_event_lines, record_conversations
-    from segmentflow.services.reporting import refresh_rollup, segment_report
+    from segmentflow.services.reporting import members_at, members_from_rollup, refresh_rollup, segment_report
+    from segmentflow.services.reporting.attribution import day_bounds
+    from segmentflow.services.reports import fold_change_feed
 
     rng = random.Random("bench-reports")
     keys, intervals = build_world(rng, args.segments, args.contacts)
@@ -233,12 +236,23 @@ def main() -> int:
         print(
             f"rollup build: {built} days over {args.events:,} events in {time.perf_counter() - started:.2f} s"
         )
+        # The change feed folded into its daily rollup once and committed, as the first report after a
+        # recompute does (the timed sessions below roll back, so they would each fold it again).
+        started = time.perf_counter()
+        with Session(engine) as session, session.begin():
+            folded = fold_change_feed(session=session, now=None)
+        print(f"change feed fold: {folded:,} rows in {time.perf_counter() - started:.2f} s")
         timings: dict[str, list[float]] = {
             "report": [],
             "report, interval=day": [],
             "report, partial days": [],
             "naive peer": [],
+            "report, interval=day, old members_at": [],
+            "members, interval=day (rollup)": [],
+            "members, interval=day (old members_at)": [],
         }
+        instants = [until, *(end for _, end in day_bounds(since, until))]
+        members_differ = False
         result = None
         naive: dict[str, int] = {}
         for _ in range(args.repeat):
@@ -256,6 +270,23 @@ def main() -> int:
                 started = time.perf_counter()
                 naive = naive_report(session, since, until)
                 timings["naive peer"].append(time.perf_counter() - started)
+                # The member counts: the rollup against the stretch rewind it replaced, same instants.
+                started = time.perf_counter()
+                new_members = members_from_rollup(session, instants)
+                timings["members, interval=day (rollup)"].append(time.perf_counter() - started)
+                started = time.perf_counter()
+                old_members = members_at(session, instants)
+                timings["members, interval=day (old members_at)"].append(time.perf_counter() - started)
+                members_differ |= {
+                    k: v for k, v in new_members.items() if v or k in old_members
+                } != old_members
+                reporting.members_from_rollup = members_at  # type: ignore[assignment]
+                try:
+                    started = time.perf_counter()
+                    segment_report(session=session, since=since, until=until, interval="day")
+                    timings["report, interval=day, old members_at"].append(time.perf_counter() - started)
+                finally:
+                    reporting.members_from_rollup = members_from_rollup
         medians = {name: statistics.median(samples) for name, samples in timings.items()}
         print(
             f"report over {args.events:,} events, {DAYS} days, {args.segments} segments "
@@ -264,6 +295,15 @@ def main() -> int:
         for name, seconds in medians.items():
             print(f"  {name:<22} {seconds * 1000:8.0f} ms")
         print(f"  ratio report / naive peer: {medians['report'] / medians['naive peer']:.2f}x")
+        new, old = (
+            medians["members, interval=day (rollup)"],
+            medians["members, interval=day (old members_at)"],
+        )
+        print(f"  ratio members rollup / old members_at: {new / old:.3f}x")
+        if members_differ:
+            print("MISMATCH: the rollup's member counts differ from members_at")
+            return 1
+        print("member counts: the rollup's equal members_at's at every instant")
         engine.dispose()
 
     # 3. Correctness against the Python reference.

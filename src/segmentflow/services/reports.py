@@ -161,12 +161,13 @@ def _hour_of(session: Session) -> sa.ColumnElement[Any]:
     return sa.func.strftime("%Y-%m-%d %H:00:00", change_table.c.at)
 
 
-def fold_change_feed(*, session: Session, now: datetime) -> int:
+def fold_change_feed(*, session: Session, now: datetime | None) -> int:
     """Fold the change-feed rows written since the last fold into the per-day and per-hour rollup of
     entries and exits (`segment_change_day`, `segment_change_hour`); returns how many rows were folded.
     Serialised with the feed's writers (`take_feed_lock`, so no lower seq commits later), and claimed by a
     compare-and-set on the rollup's seq, so two folds never count a row twice. A first look without the
-    lock returns at once when nothing is new. Never commits."""
+    lock returns at once when nothing is new. `now` None prunes no hour rows (a caller without a clock of
+    its own, such as the segment report). Never commits."""
     state = segment_change_rollup_table
     top_q = sa.select(sa.func.coalesce(sa.func.max(change_table.c.seq), 0))
     done = session.scalar(sa.select(state.c.seq).where(state.c.id == 1))
@@ -218,8 +219,9 @@ def fold_change_feed(*, session: Session, now: datetime) -> int:
         ]
         for first in range(0, len(values), 1000):
             session.execute(statement, values[first : first + 1000])
-    hour_table = segment_change_hour_table
-    session.execute(hour_table.delete().where(hour_table.c.hour < now - _HOURS_KEPT))
+    if now is not None:
+        hour_table = segment_change_hour_table
+        session.execute(hour_table.delete().where(hour_table.c.hour < now - _HOURS_KEPT))
     return folded
 
 

@@ -1,6 +1,7 @@
 """The segment report: conversations, handoff rate, CSAT and SLA events per segment over a time window,
 each conversation attributed to the segments its contact was in at the conversation's time
-(`attribution`); whole days come from a rollup (`rollup`), the report's shapes from `figures`. Anonymous
+(`attribution`); whole days come from a rollup (`rollup`), member counts from the change feed's daily
+rollup (`members`), the report's shapes from `figures`. Anonymous
 events, contacts unknown at that time and contacts in no segment count under the key `"-"`. A contact in
 several segments counts once in each, and once in `overall`. Never commits (a report may rebuild rollup
 days in the caller's transaction).
@@ -36,6 +37,7 @@ from segmentflow.services.reporting.figures import (
     SegmentReport,
     report_csv,
 )
+from segmentflow.services.reporting.members import members_from_rollup
 from segmentflow.services.reporting.rollup import (
     full_day_span,
     mark_days_dirty,
@@ -56,6 +58,8 @@ __all__ = [
     "SegmentReport",
     "live_figures",
     "mark_days_dirty",
+    "members_at",
+    "members_from_rollup",
     "membership_intervals",
     "refresh_rollup",
     "report_csv",
@@ -98,7 +102,7 @@ def segment_report(
     for key, sla in sla_figures(session, since, until, by_day).items():
         figures.setdefault(key, Figures()).add(sla)
     instants = [until, *(end for _, end in days)]
-    members = members_at(session, instants)
+    members = members_from_rollup(session, instants)
 
     ordered = sa.select(segment_table.c.key, segment_table.c.name).order_by(segment_table.c.key)
     names: dict[str, str] = {key: name for key, name in session.execute(ordered)}

@@ -30,6 +30,7 @@ from segmentflow.db.tables import (
 from segmentflow.services.reporting.figures import NO_SEGMENT, Figures, Key
 
 __all__ = [
+    "bucket_of",
     "covers",
     "day_bounds",
     "figures_of",
@@ -200,7 +201,7 @@ def sla_figures(session: Session, since: datetime, until: datetime, by_day: bool
     return dict(out)
 
 
-def _bucket(column: Any, instants: list[datetime]) -> Any:
+def bucket_of(column: Any, instants: list[datetime]) -> Any:
     """The index of the first of the sorted `instants` at or after `column`; -1 for NULL (before them
     all), `len(instants)` for after them all."""
     typed = change_table.c.at.type
@@ -223,11 +224,12 @@ def members_at(session: Session, instants: list[datetime]) -> dict[tuple[str, in
     position. A segment's members at `t` are its stretches started by `t` less those ended by `t`, so
     one grouped pass buckets every start and end among the instants and running sums do the rest; the
     distinct contacts come from each contact's first entry into, and last exit from, any segment (a
-    running count over its starts and ends)."""
+    running count over its starts and ends). Grows with contacts x segments: the report reads
+    `members.members_from_rollup` instead, and this stays as its peer (tests, `bench/`)."""
     ordered = sorted(set(instants))
     n = len(ordered)
     intervals = membership_intervals(ordered[0]).element.cte("iv")
-    starts, ends = _bucket(intervals.c.start, ordered), _bucket(intervals.c.end, ordered)
+    starts, ends = bucket_of(intervals.c.start, ordered), bucket_of(intervals.c.end, ordered)
     grouped = sa.select(
         intervals.c.segment_key, starts.label("b_start"), ends.label("b_end"), sa.func.count().label("n")
     ).group_by(intervals.c.segment_key, sa.literal_column("b_start"), sa.literal_column("b_end"))
@@ -260,7 +262,7 @@ def members_at(session: Session, instants: list[datetime]) -> dict[tuple[str, in
         (sa.and_(running.c.d == -1, running.c.run == 0), -1),
         else_=0,
     )
-    bucket = _bucket(running.c.t, ordered).label("b")
+    bucket = bucket_of(running.c.t, ordered).label("b")
     overall = sa.select(bucket, sa.func.sum(step).label("n")).group_by(sa.literal_column("b"))
     steps = {int(row.b): int(row.n or 0) for row in session.execute(overall)}
 
