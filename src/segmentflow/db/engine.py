@@ -61,7 +61,9 @@ def _create_private(url: str) -> None:
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for `url`; SQLite gets foreign keys, WAL and a busy timeout on every connection, and a new
-    database file is created 0600. Other databases get `pool_pre_ping` unless `kwargs` say otherwise."""
+    database file is created 0600. Other databases get `pool_pre_ping` unless `kwargs` say otherwise, and
+    PostgreSQL sessions run in UTC, so SQL that buckets times by day (`date(at)`: the report and console
+    rollups) reads UTC days whatever the server's or role's default time zone."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
         _create_private(url)
@@ -69,6 +71,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    if url.startswith("postgresql"):
+        connect_args = dict(kwargs.pop("connect_args", {}))
+        options = connect_args.get("options", "")
+        if "TimeZone" not in options:
+            connect_args["options"] = f"{options} -c TimeZone=UTC".strip()
+        kwargs["connect_args"] = connect_args
     return sa.create_engine(url, **kwargs)
 
 
