@@ -82,37 +82,58 @@ def hanging_hook() -> Iterator[Hook]:
         thread.join()
 
 
+def _seed(engine: Engine, hook_url: str) -> None:
+    """The segments, contacts and actions (webhook at `hook_url`), stored and computed."""
+    with Session(engine) as session, session.begin():
+        import_segments(recompute=False, session=session, segments=parse_segments(SEGMENTS), now=NOW)
+        upsert_contacts(session=session, contexts=[parse_context(c) for c in CONTACTS], now=NOW)
+        upsert_actions(session=session, actions=parse_actions(actions_json(hook_url)), now=NOW)
+    recompute_all(engine)
+
+
+async def _kill_mid_call_and_resume(
+    dev_env: WorkflowEnvironment,
+    engine: Engine,
+    task_queue: str,
+    repo_root: Path,
+    hook: Hook,
+    first_call: str,
+    retry: str,
+) -> HandleMessageResult:
+    """Start `HandleMessage` on a worker process, SIGKILL it once the hook has its first call, start a new
+    worker at once, and assert the retried call reaches the hook within `RESUME_BOUND` of that start."""
+    client = plugin_client(dev_env, engine)
+    process = worker_process(dev_env, engine, task_queue, repo_root)
+    try:
+        handle = await client.start_workflow(
+            HANDLE_MESSAGE,
+            HandleMessageInput(contact_key="u-free", conversation_id="c1", text="where is my order"),
+            id=f"msg-{uuid.uuid4()}",
+            task_queue=task_queue,
+            result_type=HandleMessageResult,
+        )
+        await eventually(lambda: len(hook.calls) == 1, timeout=60, what=first_call)
+    finally:
+        kill(process)
+
+    started = time.monotonic()
+    replacement = worker_process(dev_env, engine, task_queue, repo_root)
+    try:
+        await eventually(lambda: len(hook.calls) > 1, timeout=RESUME_BOUND, what=retry)
+        assert hook.calls[1][0] - started < RESUME_BOUND
+        return await handle.result()
+    finally:
+        kill(replacement, signal.SIGTERM)
+
+
 async def test_worker_killed_during_run_action_retries_within_bound_with_same_key(
     dev_env: WorkflowEnvironment, engine: Engine, task_queue: str, repo_root: Path
 ) -> None:
     with hanging_hook() as hook:
-        with Session(engine) as session, session.begin():
-            import_segments(recompute=False, session=session, segments=parse_segments(SEGMENTS), now=NOW)
-            upsert_contacts(session=session, contexts=[parse_context(c) for c in CONTACTS], now=NOW)
-            upsert_actions(session=session, actions=parse_actions(actions_json(hook.url)), now=NOW)
-        recompute_all(engine)
-        client = plugin_client(dev_env, engine)
-        process = worker_process(dev_env, engine, task_queue, repo_root)
-        try:
-            handle = await client.start_workflow(
-                HANDLE_MESSAGE,
-                HandleMessageInput(contact_key="u-free", conversation_id="c1", text="where is my order"),
-                id=f"msg-{uuid.uuid4()}",
-                task_queue=task_queue,
-                result_type=HandleMessageResult,
-            )
-            await eventually(lambda: len(hook.calls) == 1, timeout=60, what="the action's webhook call")
-        finally:
-            kill(process)
-
-        started = time.monotonic()
-        replacement = worker_process(dev_env, engine, task_queue, repo_root)
-        try:
-            await eventually(lambda: len(hook.calls) > 1, timeout=RESUME_BOUND, what="RunAction's retry")
-            assert hook.calls[1][0] - started < RESUME_BOUND
-            result = await handle.result()
-        finally:
-            kill(replacement, signal.SIGTERM)
+        _seed(engine, hook.url)
+        result = await _kill_mid_call_and_resume(
+            dev_env, engine, task_queue, repo_root, hook, "the action's webhook call", "RunAction's retry"
+        )
 
     assert result.ran == "order-status" and result.refused is None
     # The retry is the same call: the webhook can deduplicate it by its key.
@@ -129,34 +150,11 @@ async def test_worker_killed_during_the_responder_local_activity_resumes_within_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with hanging_hook() as hook:
-        with Session(engine) as session, session.begin():
-            import_segments(recompute=False, session=session, segments=parse_segments(SEGMENTS), now=NOW)
-            upsert_contacts(session=session, contexts=[parse_context(c) for c in CONTACTS], now=NOW)
-            upsert_actions(session=session, actions=parse_actions(actions_json(hook.url)), now=NOW)
-        recompute_all(engine)
+        _seed(engine, hook.url)
         monkeypatch.setenv("SEGMENTFLOW_OPENAI_BASE_URL", hook.url + "/v1")  # the worker processes' responder
-        client = plugin_client(dev_env, engine)
-        process = worker_process(dev_env, engine, task_queue, repo_root)
-        try:
-            handle = await client.start_workflow(
-                HANDLE_MESSAGE,
-                HandleMessageInput(contact_key="u-free", conversation_id="c1", text="where is my order"),
-                id=f"msg-{uuid.uuid4()}",
-                task_queue=task_queue,
-                result_type=HandleMessageResult,
-            )
-            await eventually(lambda: len(hook.calls) == 1, timeout=60, what="the responder's call")
-        finally:
-            kill(process)
-
-        started = time.monotonic()
-        replacement = worker_process(dev_env, engine, task_queue, repo_root)
-        try:
-            await eventually(lambda: len(hook.calls) > 1, timeout=RESUME_BOUND, what="Respond's retry")
-            assert hook.calls[1][0] - started < RESUME_BOUND
-            result = await handle.result()
-        finally:
-            kill(replacement, signal.SIGTERM)
+        result = await _kill_mid_call_and_resume(
+            dev_env, engine, task_queue, repo_root, hook, "the responder's call", "Respond's retry"
+        )
 
     assert result.ran is None and result.refused is None
     assert result.actions == ["order-status"]
