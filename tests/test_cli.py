@@ -416,3 +416,48 @@ def test_the_command_loads_no_database_code_until_a_command_needs_it() -> None:
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_segment_files_with_non_finite_numbers_are_refused_naming_the_place(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, engine: Engine, database_url: str, constant: str
+) -> None:
+    path = tmp_path / "segments.json"
+    clause = f'{{"attribute": "age", "op": "greaterThan", "values": [{constant}]}}'
+    path.write_text(f'[{{"key": "a", "rules": [{{"clauses": [\n{clause}]}}]}}]')
+    code, _, err = run(capsys, "--database-url", database_url, "segments", "import", str(path))
+    assert code == 2
+    assert f"{path}: not valid JSON: {constant} is not valid JSON: numbers must be finite at line 2" in err
+    _, listed, _ = run(capsys, "--database-url", database_url, "segments", "list")
+    assert '"a"' not in listed and " a " not in listed
+
+
+def test_contact_lines_with_non_finite_numbers_or_lone_surrogates_are_refused(
+    capsys: pytest.CaptureFixture[str], files: tuple[Path, Path], engine: Engine, database_url: str
+) -> None:
+    db = ("--database-url", database_url)
+    files[1].write_text('{"key": "u1"}\n{"key": "u2", "score": NaN}\n')
+    code, _, err = run(capsys, *db, "contacts", "import", str(files[1]))
+    assert code == 2 and f"{files[1]}:2: not valid JSON: NaN is not valid JSON" in err
+    files[1].write_text('{"key": "u1", "name": "\\ud800"}\n')
+    code, _, err = run(capsys, *db, "contacts", "import", str(files[1]))
+    assert code == 2
+    assert f"{files[1]}:1: not valid JSON: a string at name holds a lone UTF-16 surrogate" in err
+    _, exported, _ = run(capsys, *db, "memberships", "export")
+    assert exported == ""
+
+
+def test_python_dash_m_loads_the_command_module_once(tmp_path: Path) -> None:
+    """`python -m segmentflow.cli` and the command modules importing `segmentflow.cli` share one module (one
+    `_state`, so every engine opened is disposed)."""
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    for module in ("segmentflow.cli", "segmentflow"):
+        result = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", module, "--database-url", url, "sla", "list"],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr
+        imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line]
+        assert "segmentflow.cli_sla" in imported  # the probe sees the command modules' imports
+        assert imported.count("segmentflow.cli") == (0 if module == "segmentflow.cli" else 1)

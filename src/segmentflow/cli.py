@@ -643,4 +643,8 @@ def main(argv: list[str] | None = None) -> Any:
 
 
 if __name__ == "__main__":
+    # `python -m segmentflow.cli` runs this file as `__main__`; the command modules import their shared
+    # helpers (`_engine`, `_state`, `out`) from `segmentflow.cli`, which would load this file a second time
+    # with a second `_state` whose engines nobody disposes. One module serves both names.
+    sys.modules.setdefault("segmentflow.cli", sys.modules[__name__])
     main()

@@ -23,6 +23,7 @@ from segmentflow.rules import (
     segment_problems,
 )
 from segmentflow.rules.model import segment_items
+from segmentflow.strict_json import loads_strict
 
 __all__ = [
     "InputError",
@@ -43,14 +44,15 @@ class InputError(ValueError):
 
 
 def read_json(path: Path) -> Any:
+    """The file's JSON value, read strictly (`loads_strict`: no `NaN`/`Infinity`, no lone surrogates)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return loads_strict(data)
     except UnicodeDecodeError:
         raise InputError(f"{path}: not UTF-8 text") from None
-    try:
-        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(
             f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
@@ -105,12 +107,12 @@ class LineError(str):
 
 def iter_json_lines(lines: Iterable[bytes], *, skip_blank: bool = False) -> Iterator[tuple[int, Any]]:
     """(line number, decoded JSON value or a `LineError`) for each line of a JSON-lines file (raw bytes);
-    `skip_blank`: blank lines are passed over instead of being an error."""
+    `skip_blank`: blank lines are passed over instead of being an error. Read strictly, as `read_json`."""
     for number, line in enumerate(lines, start=1):
         if skip_blank and not line.strip():
             continue
         try:
-            yield number, json.loads(line.decode("utf-8"))
+            yield number, loads_strict(line)
         except UnicodeDecodeError:
             yield number, LineError("not UTF-8 text")
         except json.JSONDecodeError as exc:
