@@ -4,9 +4,11 @@ every membership stretch.
 
 A segment's members at `t` are its members now less its net change (entries less exits) after `t`: the
 rollup gives the whole UTC days after `t`'s day (its day's row less the feed rows of that day up to `t`),
-the raw feed the rows folded in by no one yet. The distinct contacts in any segment (`""`) are the ones in
-a segment now, adjusted contact by contact with the feed rows after the earliest instant. This holds as
-long as the feed tells each (segment, contact) pair's story in order, as the recompute writes it: an entry
+the raw feed the rows folded in by no one yet. The distinct contacts in any segment (`""`) come from the
+presence rollup (`services.presence`: when each contact came into a segment or left its last, and those
+per day): the days before `t`'s day and `t`'s day's rows up to `t`; the few contacts with feed rows past
+the rollup (written after the fold) are worked out from their memberships and feed rows instead. This
+holds as long as the feed tells each (segment, contact) pair's story in order, as the recompute writes it: an entry
 at the membership's `since`, an exit when it ends, and the clock not running backwards for a pair. The
 fold writes (the rollup), so this never runs in a read-only transaction; never commits.
 """
@@ -24,6 +26,8 @@ from sqlmodel import Session
 from segmentflow.db.tables import (
     change_table,
     membership_table,
+    presence_change_table,
+    presence_day_table,
     segment_change_day_table,
     segment_change_rollup_table,
     segment_table,
@@ -52,12 +56,17 @@ def _net(column: Any) -> Any:
     return sa.case((column == "entered", 1), else_=-1)
 
 
-def members_from_rollup(session: Session, instants: list[datetime]) -> dict[tuple[str, int], int]:
+def members_from_rollup(
+    session: Session, instants: list[datetime], *, fold: bool = True
+) -> dict[tuple[str, int], int]:
     """Members per segment key (and `""`: distinct contacts in any segment) at each of `instants`, by
     position: `attribution.members_at`'s answer, keys included (a deleted segment's key is there when
     the feed has an exit from it after the earliest instant). Reads at most segments x days rollup rows,
-    the feed rows of the instants' own days up to each instant and those after the earliest instant."""
-    fold_change_feed(session=session, now=None)
+    the feed rows of the instants' own days up to each instant and those after the earliest instant, and
+    for `""` the presence rollup's days and its rows of the instants' own days. `fold` False reads the
+    rollup as it stands (tests: the feed rows past it are read as a concurrent writer's would be)."""
+    if fold:
+        fold_change_feed(session=session, now=None)
     ordered = sorted({instant.astimezone(UTC) for instant in instants})
     n, first = len(ordered), ordered[0]
     typed = change_table.c.at.type
@@ -71,18 +80,28 @@ def members_from_rollup(session: Session, instants: list[datetime]) -> dict[tupl
     # A midnight's day up to it is the rows at that very instant: one IN list (an index probe each) rather
     # than a range per day, which the planner would test on every feed row.
     midnights = [end for day, end in latest.items() if end == datetime.combine(day, time(), UTC)]
-    ranges = [
-        sa.and_(
-            feed.c.at >= sa.literal(datetime.combine(day, time(), UTC), type_=typed),
-            feed.c.at <= sa.literal(end, type_=typed),
-        )
-        for day, end in latest.items()
-        if end not in midnights
-    ]
-    if midnights:
-        ranges.append(feed.c.at.in_([sa.literal(end, type_=typed) for end in midnights]))
-    partial = sa.or_(*ranges)
-    # One statement, one snapshot: the memberships, the rollup and the feed rows past it agree.
+
+    def partial_of(column: Any) -> Any:
+        ranges = [
+            sa.and_(
+                column >= sa.literal(datetime.combine(day, time(), UTC), type_=typed),
+                column <= sa.literal(end, type_=typed),
+            )
+            for day, end in latest.items()
+            if end not in midnights
+        ]
+        if midnights:
+            ranges.append(column.in_([sa.literal(end, type_=typed) for end in midnights]))
+        return sa.or_(*ranges)
+
+    presence, presence_day = presence_change_table, presence_day_table
+    no_segment = sa.cast(sa.null(), feed.c.segment_id.type)
+    # Contacts with feed rows past the rollup (written since the fold): their presence is worked out from
+    # their memberships and feed rows, as it stands in this statement's snapshot, in place of the rollup's.
+    late = sa.select(feed.c.contact_id).where(feed.c.seq > folded).distinct().scalar_subquery()
+    presence_bucket = bucket_of(presence.c.at, ordered)
+    per_contact = sa.cast(presence.c.contact_id, sa.String) + ":" + sa.cast(presence_bucket, sa.String)
+    # One statement, one snapshot: the memberships, the rollups and the feed rows past them agree.
     parts = sa.union_all(
         sa.select(
             sa.literal("m").label("kind"),
@@ -101,14 +120,59 @@ def members_from_rollup(session: Session, instants: list[datetime]) -> dict[tupl
         sa.select(
             sa.literal("p"), feed.c.segment_id, sa.cast(bucket, sa.String), sa.func.sum(_net(feed.c.change))
         )
-        .where(feed.c.seq <= folded, partial)
+        .where(feed.c.seq <= folded, partial_of(feed.c.at))
         .group_by(feed.c.segment_id, bucket),
+        # The presence rollup: every day (a few rows each), and the instants' own days up to them.
+        sa.select(
+            sa.literal("D"), no_segment, presence_day.c.day, (presence_day.c.entered - presence_day.c.exited)
+        ),
+        sa.select(
+            sa.literal("P"),
+            no_segment,
+            sa.cast(presence_bucket, sa.String),
+            sa.func.sum(presence.c.delta),
+        )
+        .where(partial_of(presence.c.at))
+        .group_by(presence_bucket),
+        # The late contacts: segments now, feed nets after the first instant, and their rollup rows.
+        sa.select(
+            sa.literal("C"), no_segment, sa.cast(membership_table.c.contact_id, sa.String), sa.func.count()
+        )
+        .where(membership_table.c.contact_id.in_(late))
+        .group_by(membership_table.c.contact_id),
+        sa.select(
+            sa.literal("F"),
+            no_segment,
+            sa.cast(feed.c.contact_id, sa.String) + ":" + sa.cast(bucket, sa.String),
+            sa.func.sum(_net(feed.c.change)),
+        )
+        .where(feed.c.contact_id.in_(late), feed.c.at > sa.literal(first, type_=typed))
+        .group_by(feed.c.contact_id, bucket),
+        sa.select(sa.literal("S"), no_segment, per_contact, sa.func.sum(presence.c.delta))
+        .where(presence.c.contact_id.in_(late))
+        .group_by(presence.c.contact_id, presence_bucket),
     )
     now: dict[uuid.UUID, int] = defaultdict(int)
     by_day: dict[uuid.UUID, dict[str, int]] = defaultdict(dict)
     tail: dict[uuid.UUID, dict[int, int]] = defaultdict(dict)
     early: dict[uuid.UUID, dict[int, int]] = defaultdict(dict)
+    presence_days: dict[str, int] = {}
+    presence_part: dict[int, int] = {}
+    late_now: dict[int, int] = {}
+    late_feed: dict[int, dict[int, int]] = defaultdict(dict)
+    late_stored: dict[int, dict[int, int]] = defaultdict(dict)
     for kind, segment_id, label, count in session.execute(parts):
+        if kind in "DPCFS":
+            if kind == "D":
+                presence_days[str(label)[:10]] = int(count)
+            elif kind == "P":
+                presence_part[int(label)] = int(count)
+            elif kind == "C":
+                late_now[int(label)] = int(count)
+            else:
+                contact, b = (int(part) for part in str(label).split(":"))
+                (late_feed if kind == "F" else late_stored)[contact][b] = int(count)
+            continue
         sid = segment_id if isinstance(segment_id, uuid.UUID) else uuid.UUID(str(segment_id))
         if kind == "m":
             now[sid] += int(count)
@@ -124,14 +188,23 @@ def members_from_rollup(session: Session, instants: list[datetime]) -> dict[tupl
     at_position = {instant: k for k, instant in enumerate(ordered)}
     counts: dict[str, list[int]] = {}
     for sid, key in keys.items():
-        days, late, part = by_day.get(sid, {}), tail.get(sid, {}), early.get(sid, {})
+        days, late_rows, part = by_day.get(sid, {}), tail.get(sid, {}), early.get(sid, {})
         per_instant = counts.setdefault(key, [0] * n)
         for k in range(n):
             after = sum(net for label, net in days.items() if label >= labels[k])
             after -= sum(net for b, net in part.items() if b <= k and labels[b] == labels[k])
-            after += sum(net for b, net in late.items() if b > k)
+            after += sum(net for b, net in late_rows.items() if b > k)
             per_instant[k] += now.get(sid, 0) - after
-    anyone = _anyone(session, ordered)
+    anyone = [
+        sum(net for label, net in presence_days.items() if label < labels[k])
+        + sum(net for b, net in presence_part.items() if b <= k and labels[b] == labels[k])
+        for k in range(n)
+    ]
+    for contact in {*late_now, *late_feed, *late_stored}:
+        moves, stored = late_feed.get(contact, {}), late_stored.get(contact, {})
+        for k in range(n):
+            present = late_now.get(contact, 0) - sum(net for b, net in moves.items() if b > k) > 0
+            anyone[k] += int(present) - sum(d for b, d in stored.items() if b <= k)
 
     out: dict[tuple[str, int], int] = {}
     for i, instant in enumerate(instants):
@@ -162,48 +235,4 @@ def _segment_keys(session: Session, ids: set[uuid.UUID], first: datetime) -> dic
         )
         for segment_id, key in session.execute(query):
             out[segment_id if isinstance(segment_id, uuid.UUID) else uuid.UUID(str(segment_id))] = key
-    return out
-
-
-def _anyone(session: Session, ordered: list[datetime]) -> list[int]:
-    """Distinct contacts in at least one segment at each of the sorted instants: those in one now, less,
-    for each contact with feed rows after the first instant, the change in whether it was in any at each
-    instant (its count of segments then is its count now less its net change after). One statement.
-    Contacts are told apart by id: a key deleted and stored again has two ids whose lives do not overlap
-    (the deletion's exits come first), so at any instant they count as the key would."""
-    n, feed = len(ordered), change_table
-    current = (
-        sa.select(membership_table.c.contact_id, sa.func.count().label("c"))
-        .group_by(membership_table.c.contact_id)
-        .cte("current")
-    )
-    bucket = bucket_of(feed.c.at, ordered).label("b")
-    moves = (
-        sa.select(feed.c.contact_id, bucket, sa.func.sum(_net(feed.c.change)).label("d"))
-        .where(feed.c.at > sa.literal(ordered[0], type_=feed.c.at.type))
-        .group_by(feed.c.contact_id, sa.literal_column("b"))
-        .subquery("moves")
-    )
-    suffix = sa.func.sum(moves.c.d).over(
-        partition_by=moves.c.contact_id, order_by=moves.c.b.desc(), rows=(None, 0)
-    )
-    walked = (
-        sa.select(moves.c.b, moves.c.d, suffix.label("a"), sa.func.coalesce(current.c.c, 0).label("c"))
-        .select_from(moves.outerjoin(current, current.c.contact_id == moves.c.contact_id))
-        .subquery("walked")
-    )
-    # In any segment at instant b (count c - (a - d)) against at instant b - 1 (count c - a).
-    step = sa.case((walked.c.c - walked.c.a + walked.c.d > 0, 1), else_=0) - sa.case(
-        (walked.c.c - walked.c.a > 0, 1), else_=0
-    )
-    query = sa.union_all(
-        sa.select(walked.c.b, sa.func.sum(step)).group_by(walked.c.b),
-        sa.select(sa.literal(-1), sa.func.count()).select_from(current),
-    )
-    steps = {int(b): int(s or 0) for b, s in session.execute(query)}
-    total = steps.pop(-1, 0)
-    out = [0] * n
-    for k in range(n - 1, -1, -1):
-        total -= steps.get(k + 1, 0)
-        out[k] = total
     return out
