@@ -532,7 +532,8 @@ class SegmentChangeHour(SQLModel, table=True):
 
 
 class SegmentChangeRollup(SQLModel, table=True):
-    """One row (`id` 1): the last change-feed seq folded into `segment_change_day` and `_hour`."""
+    """The last change-feed seq folded in: `id` 1 into `segment_change_day` and `_hour`, `id` 2 into
+    `contact_presence_change` and `presence_change_day` (`services.presence`)."""
 
     __tablename__ = "segment_change_rollup"
 
@@ -561,7 +562,7 @@ __all__ += [
 class ContactPresenceChange(SQLModel, table=True):
     """When a contact came to be in at least one segment (`delta` 1) or in none any more (-1): the feed's
     rows of that contact replayed in `at` order, one row per instant where the answer flips. Rebuilt for
-    every contact the feed gained rows for when the feed is folded (`fold_change_feed`)."""
+    every contact the feed gained rows for when the feed is folded (`services.presence.fold_presence`)."""
 
     __tablename__ = "contact_presence_change"
 

@@ -4,10 +4,11 @@ instants where it came to be in a segment (`delta` 1) or in none any more (-1), 
 number of contacts in any segment at `t` is then the sum of the days before `t`'s day and of `t`'s day's
 rows up to `t`: a few rows per day, not one per contact.
 
-`fold_presence` rebuilds the rows of every contact key the feed gained rows for, from that key's whole
-feed (an index on the key); `fold_change_feed` calls it under the feed lock with the seq range it claims,
-so the rows are those of the feed up to the rollup's seq. A contact is a (key, id) pair: a key deleted and
-stored again has two ids. Never commits.
+`fold_presence` rebuilds the rows of every contact key the feed gained rows for since its last fold, from
+that key's whole feed (an index on the key), under the feed writers' lock; its seq is row 2 of
+`segment_change_rollup` (`fold_change_feed` keeps row 1), claimed by a compare-and-set, so two folds never
+apply the same rows twice. The segment report folds before it reads. A contact is a (key, id) pair: a key
+deleted and stored again has two ids. Never commits.
 """
 
 from __future__ import annotations
@@ -20,9 +21,18 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from segmentflow.db.bulk import bulk_insert, insert_on_conflict
-from segmentflow.db.tables import change_table, presence_change_table, presence_day_table
+from segmentflow.db.tables import (
+    change_table,
+    presence_change_table,
+    presence_day_table,
+    segment_change_rollup_table,
+)
+from segmentflow.services.membership import take_feed_lock
 
-__all__ = ["fold_presence"]
+__all__ = ["PRESENCE_ROW", "fold_presence"]
+
+#: The `segment_change_rollup` row holding the last feed seq folded into the presence rows.
+PRESENCE_ROW = 2
 
 #: Up to this many touched keys are read through the feed's key index, a list at a time; more (a first
 #: fold, a full recompute) in one pass over the feed.
@@ -51,18 +61,38 @@ def _transitions(session: Session, keys: Any, top: int) -> list[tuple[str, int, 
         rows=(None, 0),
     )
     walked = sa.select(
-        per_instant.c.contact_key, per_instant.c.contact_id, per_instant.c.at, per_instant.c.d, running.label("c")
+        per_instant.c.contact_key,
+        per_instant.c.contact_id,
+        per_instant.c.at,
+        per_instant.c.d,
+        running.label("c"),
     ).subquery("walked")
     delta = sa.case((walked.c.c > 0, 1), else_=0) - sa.case((walked.c.c - walked.c.d > 0, 1), else_=0)
     query = sa.select(walked.c.contact_key, walked.c.contact_id, walked.c.at, delta).where(delta != 0)
     return [(key, int(cid), at, int(d)) for key, cid, at, d in session.execute(query)]
 
 
-def fold_presence(session: Session, done: int, top: int) -> int:
-    """Rebuild the presence rows of the contact keys with feed rows in seq `(done, top]`, and the day counts
-    with them; returns how many keys. The caller holds the feed lock (so no seq up to `top` commits
-    later)."""
-    feed, table = change_table, presence_change_table
+def fold_presence(session: Session) -> int:
+    """Rebuild the presence rows of the contact keys with feed rows since the last fold, and the day counts
+    with them; returns how many keys. A first look without the lock returns at once when the feed has
+    nothing new. Never commits."""
+    state, feed, table = segment_change_rollup_table, change_table, presence_change_table
+    top_q = sa.select(sa.func.coalesce(sa.func.max(feed.c.seq), 0))
+    mine = state.c.id == PRESENCE_ROW
+    done_at = session.scalar(sa.select(state.c.seq).where(mine))
+    if done_at is not None and int(session.scalar(top_q) or 0) <= done_at:
+        return 0
+    take_feed_lock(session)
+    session.execute(
+        insert_on_conflict(session, state).on_conflict_do_nothing(), [{"id": PRESENCE_ROW, "seq": 0}]
+    )
+    done = int(session.scalar(sa.select(state.c.seq).where(mine)) or 0)
+    top = int(session.scalar(top_q) or 0)
+    if top <= done:
+        return 0
+    claimed = session.execute(state.update().where(mine, state.c.seq == done).values(seq=top)).rowcount  # type: ignore[attr-defined]
+    if claimed != 1:  # another fold got there first
+        return 0
     new_rows = sa.select(feed.c.contact_key).where(feed.c.seq > done, feed.c.seq <= top)
     touched = sorted(set(session.scalars(new_rows.distinct())))
     if not touched:

@@ -24,7 +24,6 @@ from segmentflow.db.tables import (
     send_table,
 )
 from segmentflow.services.membership import member_counts, take_feed_lock
-from segmentflow.services.presence import fold_presence
 from segmentflow.services.segments import list_segments
 
 __all__ = [
@@ -164,8 +163,7 @@ def _hour_of(session: Session) -> sa.ColumnElement[Any]:
 
 def fold_change_feed(*, session: Session, now: datetime | None) -> int:
     """Fold the change-feed rows written since the last fold into the per-day and per-hour rollup of
-    entries and exits (`segment_change_day`, `segment_change_hour`) and the presence of the contacts they
-    touch (`presence.fold_presence`); returns how many rows were folded.
+    entries and exits (`segment_change_day`, `segment_change_hour`); returns how many rows were folded.
     Serialised with the feed's writers (`take_feed_lock`, so no lower seq commits later), and claimed by a
     compare-and-set on the rollup's seq, so two folds never count a row twice. A first look without the
     lock returns at once when nothing is new. `now` None prunes no hour rows (a caller without a clock of
@@ -186,7 +184,6 @@ def fold_change_feed(*, session: Session, now: datetime | None) -> int:
     ).rowcount  # type: ignore[attr-defined]
     if claimed != 1:  # another fold got there first
         return 0
-    fold_presence(session, done, top)
     day, hour = sa.func.date(change_table.c.at), _hour_of(session)
     query = (
         sa.select(change_table.c.segment_id, change_table.c.change, day, hour, sa.func.count())

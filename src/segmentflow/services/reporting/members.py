@@ -8,9 +8,9 @@ the raw feed the rows folded in by no one yet. The distinct contacts in any segm
 presence rollup (`services.presence`: when each contact came into a segment or left its last, and those
 per day): the days before `t`'s day and `t`'s day's rows up to `t`; the few contacts with feed rows past
 the rollup (written after the fold) are worked out from their memberships and feed rows instead. This
-holds as long as the feed tells each (segment, contact) pair's story in order, as the recompute writes it: an entry
-at the membership's `since`, an exit when it ends, and the clock not running backwards for a pair. The
-fold writes (the rollup), so this never runs in a read-only transaction; never commits.
+holds as long as the feed tells each (segment, contact) pair's story in order, as the recompute writes
+it: an entry at the membership's `since`, an exit when it ends, and the clock not running backwards for a
+pair. The folds write (the rollups), so this never runs in a read-only transaction; never commits.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from segmentflow.db.tables import (
     segment_change_rollup_table,
     segment_table,
 )
+from segmentflow.services.presence import PRESENCE_ROW, fold_presence
 from segmentflow.services.reports import fold_change_feed
 
 __all__ = ["members_from_rollup"]
@@ -67,6 +68,7 @@ def members_from_rollup(
     rollup as it stands (tests: the feed rows past it are read as a concurrent writer's would be)."""
     if fold:
         fold_change_feed(session=session, now=None)
+        fold_presence(session)
     ordered = sorted({instant.astimezone(UTC) for instant in instants})
     n, first = len(ordered), ordered[0]
     typed = change_table.c.at.type
@@ -98,7 +100,12 @@ def members_from_rollup(
     no_segment = sa.cast(sa.null(), feed.c.segment_id.type)
     # Contacts with feed rows past the rollup (written since the fold): their presence is worked out from
     # their memberships and feed rows, as it stands in this statement's snapshot, in place of the rollup's.
-    late = sa.select(feed.c.contact_id).where(feed.c.seq > folded).distinct().scalar_subquery()
+    presence_folded = (
+        sa.select(sa.func.coalesce(sa.func.max(state.c.seq), 0))
+        .where(state.c.id == PRESENCE_ROW)
+        .scalar_subquery()
+    )
+    late = sa.select(feed.c.contact_id).where(feed.c.seq > presence_folded).distinct().scalar_subquery()
     presence_bucket = bucket_of(presence.c.at, ordered)
     per_contact = sa.cast(presence.c.contact_id, sa.String) + ":" + sa.cast(presence_bucket, sa.String)
     # One statement, one snapshot: the memberships, the rollups and the feed rows past them agree.

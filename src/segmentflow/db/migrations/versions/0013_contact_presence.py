@@ -1,7 +1,7 @@
 """The report's distinct contacts in any segment: when each contact came to be in a segment and in none
-any more (`contact_presence_change`), and a per-day rollup of those (`presence_change_day`), kept as the
-change feed is folded. The change feed's rollup is emptied, so the next fold rebuilds it and these from
-the whole feed.
+any more (`contact_presence_change`), and a per-day rollup of those (`presence_change_day`), folded from
+the change feed up to the seq in `segment_change_rollup`'s row 2 (absent: from the first feed row, on the
+next report). Only adds: a worker of the release before never reads or writes them.
 
 Revision ID: 0013
 Revises: 0011
@@ -35,10 +35,6 @@ def upgrade() -> None:
         sa.Column("entered", sa.Integer, nullable=False),
         sa.Column("exited", sa.Integer, nullable=False),
     )
-    # Folded again from the first feed row on the next read, this time with the contacts' presence.
-    op.execute("DELETE FROM segment_change_rollup")
-    op.execute("DELETE FROM segment_change_day")
-    op.execute("DELETE FROM segment_change_hour")
 
 
 def downgrade() -> None:
