@@ -2,9 +2,10 @@
 `services.reports.fold_change_feed`): the same answer as `attribution.members_at` without its pass over
 every membership stretch.
 
-A segment's members at `t` are its members now less its net change (entries less exits) after `t`: the
-rollup gives the whole UTC days after `t`'s day (its day's row less the feed rows of that day up to `t`),
-the raw feed the rows folded in by no one yet. The distinct contacts in any segment (`""`) come from the
+A segment's members at `t` are its net change (entries less exits) up to `t`, the feed being its whole
+story from the first entry: the rollup gives the whole UTC days before `t`'s day (those before the first
+instant's day as one sum a segment), the feed the rows of `t`'s day up to `t` and the rows folded in by
+no one yet; no membership row is read. The distinct contacts in any segment (`""`) come from the
 presence rollup (`services.presence`: when each contact came into a segment or left its last, and those
 per day): the days before `t`'s day and `t`'s day's rows up to `t`; the few contacts with feed rows past
 the rollup (written after the fold) are worked out from their memberships and feed rows instead. This
@@ -62,9 +63,9 @@ def members_from_rollup(
 ) -> dict[tuple[str, int], int]:
     """Members per segment key (and `""`: distinct contacts in any segment) at each of `instants`, by
     position: `attribution.members_at`'s answer, keys included (a deleted segment's key is there when
-    the feed has an exit from it after the earliest instant). Reads at most segments x days rollup rows,
-    the feed rows of the instants' own days up to each instant and those after the earliest instant, and
-    for `""` the presence rollup's days and its rows of the instants' own days. `fold` False reads the
+    the feed has an exit from it after the earliest instant). Reads about segments x days rollup rows,
+    the feed rows of the instants' own days up to each instant and those past the rollup, and for `""`
+    the presence rollup's days and its rows of the instants' own days. `fold` False reads the
     rollup as it stands (tests: the feed rows past it are read as a concurrent writer's would be)."""
     if fold:
         fold_change_feed(session=session, now=None)
@@ -108,31 +109,42 @@ def members_from_rollup(
     late = sa.select(feed.c.contact_id).where(feed.c.seq > presence_folded).distinct().scalar_subquery()
     presence_bucket = bucket_of(presence.c.at, ordered)
     per_contact = sa.cast(presence.c.contact_id, sa.String) + ":" + sa.cast(presence_bucket, sa.String)
-    # One statement, one snapshot: the memberships, the rollups and the feed rows past them agree.
+    first_day = first.date().isoformat()
+    # One statement, one snapshot: the rollups, the feed rows past them and the memberships agree.
     parts = sa.union_all(
+        # Each segment's net change over the days before the first instant's, one row a segment.
         sa.select(
-            sa.literal("m").label("kind"),
-            membership_table.c.segment_id,
+            sa.literal("b").label("kind"),
+            day_t.c.segment_id,
             sa.literal("").label("label"),
-            sa.func.count().label("n"),
-        ).group_by(membership_table.c.segment_id),
+            sa.func.sum(day_t.c.entered - day_t.c.exited).label("n"),
+        )
+        .where(day_t.c.day < first_day)
+        .group_by(day_t.c.segment_id),
         sa.select(sa.literal("d"), day_t.c.segment_id, day_t.c.day, (day_t.c.entered - day_t.c.exited)).where(
-            day_t.c.day >= first.date().isoformat()
+            day_t.c.day >= first_day
         ),
         sa.select(
             sa.literal("t"), feed.c.segment_id, sa.cast(bucket, sa.String), sa.func.sum(_net(feed.c.change))
         )
-        .where(feed.c.seq > folded, feed.c.at > sa.literal(first, type_=typed))
+        .where(feed.c.seq > folded)
         .group_by(feed.c.segment_id, bucket),
         sa.select(
             sa.literal("p"), feed.c.segment_id, sa.cast(bucket, sa.String), sa.func.sum(_net(feed.c.change))
         )
         .where(feed.c.seq <= folded, partial_of(feed.c.at))
         .group_by(feed.c.segment_id, bucket),
-        # The presence rollup: every day (a few rows each), and the instants' own days up to them.
+        # The presence rollup: the days before the first instant's (one sum), each day since, and the
+        # instants' own days up to them.
+        sa.select(
+            sa.literal("D"),
+            no_segment,
+            sa.literal(""),
+            sa.func.sum(presence_day.c.entered - presence_day.c.exited),
+        ).where(presence_day.c.day < first_day),
         sa.select(
             sa.literal("D"), no_segment, presence_day.c.day, (presence_day.c.entered - presence_day.c.exited)
-        ),
+        ).where(presence_day.c.day >= first_day),
         sa.select(
             sa.literal("P"),
             no_segment,
@@ -159,7 +171,7 @@ def members_from_rollup(
         .where(presence.c.contact_id.in_(late))
         .group_by(presence.c.contact_id, presence_bucket),
     )
-    now: dict[uuid.UUID, int] = defaultdict(int)
+    before: dict[uuid.UUID, int] = defaultdict(int)
     by_day: dict[uuid.UUID, dict[str, int]] = defaultdict(dict)
     tail: dict[uuid.UUID, dict[int, int]] = defaultdict(dict)
     early: dict[uuid.UUID, dict[int, int]] = defaultdict(dict)
@@ -171,7 +183,7 @@ def members_from_rollup(
     for kind, segment_id, label, count in session.execute(parts):
         if kind in "DPCFS":
             if kind == "D":
-                presence_days[str(label)[:10]] = int(count)
+                presence_days[str(label)[:10]] = int(count or 0)
             elif kind == "P":
                 presence_part[int(label)] = int(count)
             elif kind == "C":
@@ -181,8 +193,8 @@ def members_from_rollup(
                 (late_feed if kind == "F" else late_stored)[contact][b] = int(count)
             continue
         sid = segment_id if isinstance(segment_id, uuid.UUID) else uuid.UUID(str(segment_id))
-        if kind == "m":
-            now[sid] += int(count)
+        if kind == "b":
+            before[sid] += int(count)
         elif kind == "d":
             by_day[sid][str(label)[:10]] = int(count)
         elif kind == "t":
@@ -190,7 +202,7 @@ def members_from_rollup(
         else:
             early[sid][int(label)] = int(count)
 
-    keys = _segment_keys(session, {*now, *by_day, *tail, *early}, first)
+    keys = _segment_keys(session, {*before, *by_day, *tail, *early}, first)
     labels = [instant.date().isoformat() for instant in ordered]
     at_position = {instant: k for k, instant in enumerate(ordered)}
     counts: dict[str, list[int]] = {}
@@ -198,10 +210,10 @@ def members_from_rollup(
         days, late_rows, part = by_day.get(sid, {}), tail.get(sid, {}), early.get(sid, {})
         per_instant = counts.setdefault(key, [0] * n)
         for k in range(n):
-            after = sum(net for label, net in days.items() if label >= labels[k])
-            after -= sum(net for b, net in part.items() if b <= k and labels[b] == labels[k])
-            after += sum(net for b, net in late_rows.items() if b > k)
-            per_instant[k] += now.get(sid, 0) - after
+            upto = before.get(sid, 0) + sum(net for label, net in days.items() if label < labels[k])
+            upto += sum(net for b, net in part.items() if b <= k and labels[b] == labels[k])
+            upto += sum(net for b, net in late_rows.items() if b <= k)
+            per_instant[k] += upto
     anyone = [
         sum(net for label, net in presence_days.items() if label < labels[k])
         + sum(net for b, net in presence_part.items() if b <= k and labels[b] == labels[k])
