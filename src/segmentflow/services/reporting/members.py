@@ -75,6 +75,11 @@ def members_from_rollup(
     typed = change_table.c.at.type
     feed, day_t, state = change_table, segment_change_day_table, segment_change_rollup_table
     folded = sa.select(sa.func.coalesce(sa.func.max(state.c.seq), 0)).where(state.c.id == 1).scalar_subquery()
+    # The rollups' seqs as they stand now, as literals beside the subqueries: a fold committing meanwhile
+    # only raises them, so the subqueries still decide, but the planner sees how few feed rows are past
+    # them (against a subquery it guesses a third of the feed and scans it all, in parallel).
+    seqs: dict[int, int] = {int(i): int(q) for i, q in session.execute(sa.select(state.c.id, state.c.seq))}
+    past_folded = sa.and_(feed.c.seq > int(seqs.get(1, 0)), feed.c.seq > folded)
     bucket = bucket_of(feed.c.at, ordered)
     # Each instant's day up to the instant: those feed rows come off the day's rollup row.
     latest: dict[Any, datetime] = {}
@@ -106,7 +111,8 @@ def members_from_rollup(
         .where(state.c.id == PRESENCE_ROW)
         .scalar_subquery()
     )
-    late = sa.select(feed.c.contact_id).where(feed.c.seq > presence_folded).distinct().scalar_subquery()
+    past_presence = sa.and_(feed.c.seq > int(seqs.get(PRESENCE_ROW, 0)), feed.c.seq > presence_folded)
+    late = sa.select(feed.c.contact_id).where(past_presence).distinct().scalar_subquery()
     presence_bucket = bucket_of(presence.c.at, ordered)
     per_contact = sa.cast(presence.c.contact_id, sa.String) + ":" + sa.cast(presence_bucket, sa.String)
     first_day = first.date().isoformat()
@@ -127,7 +133,7 @@ def members_from_rollup(
         sa.select(
             sa.literal("t"), feed.c.segment_id, sa.cast(bucket, sa.String), sa.func.sum(_net(feed.c.change))
         )
-        .where(feed.c.seq > folded)
+        .where(past_folded)
         .group_by(feed.c.segment_id, bucket),
         sa.select(
             sa.literal("p"), feed.c.segment_id, sa.cast(bucket, sa.String), sa.func.sum(_net(feed.c.change))
