@@ -55,7 +55,8 @@ def test_a_preview_under_htmx_polls_its_progress_then_shows_the_plain_post_s_fig
     csrf = sign_in()
     before = count(engine, change_table), count(engine, membership_table)
     fields = editor_form(csrf, original="vip", version="1", key="vip", definition=json.dumps(DEFINITION))
-    token = started(client.post("/ui/segments/editor", data={**fields, "preview": "1"}, headers=HX), "preview")
+    posted = client.post("/ui/segments/editor", data={**fields, "preview": "1"}, headers=HX)
+    token = started(posted, "preview")
     shown = outcome(client, token)
     plain = client.post("/ui/segments/editor", data={**fields, "preview": "1"}).text
     for hook in ("data-preview-count", "data-preview-entering", "data-preview-exiting"):
