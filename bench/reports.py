@@ -172,6 +172,7 @@ def main() -> int:
     from segmentflow.db.engine import make_engine, migrate
     from segmentflow.db.tables import conversation_event_table
     from segmentflow.services.conversations import iter_event_lines, record_conversations
+    from segmentflow.services.presence import fold_presence
     from segmentflow.services.reporting import members_at, members_from_rollup, refresh_rollup, segment_report
     from segmentflow.services.reporting.attribution import day_bounds
     from segmentflow.services.reports import fold_change_feed
@@ -242,6 +243,13 @@ def main() -> int:
         with Session(engine) as session, session.begin():
             folded = fold_change_feed(session=session, now=None)
         print(f"change feed fold: {folded:,} rows in {time.perf_counter() - started:.2f} s")
+        started = time.perf_counter()
+        with Session(engine) as session, session.begin():
+            contacts = fold_presence(session)
+        print(
+            f"presence fold (overall's distinct contacts): {contacts:,} contact keys in "
+            f"{time.perf_counter() - started:.2f} s"
+        )
         timings: dict[str, list[float]] = {
             "report": [],
             "report, interval=day": [],

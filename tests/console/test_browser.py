@@ -201,10 +201,13 @@ def test_create_a_segment_with_the_builder_preview_save_and_see_members(
     )
     assert '"attribute": "plan"' in definition.input_value()
     page.click("button[name=preview]")
+    # the preview runs as a job: its progress shows, then the page swaps in the figures
+    assert page.locator('[data-job="preview"]').get_attribute("data-job-total") == "4"
     assert page.locator("[data-preview-count]").inner_text() == "2"
     assert page.locator("[data-preview-entering]").inner_text() == "2"
     shot(page, "editor-preview", tmp_path)
     page.click("button[name=save]")
+    # the save recomputes in a job too; once it has ended the browser goes to the segment's page
     page.wait_for_url("**/ui/segments/plan-vip")
     keys = page.locator("[data-contact-key]").evaluate_all("els => els.map(e => e.dataset.contactKey)")
     assert keys == ["u1", "u2"]

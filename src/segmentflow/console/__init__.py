@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from segmentflow.console import auth, contacts, messages, reports, segments, sequences, sla
+from segmentflow.console.jobs import JobBoard
 from segmentflow.console.web import (
     PREFIX,
     ConsoleError,
@@ -29,6 +30,7 @@ def install_console(app: FastAPI, settings: Settings) -> None:
     app.state.console_idle = settings.console_idle
     app.state.segment_trends = SegmentTrendCache()
     app.state.console_programs = ProgramCache()
+    app.state.console_jobs = JobBoard()
     app.add_middleware(SecurityHeaders)
     app.add_exception_handler(ConsoleError, console_error_page)
     app.add_exception_handler(SignInRequired, sign_in_redirect)
@@ -37,3 +39,4 @@ def install_console(app: FastAPI, settings: Settings) -> None:
     app.mount(f"{PREFIX}/static", static, name="console-static")
     for module in (auth, segments, contacts, sequences, sla, messages, reports):
         app.include_router(module.router)
+    app.include_router(segments.jobs_router)

@@ -7,9 +7,10 @@ import json
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
+from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
 from segmentflow.api.deps import WriteSession
@@ -22,20 +23,23 @@ from segmentflow.console.builder import (
     definition_from_fields,
 )
 from segmentflow.console.charts import sparkline
+from segmentflow.console.jobs import Job, JobBoard, owner_of
 from segmentflow.console.web import PREFIX, ConsoleError, Form, Login, check_csrf, field, now, page, require
 from segmentflow.console.words import describe_definition
 from segmentflow.db.tables import SegmentRecord
 from segmentflow.rules import RuleError, segment_problems
 from segmentflow.services import segment_admin
 from segmentflow.services.membership import member_counts
-from segmentflow.services.preview import SegmentPreview, candidate_segment, preview_segment
+from segmentflow.services.preview import SegmentPreview, candidate_segment, count_contacts, preview_segment
 from segmentflow.services.reports import SegmentTrendCache, list_members, list_segment_changes
 from segmentflow.services.segments import get_segment, list_segments
 from segmentflow.services.usage import segment_usage
 
-__all__ = ["router"]
+__all__ = ["jobs_router", "router"]
 
 router = APIRouter(prefix=f"{PREFIX}/segments")
+#: Progress of the editor's long operations (`console.jobs`).
+jobs_router = APIRouter(prefix=f"{PREFIX}/jobs")
 
 _EMPTY: dict[str, Any] = {
     "rules": [],
@@ -97,6 +101,8 @@ def _editor(
     status: int = 200,
     conflict: SegmentRecord | None = None,
     raw_text: str | None = None,
+    job: Job | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Response:
     errors = errors or []
     rule_errors = [e for e in errors if isinstance(e, RuleError)]
@@ -117,13 +123,14 @@ def _editor(
             (e.rule_index, e.clause_index): e.detail for e in rule_errors if e.rule_index is not None
         },
         "preview": preview,
+        "job": job,
         "source": source,
         "conflict": conflict,
         "conflict_text": None
         if conflict is None
         else json.dumps(_definition(conflict), indent=2, ensure_ascii=False),
     }
-    return page(request, "editor.html", context, login=login, status=status)
+    return page(request, "editor.html", context, login=login, status=status, headers=headers)
 
 
 @router.get("/new", include_in_schema=False)
@@ -223,6 +230,7 @@ def _store(
     description: str,
     definition: dict[str, Any],
     version: int | None,
+    progress: segment_admin.Progress | None = None,
 ) -> segment_admin.SegmentSaved:
     """The console's one call into the segment write path (the API's own service functions)."""
     name_, description_, wire = _validated(
@@ -237,6 +245,7 @@ def _store(
             definition=wire,
             expected_version=version,
             now=now(),
+            progress=progress,
         )
     return segment_admin.create_segment(
         session=session,
@@ -245,6 +254,7 @@ def _store(
         description=description_,
         definition=wire,
         now=now(),
+        progress=progress,
     )
 
 
@@ -290,16 +300,27 @@ def editor_post(request: Request, session: WriteSession, login: Login, form: For
             status=422,
             **common,
         )
+    jobs = _board(request) if request.headers.get("hx-request") else None
     try:
         if "preview" in form:
             name_, description_, wire = _validated(
                 original=original, key=key, name=name, description=description, definition=definition
             )
             candidate = candidate_segment(key=key, name=name_, description=description_, definition=wire)
+            if jobs is not None:
+                job = _start_preview(
+                    request, session, login, jobs, candidate, {"definition": definition, **common}
+                )
+                if job is not None:
+                    return _editor(request, session, login, definition=definition, job=job, **common)
             result = preview_segment(session=session, segment=candidate)
             return _editor(request, session, login, definition=definition, preview=result, **common)
         if "save" not in form:
             return _editor(request, session, login, definition=definition, **common)
+        if jobs is not None:
+            job = _start_save(request, session, login, jobs, {"definition": definition, **common})
+            if job is not None:
+                return _editor(request, session, login, definition=definition, job=job, **common)
         record = _store(
             session,
             original=original,
@@ -322,6 +343,114 @@ def editor_post(request: Request, session: WriteSession, login: Login, form: For
     if request.headers.get("hx-request"):
         return Response(status_code=200, headers={"HX-Redirect": target})
     return RedirectResponse(target, status_code=303)
+
+
+def _board(request: Request) -> JobBoard | None:
+    """The process's job board, or None where a job cannot have a connection of its own (an in-memory
+    SQLite database is one shared connection)."""
+    if isinstance(request.app.state.engine.pool, StaticPool):
+        return None
+    board: JobBoard = request.app.state.console_jobs
+    return board
+
+
+def _start_preview(
+    request: Request, session: Session, login: Login, jobs: JobBoard, candidate: Any, context: dict[str, Any]
+) -> Job | None:
+    """The preview in a thread of its own, on a session of its own that only reads."""
+    engine = request.app.state.engine
+
+    def work(job: Job) -> SegmentPreview:
+        def step(so_far: SegmentPreview) -> None:
+            job.done, job.running = so_far.contacts, so_far.members
+
+        with Session(engine) as own:
+            return preview_segment(session=own, segment=candidate, progress=step)
+
+    total = count_contacts(session=session)
+    return jobs.start(owner=owner_of(login.csrf), kind="preview", total=total, context=context, work=work)
+
+
+def _start_save(
+    request: Request, session: Session, login: Login, jobs: JobBoard, context: dict[str, Any]
+) -> Job | None:
+    """The save and its recompute in a thread of its own, in one transaction of its own, as the request
+    would have made it."""
+    engine = request.app.state.engine
+    fields = {k: context[k] for k in ("original", "key", "name", "description", "definition", "version")}
+
+    def work(job: Job) -> str:
+        def step(done: int) -> None:
+            job.done = done
+
+        with Session(engine, expire_on_commit=False) as own, own.begin():
+            return _store(own, progress=step, **fields).record.key
+
+    total = count_contacts(session=session)
+    return jobs.start(owner=owner_of(login.csrf), kind="save", total=total, context=context, work=work)
+
+
+@jobs_router.get("/{token}", include_in_schema=False)
+def job_progress(
+    request: Request,
+    session: WriteSession,
+    login: Login,
+    token: Annotated[str, Path(max_length=64)],
+) -> Response:
+    """A running job's progress (the page polls it), or its outcome once it ended: the preview, the
+    segment's page after a save, or the editor with what went wrong."""
+    require(login, "segments:write")
+    board: JobBoard = request.app.state.console_jobs
+    job = board.get(token, owner_of(login.csrf))
+    if job is None or not job.finished:
+        return page(request, "job.html", {"job": job, "token": token, "preview": None}, login=login)
+    context = dict(job.context)
+    definition = context.pop("definition")
+    # The editor replaces the one on the page (its form and the outcome), as a post's answer would.
+    editor = {"HX-Retarget": "#editor", "HX-Reswap": "outerHTML", "HX-Reselect": "#editor"}
+    error = job.error
+    if error is None and job.kind == "preview":
+        return page(request, "job.html", {"job": job, "token": token, "preview": job.outcome}, login=login)
+    if error is None:
+        return Response(
+            status_code=200, headers={"HX-Redirect": f"{PREFIX}/segments/{quote(job.outcome, safe='')}"}
+        )
+    if isinstance(error, RuleError):
+        errors: list[RuleError | str] = [error]
+        return _editor(
+            request,
+            session,
+            login,
+            definition=definition,
+            errors=errors,
+            status=422,
+            headers=editor,
+            **context,
+        )
+    if isinstance(error, segment_admin.VersionConflictError):
+        current = _found(session, context["original"])
+        return _editor(
+            request,
+            session,
+            login,
+            definition=definition,
+            conflict=current,
+            status=409,
+            headers=editor,
+            **context,
+        )
+    if isinstance(error, segment_admin.ConflictError):
+        return _editor(
+            request,
+            session,
+            login,
+            definition=definition,
+            errors=[str(error)],
+            status=409,
+            headers=editor,
+            **context,
+        )
+    raise error
 
 
 @router.get("/{key}", include_in_schema=False)

@@ -532,7 +532,8 @@ class SegmentChangeHour(SQLModel, table=True):
 
 
 class SegmentChangeRollup(SQLModel, table=True):
-    """One row (`id` 1): the last change-feed seq folded into `segment_change_day` and `_hour`."""
+    """The last change-feed seq folded in: `id` 1 into `segment_change_day` and `_hour`, `id` 2 into
+    `contact_presence_change` and `presence_change_day` (`services.presence`)."""
 
     __tablename__ = "segment_change_rollup"
 
@@ -552,4 +553,40 @@ __all__ += [
     "segment_change_day_table",
     "segment_change_hour_table",
     "segment_change_rollup_table",
+]
+
+
+# --- The report's distinct contacts in any segment, kept as the change feed is folded (migration 0013) ---
+
+
+class ContactPresenceChange(SQLModel, table=True):
+    """When a contact came to be in at least one segment (`delta` 1) or in none any more (-1): the feed's
+    rows of that contact replayed in `at` order, one row per instant where the answer flips. Rebuilt for
+    every contact the feed gained rows for when the feed is folded (`services.presence.fold_presence`)."""
+
+    __tablename__ = "contact_presence_change"
+
+    contact_key: str = Field(sa_column=sa.Column(sa.String(512), primary_key=True))
+    contact_id: int = Field(sa_column=sa.Column(sa.Integer, primary_key=True, autoincrement=False))
+    at: datetime = Field(sa_column=sa.Column(UTCDateTime, primary_key=True, index=True))
+    delta: int = Field(sa_column=sa.Column(sa.SmallInteger, nullable=False))
+
+
+class PresenceChangeDay(SQLModel, table=True):
+    """Per UTC day of `at`: how many `contact_presence_change` rows came in (1) and went out (-1)."""
+
+    __tablename__ = "presence_change_day"
+
+    day: str = Field(sa_column=sa.Column(sa.String(10), primary_key=True))
+    entered: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    exited: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+
+
+presence_change_table = _table(ContactPresenceChange)
+presence_day_table = _table(PresenceChangeDay)
+__all__ += [
+    "ContactPresenceChange",
+    "PresenceChangeDay",
+    "presence_change_table",
+    "presence_day_table",
 ]

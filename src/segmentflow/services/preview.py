@@ -9,7 +9,7 @@ same `RuleError`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,10 +17,10 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from segmentflow.db.tables import contact_table, membership_table, segment_table
-from segmentflow.rules import Segment, compile_segments, matches, parse_context, parse_segment
+from segmentflow.rules import Segment, compile_segments, parse_context, parse_segment
 from segmentflow.services.segments import list_segments
 
-__all__ = ["SegmentPreview", "candidate_segment", "preview_segment"]
+__all__ = ["SegmentPreview", "candidate_segment", "count_contacts", "preview_segment"]
 
 
 @dataclass
@@ -48,24 +48,35 @@ def candidate_segment(
     return parse_segment(data)
 
 
+def count_contacts(*, session: Session) -> int:
+    """How many contacts are stored (what a preview or a save's recompute goes through)."""
+    return int(session.scalar(sa.select(sa.func.count()).select_from(contact_table)) or 0)
+
+
 def preview_segment(
-    *, session: Session, segment: Segment, page_size: int = 2000, sample_size: int = 10
+    *,
+    session: Session,
+    segment: Segment,
+    page_size: int = 5000,
+    sample_size: int = 10,
+    progress: Callable[[SegmentPreview], None] | None = None,
 ) -> SegmentPreview:
-    """Evaluate `segment` (new, or replacing the stored one with its key) for every stored contact."""
+    """Evaluate `segment` (new, or replacing the stored one with its key) for every stored contact, a page
+    of contacts (id, key and context only) and of the stored segment's members at a time. Only the
+    candidate is evaluated: a segment it references through `segmentMatch` is evaluated only when it is
+    reached, once per contact. `progress` is called with the figures so far after each page."""
     others = [r.definition_model() for r in list_segments(session=session) if r.key != segment.key]
-    target = compile_segments([*others, segment])[segment.key]
+    evaluate = compile_segments([*others, segment])[segment.key].evaluate
     stored_id = session.scalar(sa.select(segment_table.c.id).where(segment_table.c.key == segment.key))
     out = SegmentPreview()
     after = 0
     while True:
-        rows = list(
-            session.execute(
-                sa.select(contact_table.c.id, contact_table.c.key, contact_table.c.context)
-                .where(contact_table.c.id > after)
-                .order_by(contact_table.c.id)
-                .limit(page_size)
-            )
-        )
+        rows = session.execute(
+            sa.select(contact_table.c.id, contact_table.c.key, contact_table.c.context)
+            .where(contact_table.c.id > after)
+            .order_by(contact_table.c.id)
+            .limit(page_size)
+        ).all()
         if not rows:
             return out
         stored: set[int] = set()
@@ -78,19 +89,21 @@ def preview_segment(
                     )
                 )
             )
-        for row in rows:
-            out.contacts += 1
-            member = matches(target, parse_context(row.context))
+        out.contacts += len(rows)
+        for cid, key, context in rows:
+            member = evaluate(parse_context(context).by_kind, {})
             if member:
                 out.members += 1
                 if len(out.sample) < sample_size:
-                    out.sample.append(row.key)
-            if member and row.id not in stored:
-                out.entering += 1
-                if len(out.sample_entering) < sample_size:
-                    out.sample_entering.append(row.key)
-            elif not member and row.id in stored:
+                    out.sample.append(key)
+                if cid not in stored:
+                    out.entering += 1
+                    if len(out.sample_entering) < sample_size:
+                        out.sample_entering.append(key)
+            elif cid in stored:
                 out.exiting += 1
                 if len(out.sample_exiting) < sample_size:
-                    out.sample_exiting.append(row.key)
+                    out.sample_exiting.append(key)
         after = rows[-1].id
+        if progress is not None:
+            progress(out)

@@ -75,6 +75,8 @@ __all__ = [
 ]
 
 NewId = Callable[[], str]
+#: Told how many contacts a recompute has gone through so far (a console save shows it).
+Progress = Callable[[int], None]
 _WRITE_LOCK = 0x5E6F12  # PostgreSQL advisory lock: segment writers exclusive, contact writers shared
 
 
@@ -139,10 +141,15 @@ def hold_write_lock(session: Session, *, shared: bool = False) -> None:
 
 
 def recompute_segments(
-    *, session: Session, keys: Sequence[str], now: datetime, page_size: int = 2000
+    *,
+    session: Session,
+    keys: Sequence[str],
+    now: datetime,
+    page_size: int = 2000,
+    progress: Progress | None = None,
 ) -> RecomputeCounts:
     """Re-evaluate these segments and everything depending on them for every contact, page by page in
-    the caller's transaction."""
+    the caller's transaction; `progress` is told the contacts done after each page."""
     index = load_index(session=session)
     only = dependents_of((s.definition for s in index.compiled.values()), keys)
     total = RecomputeCounts()
@@ -155,6 +162,8 @@ def recompute_segments(
             return total
         total.add(counts)
         after = last
+        if progress is not None:
+            progress(total.contacts)
 
 
 def _definition(
@@ -187,10 +196,12 @@ def _locked(session: Session, ref: str, expected_version: int | None) -> Segment
     return record
 
 
-def _save(session: Session, record: SegmentRecord, segment: Segment, now: datetime) -> SegmentSaved:
+def _save(
+    session: Session, record: SegmentRecord, segment: Segment, now: datetime, progress: Progress | None = None
+) -> SegmentSaved:
     """Write the new definition if the stored version is still the one read, then recompute."""
     _update(session, record, segment, record.version + 1, now)
-    recompute_segments(session=session, keys=[record.key], now=now)
+    recompute_segments(session=session, keys=[record.key], now=now, progress=progress)
     return SegmentSaved(record, warnings=_warnings(segment))
 
 
@@ -223,8 +234,9 @@ def create_segment(
     definition: Mapping[str, Any],
     now: datetime,
     new_id: NewId = _uuid4,
+    progress: Progress | None = None,
 ) -> SegmentSaved:
-    """Store a new segment at version 1 and compute its members."""
+    """Store a new segment at version 1 and compute its members (`progress`: as `recompute_segments`)."""
     _check_key(key)
     hold_write_lock(session)
     if session.scalar(sa.select(segment_table.c.id).where(segment_table.c.key == key)) is not None:
@@ -242,7 +254,7 @@ def create_segment(
     )
     session.add(record)
     session.flush()
-    recompute_segments(session=session, keys=[key], now=now)
+    recompute_segments(session=session, keys=[key], now=now, progress=progress)
     return SegmentSaved(record, created=True, warnings=_warnings(segment))
 
 
@@ -256,13 +268,14 @@ def replace_segment(
     expected_version: int | None,
     now: datetime,
     new_id: NewId = _uuid4,
+    progress: Progress | None = None,
 ) -> SegmentSaved:
     """Replace a segment's name, description and definition (all of them: an omitted name becomes the
-    key, an omitted description none)."""
+    key, an omitted description none; `progress`: as `recompute_segments`)."""
     record = _locked(session, ref, expected_version)
     segment = with_ids(_definition(record.key, name, description, definition, record.version), new_id)
     compile_segments([*_others(session, record.key), segment])
-    return _save(session, record, segment, now)
+    return _save(session, record, segment, now, progress)
 
 
 def patch_segment(

@@ -2,13 +2,16 @@
 `services.reports.fold_change_feed`): the same answer as `attribution.members_at` without its pass over
 every membership stretch.
 
-A segment's members at `t` are its members now less its net change (entries less exits) after `t`: the
-rollup gives the whole UTC days after `t`'s day (its day's row less the feed rows of that day up to `t`),
-the raw feed the rows folded in by no one yet. The distinct contacts in any segment (`""`) are the ones in
-a segment now, adjusted contact by contact with the feed rows after the earliest instant. This holds as
-long as the feed tells each (segment, contact) pair's story in order, as the recompute writes it: an entry
-at the membership's `since`, an exit when it ends, and the clock not running backwards for a pair. The
-fold writes (the rollup), so this never runs in a read-only transaction; never commits.
+A segment's members at `t` are its net change (entries less exits) up to `t`, the feed being its whole
+story from the first entry: the rollup gives the whole UTC days before `t`'s day (those before the first
+instant's day as one sum a segment), the feed the rows of `t`'s day up to `t` and the rows folded in by
+no one yet; no membership row is read. The distinct contacts in any segment (`""`) come from the
+presence rollup (`services.presence`: when each contact came into a segment or left its last, and those
+per day): the days before `t`'s day and `t`'s day's rows up to `t`; the few contacts with feed rows past
+the rollup (written after the fold) are worked out from their memberships and feed rows instead. This
+holds as long as the feed tells each (segment, contact) pair's story in order, as the recompute writes
+it: an entry at the membership's `since`, an exit when it ends, and the clock not running backwards for a
+pair. The folds write (the rollups), so this never runs in a read-only transaction; never commits.
 """
 
 from __future__ import annotations
@@ -24,10 +27,13 @@ from sqlmodel import Session
 from segmentflow.db.tables import (
     change_table,
     membership_table,
+    presence_change_table,
+    presence_day_table,
     segment_change_day_table,
     segment_change_rollup_table,
     segment_table,
 )
+from segmentflow.services.presence import PRESENCE_ROW, fold_presence
 from segmentflow.services.reports import fold_change_feed
 
 __all__ = ["members_from_rollup"]
@@ -52,17 +58,28 @@ def _net(column: Any) -> Any:
     return sa.case((column == "entered", 1), else_=-1)
 
 
-def members_from_rollup(session: Session, instants: list[datetime]) -> dict[tuple[str, int], int]:
+def members_from_rollup(
+    session: Session, instants: list[datetime], *, fold: bool = True
+) -> dict[tuple[str, int], int]:
     """Members per segment key (and `""`: distinct contacts in any segment) at each of `instants`, by
     position: `attribution.members_at`'s answer, keys included (a deleted segment's key is there when
-    the feed has an exit from it after the earliest instant). Reads at most segments x days rollup rows,
-    the feed rows of the instants' own days up to each instant and those after the earliest instant."""
-    fold_change_feed(session=session, now=None)
+    the feed has an exit from it after the earliest instant). Reads about segments x days rollup rows,
+    the feed rows of the instants' own days up to each instant and those past the rollup, and for `""`
+    the presence rollup's days and its rows of the instants' own days. `fold` False reads the
+    rollup as it stands (tests: the feed rows past it are read as a concurrent writer's would be)."""
+    if fold:
+        fold_change_feed(session=session, now=None)
+        fold_presence(session)
     ordered = sorted({instant.astimezone(UTC) for instant in instants})
     n, first = len(ordered), ordered[0]
     typed = change_table.c.at.type
     feed, day_t, state = change_table, segment_change_day_table, segment_change_rollup_table
     folded = sa.select(sa.func.coalesce(sa.func.max(state.c.seq), 0)).where(state.c.id == 1).scalar_subquery()
+    # The rollups' seqs as they stand now, as literals beside the subqueries: a fold committing meanwhile
+    # only raises them, so the subqueries still decide, but the planner sees how few feed rows are past
+    # them (against a subquery it guesses a third of the feed and scans it all, in parallel).
+    seqs: dict[int, int] = {int(i): int(q) for i, q in session.execute(sa.select(state.c.id, state.c.seq))}
+    past_folded = sa.and_(feed.c.seq > int(seqs.get(1, 0)), feed.c.seq > folded)
     bucket = bucket_of(feed.c.at, ordered)
     # Each instant's day up to the instant: those feed rows come off the day's rollup row.
     latest: dict[Any, datetime] = {}
@@ -71,47 +88,119 @@ def members_from_rollup(session: Session, instants: list[datetime]) -> dict[tupl
     # A midnight's day up to it is the rows at that very instant: one IN list (an index probe each) rather
     # than a range per day, which the planner would test on every feed row.
     midnights = [end for day, end in latest.items() if end == datetime.combine(day, time(), UTC)]
-    ranges = [
-        sa.and_(
-            feed.c.at >= sa.literal(datetime.combine(day, time(), UTC), type_=typed),
-            feed.c.at <= sa.literal(end, type_=typed),
-        )
-        for day, end in latest.items()
-        if end not in midnights
-    ]
-    if midnights:
-        ranges.append(feed.c.at.in_([sa.literal(end, type_=typed) for end in midnights]))
-    partial = sa.or_(*ranges)
-    # One statement, one snapshot: the memberships, the rollup and the feed rows past it agree.
+
+    def partial_of(column: Any) -> Any:
+        ranges = [
+            sa.and_(
+                column >= sa.literal(datetime.combine(day, time(), UTC), type_=typed),
+                column <= sa.literal(end, type_=typed),
+            )
+            for day, end in latest.items()
+            if end not in midnights
+        ]
+        if midnights:
+            ranges.append(column.in_([sa.literal(end, type_=typed) for end in midnights]))
+        return sa.or_(*ranges)
+
+    presence, presence_day = presence_change_table, presence_day_table
+    no_segment = sa.cast(sa.null(), feed.c.segment_id.type)
+    # Contacts with feed rows past the rollup (written since the fold): their presence is worked out from
+    # their memberships and feed rows, as it stands in this statement's snapshot, in place of the rollup's.
+    presence_folded = (
+        sa.select(sa.func.coalesce(sa.func.max(state.c.seq), 0))
+        .where(state.c.id == PRESENCE_ROW)
+        .scalar_subquery()
+    )
+    past_presence = sa.and_(feed.c.seq > int(seqs.get(PRESENCE_ROW, 0)), feed.c.seq > presence_folded)
+    late = sa.select(feed.c.contact_id).where(past_presence).distinct().scalar_subquery()
+    presence_bucket = bucket_of(presence.c.at, ordered)
+    per_contact = sa.cast(presence.c.contact_id, sa.String) + ":" + sa.cast(presence_bucket, sa.String)
+    first_day = first.date().isoformat()
+    # One statement, one snapshot: the rollups, the feed rows past them and the memberships agree.
     parts = sa.union_all(
+        # Each segment's net change over the days before the first instant's, one row a segment.
         sa.select(
-            sa.literal("m").label("kind"),
-            membership_table.c.segment_id,
+            sa.literal("b").label("kind"),
+            day_t.c.segment_id,
             sa.literal("").label("label"),
-            sa.func.count().label("n"),
-        ).group_by(membership_table.c.segment_id),
+            sa.func.sum(day_t.c.entered - day_t.c.exited).label("n"),
+        )
+        .where(day_t.c.day < first_day)
+        .group_by(day_t.c.segment_id),
         sa.select(sa.literal("d"), day_t.c.segment_id, day_t.c.day, (day_t.c.entered - day_t.c.exited)).where(
-            day_t.c.day >= first.date().isoformat()
+            day_t.c.day >= first_day
         ),
         sa.select(
             sa.literal("t"), feed.c.segment_id, sa.cast(bucket, sa.String), sa.func.sum(_net(feed.c.change))
         )
-        .where(feed.c.seq > folded, feed.c.at > sa.literal(first, type_=typed))
+        .where(past_folded)
         .group_by(feed.c.segment_id, bucket),
         sa.select(
             sa.literal("p"), feed.c.segment_id, sa.cast(bucket, sa.String), sa.func.sum(_net(feed.c.change))
         )
-        .where(feed.c.seq <= folded, partial)
+        .where(feed.c.seq <= folded, partial_of(feed.c.at))
         .group_by(feed.c.segment_id, bucket),
+        # The presence rollup: the days before the first instant's (one sum), each day since, and the
+        # instants' own days up to them.
+        sa.select(
+            sa.literal("D"),
+            no_segment,
+            sa.literal(""),
+            sa.func.sum(presence_day.c.entered - presence_day.c.exited),
+        ).where(presence_day.c.day < first_day),
+        sa.select(
+            sa.literal("D"), no_segment, presence_day.c.day, (presence_day.c.entered - presence_day.c.exited)
+        ).where(presence_day.c.day >= first_day),
+        sa.select(
+            sa.literal("P"),
+            no_segment,
+            sa.cast(presence_bucket, sa.String),
+            sa.func.sum(presence.c.delta),
+        )
+        .where(partial_of(presence.c.at))
+        .group_by(presence_bucket),
+        # The late contacts: segments now, feed nets after the first instant, and their rollup rows.
+        sa.select(
+            sa.literal("C"), no_segment, sa.cast(membership_table.c.contact_id, sa.String), sa.func.count()
+        )
+        .where(membership_table.c.contact_id.in_(late))
+        .group_by(membership_table.c.contact_id),
+        sa.select(
+            sa.literal("F"),
+            no_segment,
+            sa.cast(feed.c.contact_id, sa.String) + ":" + sa.cast(bucket, sa.String),
+            sa.func.sum(_net(feed.c.change)),
+        )
+        .where(feed.c.contact_id.in_(late), feed.c.at > sa.literal(first, type_=typed))
+        .group_by(feed.c.contact_id, bucket),
+        sa.select(sa.literal("S"), no_segment, per_contact, sa.func.sum(presence.c.delta))
+        .where(presence.c.contact_id.in_(late))
+        .group_by(presence.c.contact_id, presence_bucket),
     )
-    now: dict[uuid.UUID, int] = defaultdict(int)
+    before: dict[uuid.UUID, int] = defaultdict(int)
     by_day: dict[uuid.UUID, dict[str, int]] = defaultdict(dict)
     tail: dict[uuid.UUID, dict[int, int]] = defaultdict(dict)
     early: dict[uuid.UUID, dict[int, int]] = defaultdict(dict)
+    presence_days: dict[str, int] = {}
+    presence_part: dict[int, int] = {}
+    late_now: dict[int, int] = {}
+    late_feed: dict[int, dict[int, int]] = defaultdict(dict)
+    late_stored: dict[int, dict[int, int]] = defaultdict(dict)
     for kind, segment_id, label, count in session.execute(parts):
+        if kind in "DPCFS":
+            if kind == "D":
+                presence_days[str(label)[:10]] = int(count or 0)
+            elif kind == "P":
+                presence_part[int(label)] = int(count)
+            elif kind == "C":
+                late_now[int(label)] = int(count)
+            else:
+                contact, b = (int(part) for part in str(label).split(":"))
+                (late_feed if kind == "F" else late_stored)[contact][b] = int(count)
+            continue
         sid = segment_id if isinstance(segment_id, uuid.UUID) else uuid.UUID(str(segment_id))
-        if kind == "m":
-            now[sid] += int(count)
+        if kind == "b":
+            before[sid] += int(count)
         elif kind == "d":
             by_day[sid][str(label)[:10]] = int(count)
         elif kind == "t":
@@ -119,19 +208,28 @@ def members_from_rollup(session: Session, instants: list[datetime]) -> dict[tupl
         else:
             early[sid][int(label)] = int(count)
 
-    keys = _segment_keys(session, {*now, *by_day, *tail, *early}, first)
+    keys = _segment_keys(session, {*before, *by_day, *tail, *early}, first)
     labels = [instant.date().isoformat() for instant in ordered]
     at_position = {instant: k for k, instant in enumerate(ordered)}
     counts: dict[str, list[int]] = {}
     for sid, key in keys.items():
-        days, late, part = by_day.get(sid, {}), tail.get(sid, {}), early.get(sid, {})
+        days, late_rows, part = by_day.get(sid, {}), tail.get(sid, {}), early.get(sid, {})
         per_instant = counts.setdefault(key, [0] * n)
         for k in range(n):
-            after = sum(net for label, net in days.items() if label >= labels[k])
-            after -= sum(net for b, net in part.items() if b <= k and labels[b] == labels[k])
-            after += sum(net for b, net in late.items() if b > k)
-            per_instant[k] += now.get(sid, 0) - after
-    anyone = _anyone(session, ordered)
+            upto = before.get(sid, 0) + sum(net for label, net in days.items() if label < labels[k])
+            upto += sum(net for b, net in part.items() if b <= k and labels[b] == labels[k])
+            upto += sum(net for b, net in late_rows.items() if b <= k)
+            per_instant[k] += upto
+    anyone = [
+        sum(net for label, net in presence_days.items() if label < labels[k])
+        + sum(net for b, net in presence_part.items() if b <= k and labels[b] == labels[k])
+        for k in range(n)
+    ]
+    for contact in {*late_now, *late_feed, *late_stored}:
+        moves, stored = late_feed.get(contact, {}), late_stored.get(contact, {})
+        for k in range(n):
+            present = late_now.get(contact, 0) - sum(net for b, net in moves.items() if b > k) > 0
+            anyone[k] += int(present) - sum(d for b, d in stored.items() if b <= k)
 
     out: dict[tuple[str, int], int] = {}
     for i, instant in enumerate(instants):
@@ -162,48 +260,4 @@ def _segment_keys(session: Session, ids: set[uuid.UUID], first: datetime) -> dic
         )
         for segment_id, key in session.execute(query):
             out[segment_id if isinstance(segment_id, uuid.UUID) else uuid.UUID(str(segment_id))] = key
-    return out
-
-
-def _anyone(session: Session, ordered: list[datetime]) -> list[int]:
-    """Distinct contacts in at least one segment at each of the sorted instants: those in one now, less,
-    for each contact with feed rows after the first instant, the change in whether it was in any at each
-    instant (its count of segments then is its count now less its net change after). One statement.
-    Contacts are told apart by id: a key deleted and stored again has two ids whose lives do not overlap
-    (the deletion's exits come first), so at any instant they count as the key would."""
-    n, feed = len(ordered), change_table
-    current = (
-        sa.select(membership_table.c.contact_id, sa.func.count().label("c"))
-        .group_by(membership_table.c.contact_id)
-        .cte("current")
-    )
-    bucket = bucket_of(feed.c.at, ordered).label("b")
-    moves = (
-        sa.select(feed.c.contact_id, bucket, sa.func.sum(_net(feed.c.change)).label("d"))
-        .where(feed.c.at > sa.literal(ordered[0], type_=feed.c.at.type))
-        .group_by(feed.c.contact_id, sa.literal_column("b"))
-        .subquery("moves")
-    )
-    suffix = sa.func.sum(moves.c.d).over(
-        partition_by=moves.c.contact_id, order_by=moves.c.b.desc(), rows=(None, 0)
-    )
-    walked = (
-        sa.select(moves.c.b, moves.c.d, suffix.label("a"), sa.func.coalesce(current.c.c, 0).label("c"))
-        .select_from(moves.outerjoin(current, current.c.contact_id == moves.c.contact_id))
-        .subquery("walked")
-    )
-    # In any segment at instant b (count c - (a - d)) against at instant b - 1 (count c - a).
-    step = sa.case((walked.c.c - walked.c.a + walked.c.d > 0, 1), else_=0) - sa.case(
-        (walked.c.c - walked.c.a > 0, 1), else_=0
-    )
-    query = sa.union_all(
-        sa.select(walked.c.b, sa.func.sum(step)).group_by(walked.c.b),
-        sa.select(sa.literal(-1), sa.func.count()).select_from(current),
-    )
-    steps = {int(b): int(s or 0) for b, s in session.execute(query)}
-    total = steps.pop(-1, 0)
-    out = [0] * n
-    for k in range(n - 1, -1, -1):
-        total -= steps.get(k + 1, 0)
-        out[k] = total
     return out
