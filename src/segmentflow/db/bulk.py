@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
-__all__ = ["bulk_insert", "insert_new", "insert_on_conflict", "sqlite_value"]
+__all__ = ["bulk_insert", "copy_escape", "copy_text", "insert_new", "insert_on_conflict", "sqlite_value"]
 
 
 def insert_on_conflict(dialect: str | Session, table: sa.Table) -> Any:
@@ -82,6 +82,28 @@ def bulk_insert(
         )
         return
     connection.execute(table.insert(), [dict(zip(columns, row, strict=True)) for row in rows])
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def copy_escape(text: str) -> str:
+    """`text` as one field of PostgreSQL's COPY text format."""
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+        return text.translate(_COPY_ESCAPES)
+    return text
+
+
+def copy_text(session: Session, table: sa.Table, columns: Sequence[str], data: str) -> None:
+    """PostgreSQL: COPY `data`, lines already in COPY's text format (tab-separated fields escaped with
+    `copy_escape`), into `table`, within the session's transaction."""
+    if not data:
+        return
+    cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    names = ", ".join(f'"{c}"' for c in columns)
+    with cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
+        copy.write(data)
+    cursor.close()
 
 
 def insert_new(

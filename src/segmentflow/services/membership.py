@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from segmentflow.db.bulk import bulk_insert, sqlite_value
+from segmentflow.db.bulk import bulk_insert, copy_escape, copy_text, sqlite_value
 from segmentflow.db.tables import change_table, contact_table, membership_table, segment_table, utcnow
 from segmentflow.rules import CompiledSegment, Context, matching, parse_context
 from segmentflow.services.contacts import upsert_contacts
@@ -150,7 +150,11 @@ def _write_changes(
                     membership_table.c.contact_id.in_(contact_ids[start : start + _CHUNK]),
                 )
             )
-    sqlite = session.get_bind().dialect.name == "sqlite"
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        _copy_changes(session, entered, exited, segment_keys, contact_keys, now)
+        return
+    sqlite = dialect == "sqlite"
     # SQLite is given its stored forms (32 hex digits, naive UTC text) once per segment and once per call,
     # not converted value by value.
     stamp: Any = sqlite_value(now) if sqlite else now
@@ -179,6 +183,44 @@ def _write_changes(
             for c in cids
         ],
         converted=sqlite,
+    )
+
+
+def _copy_changes(
+    session: Session,
+    entered: Groups,
+    exited: Groups,
+    segment_keys: dict[uuid.UUID, str],
+    contact_keys: dict[int, str],
+    now: datetime,
+) -> None:
+    """`_write_changes` on PostgreSQL: COPY in text format, each line formatted here (no driver call per
+    row or value); keys are escaped for COPY."""
+    stamp = now.isoformat()
+    if entered:
+        copy_text(
+            session,
+            membership_table,
+            ("segment_id", "contact_id", "since"),
+            "".join(f"{sid}\t{c}\t{stamp}\n" for s, cids in entered for sid in (str(s),) for c in cids),
+        )
+    escaped: dict[int, str] = {}
+    for _, cids in (*entered, *exited):
+        for c in cids:
+            if c not in escaped:
+                escaped[c] = copy_escape(contact_keys[c])
+    take_feed_lock(session)
+    copy_text(
+        session,
+        change_table,
+        ("segment_id", "segment_key", "contact_id", "contact_key", "change", "at"),
+        "".join(
+            f"{sid}\t{key}\t{c}\t{escaped[c]}\t{change}\t{stamp}\n"
+            for change, groups in (("entered", entered), ("exited", exited))
+            for s, cids in groups
+            for sid, key in ((str(s), copy_escape(segment_keys[s])),)
+            for c in cids
+        ),
     )
 
 
@@ -753,10 +795,10 @@ def recompute_all(
     """Full recompute. With `segment_keys`, only those segments and the segments that depend on them
     through `segmentMatch` are re-evaluated. `progress` gets contacts done per page.
 
-    Pages are read and evaluated outside any write transaction (in this process, or with `processes` > 1
-    in that many spawned processes, see `parallel_recompute`), then applied in order by this process
-    (`apply_page`, checked against the contacts as they are then). Memberships and change feed do not
-    depend on `processes`."""
+    Pages are read and evaluated outside any write transaction, then applied in order (`apply_page`,
+    checked against the contacts as they are then). With `processes` > 1 the work is spread over that
+    many spawned processes (`parallel_recompute`); the memberships and the change feed's rows do not
+    depend on it."""
     with Session(engine) as session:
         source = index_source(session=session)
     index = build_index(source)
@@ -764,13 +806,12 @@ def recompute_all(
     if segment_keys is not None:
         only = dependents_of((s.definition for s in index.compiled.values()), segment_keys)
     if processes > 1:
-        from segmentflow.services.parallel_recompute import evaluate_in_processes
+        from segmentflow.services.parallel_recompute import recompute_in_processes
 
-        pages = evaluate_in_processes(
-            engine, source, segment_keys=only, page_size=page_size, processes=processes
+        return recompute_in_processes(
+            engine, source, segment_keys=only, page_size=page_size, processes=processes, progress=progress
         )
-    else:
-        pages = evaluate_pages(engine, index, segment_keys=only, page_size=page_size)
+    pages = evaluate_pages(engine, index, segment_keys=only, page_size=page_size)
     return apply_pages(engine, index, pages, segment_keys=only, progress=progress)
 
 
