@@ -18,7 +18,8 @@ one-process run's (as a multiset; the order is printed too), and its no-change r
 --only-processes runs just that (and its rerun), --no-reference skips LaunchDarkly: for 1,000,000 contacts.
 
 Usage: .venv/bin/python bench/recompute.py [--contacts 100000] [--segments 50] [--extra-segments 50]
-       [--iterations 500] [--processes N [--only-processes]] [--no-reference] [--skip-sqlite] [--skip-postgres]
+       [--iterations 500] [--processes N [--only-processes]] [--no-reference]
+       [--skip-sqlite] [--skip-postgres]
        [--postgres-admin-url URL] [--profile 25]
 """
 
