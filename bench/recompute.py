@@ -454,10 +454,13 @@ def main(argv: list[str] | None = None) -> int:
     gc.collect()
     gc.freeze()
     members = sum(len(v) for v in expected.values())
-    print(
-        f"LaunchDarkly in process, no database: parse {ld_parse_s:.2f} s, evaluate {ld_eval_s:.2f} s "
-        f"({args.contacts * args.segments / ld_eval_s:,.0f} evaluations/s; {members:,} memberships)"
-    )
+    if args.no_reference:
+        print("LaunchDarkly: skipped (--no-reference)")
+    else:
+        print(
+            f"LaunchDarkly in process, no database: parse {ld_parse_s:.2f} s, evaluate {ld_eval_s:.2f} s "
+            f"({args.contacts * args.segments / ld_eval_s:,.0f} evaluations/s; {members:,} memberships)"
+        )
 
     reference_all = LaunchDarkly(all_segments)
     results: list[tuple[str, float]] = []
@@ -481,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "\npeer ratio, lower is better: our full recompute with the database / LaunchDarkly evaluation alone"
     )
-    for name, full_s in results:
+    for name, full_s in [] if args.no_reference else results:
         print(
             f"  {name:10s} {full_s:7.2f} s / {ld_eval_s:.2f} s = {full_s / ld_eval_s:.2f}x   "
             f"(vs LaunchDarkly parse + evaluate {ld_parse_s + ld_eval_s:.2f} s: "
