@@ -219,14 +219,18 @@ def only_processes(
     start = time.perf_counter()
     first = recompute_all(engine, page_size=args.page_size, processes=args.processes)
     full_s = time.perf_counter() - start
+    print(
+        f"full recompute, {args.processes} processes: {full_s:7.2f} s, process start-up included "
+        f"({first.contacts:,} contacts, entered={first.entered:,}); load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        flush=True,
+    )
     start = time.perf_counter()
     second = recompute_all(engine, page_size=args.page_size, processes=args.processes)
     again_s = time.perf_counter() - start
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
-        f"full recompute, {args.processes} processes: {full_s:7.2f} s, process start-up included "
-        f"({first.contacts:,} contacts, entered={first.entered:,}); no-change rerun {again_s:.2f} s "
-        f"(entered={second.entered} exited={second.exited}); load average {load}"
+        f"no-change rerun, {args.processes} processes: {again_s:.2f} s (entered={second.entered} "
+        f"exited={second.exited}); load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     failures = second.entered + second.exited
     if expected:
