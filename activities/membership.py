@@ -8,8 +8,9 @@ propagate so Temporal retries them.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from segmentflow.activities._heartbeat import heartbeating
 from segmentflow.workflows.models import (
@@ -37,12 +38,20 @@ from temporalio.exceptions import ApplicationError
 
 from segmentflow.services.contacts import contact_key
 from segmentflow.services.membership import (
+    EvaluatedPage,
     UnknownContactError,
     UnknownSegmentError,
     check_membership,
     contact_segments,
 )
-from segmentflow.services.runs import expand_segment_keys, finish_run, plan_ranges, recompute_range_step
+from segmentflow.services.runs import (
+    RangeProgress,
+    evaluate_range_step,
+    expand_segment_keys,
+    finish_run,
+    plan_ranges,
+    recompute_range_step,
+)
 from segmentflow.services.segments import SegmentIndexCache
 
 __all__ = ["MembershipActivities"]
@@ -114,19 +123,20 @@ class MembershipActivities:
         index = await self._run(lambda s: self._indexes.get(session=s))
         keys = None if params.segment_keys is None else set(params.segment_keys)
         rng = params.range
+        step: dict[str, Any] = {
+            "index": index,
+            "run_token": params.run_token,
+            "range_index": rng.index,
+            "first_id": rng.first_id,
+            "last_id": rng.last_id,
+            "page_size": params.page_size,
+            "segment_keys": keys,
+        }
         while True:
-            progress = await self._run(
-                lambda s: recompute_range_step(
-                    session=s,
-                    index=index,
-                    run_token=params.run_token,
-                    range_index=rng.index,
-                    first_id=rng.first_id,
-                    last_id=rng.last_id,
-                    page_size=params.page_size,
-                    segment_keys=keys,
-                )
-            )
+            # Read and evaluate outside the write transaction, then apply (re-checked) under it: on SQLite
+            # several workers' ranges so evaluate side by side instead of one page at a time.
+            evaluated = await asyncio.to_thread(self._evaluate, step)
+            progress = await self._run(functools.partial(self._apply, step, evaluated))
             activity.heartbeat(progress.cursor)
             if progress.done:
                 counts = progress.counts
@@ -136,6 +146,14 @@ class MembershipActivities:
                     ),
                     worker=activity.client().identity,
                 )
+
+    @staticmethod
+    def _apply(step: dict[str, Any], evaluated: EvaluatedPage | None, session: Session) -> RangeProgress:
+        return recompute_range_step(session=session, evaluated=evaluated, **step)
+
+    def _evaluate(self, step: dict[str, Any]) -> EvaluatedPage | None:
+        with Session(self._engine) as session:
+            return evaluate_range_step(session=session, **step)
 
     @activity.defn(name=FINISH_RECOMPUTE)
     async def finish_recompute(self, params: FinishRecomputeInput) -> None:

@@ -11,12 +11,15 @@ against LaunchDarkly too. The peer line is LaunchDarkly's SDK evaluating the sam
 process, with no database at all.
 Targets from the issue: full recompute under 30 s on each database; incremental p99 under 5 ms.
 
-With --processes N the full recompute is also run over N spawned processes (the contact ranges the
-recompute workflow plans, each paged with `recompute_range_step` as its activity does), from the same
-starting state; its memberships must match LaunchDarkly's and its change feed the one-process run's.
+With --processes N the full recompute is also run as `recompute_all(processes=N)` (`segmentflow recompute
+--processes N`: N spawned processes; process start-up counted), from the same starting state as a
+one-process run in the same run; its memberships must match LaunchDarkly's and its change feed the
+one-process run's (as a multiset; the order is printed too), and its no-change rerun must change nothing.
+--only-processes runs just that (and its rerun), --no-reference skips LaunchDarkly: for 1,000,000 contacts.
 
 Usage: .venv/bin/python bench/recompute.py [--contacts 100000] [--segments 50] [--extra-segments 50]
-       [--iterations 500] [--processes N] [--skip-sqlite] [--skip-postgres]
+       [--iterations 500] [--processes N [--only-processes]] [--no-reference]
+       [--skip-sqlite] [--skip-postgres]
        [--postgres-admin-url URL] [--profile 25]
 """
 
@@ -25,7 +28,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
-import multiprocessing
 import os
 import pstats
 import random
@@ -33,7 +35,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,9 +54,8 @@ from segmentflow.rules import parse_context, parse_segments
 from segmentflow.services.contacts import upsert_contacts
 from segmentflow.services.exports import iter_memberships
 from segmentflow.services.membership import recompute_all, upsert_and_recompute
-from segmentflow.services.runs import finish_run, plan_ranges, recompute_range_step
 from segmentflow.services.segment_admin import import_segments
-from segmentflow.services.segments import SegmentIndex, SegmentIndexCache, load_index
+from segmentflow.services.segments import SegmentIndexCache
 
 Json = dict[str, Any]
 _WARMUP = 5
@@ -165,6 +165,8 @@ def run_database(
         )
 
         del contexts  # the service reads contacts back from the database
+        if args.only_processes:
+            return only_processes(name, engine, args, expected)
         start = time.perf_counter()
         first = recompute_all(engine, page_size=args.page_size)
         full_s = time.perf_counter() - start
@@ -209,44 +211,45 @@ def run_database(
         engine.dispose()
 
 
-# One pool process of the parallel full recompute: its own engine and compiled index, loaded once.
-_POOL: dict[str, Any] = {}
-
-
-def _pool_init(url: str) -> None:
-    engine = make_engine(url)
-    with Session(engine) as session:
-        _POOL["engine"], _POOL["index"] = engine, load_index(session=session)
-
-
-def _pool_range(job: tuple[str, int, int, int, int]) -> tuple[int, int, int]:
-    """Recompute one contact range page by page with `recompute_range_step`, exactly what the
-    `segmentflow.RecomputeRange` activity runs (durable cursor, one transaction per page)."""
-    token, range_index, first_id, last_id, page_size = job
-    engine: Engine = _POOL["engine"]
-    index: SegmentIndex = _POOL["index"]
-    while True:
-        with Session(engine) as session, session.begin():
-            progress = recompute_range_step(
-                session=session,
-                index=index,
-                run_token=token,
-                range_index=range_index,
-                first_id=first_id,
-                last_id=last_id,
-                page_size=page_size,
-                segment_keys=None,
-            )
-        if progress.done:
-            return progress.counts.contacts, progress.counts.entered, progress.counts.exited
+def only_processes(
+    name: str, engine: Engine, args: argparse.Namespace, expected: dict[str, list[str]]
+) -> tuple[float, int]:
+    """--only-processes: the full recompute over --processes processes and its no-change rerun, nothing
+    else (for sizes where the one-process run and the reference take too long)."""
+    start = time.perf_counter()
+    first = recompute_all(engine, page_size=args.page_size, processes=args.processes)
+    full_s = time.perf_counter() - start
+    print(
+        f"full recompute, {args.processes} processes: {full_s:7.2f} s, process start-up included "
+        f"({first.contacts:,} contacts, entered={first.entered:,}); load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        flush=True,
+    )
+    start = time.perf_counter()
+    second = recompute_all(engine, page_size=args.page_size, processes=args.processes)
+    again_s = time.perf_counter() - start
+    print(
+        f"no-change rerun, {args.processes} processes: {again_s:.2f} s (entered={second.entered} "
+        f"exited={second.exited}); load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+    failures = second.entered + second.exited
+    if expected:
+        failures += compare(name, stored_memberships(engine), expected)
+        print(
+            f"stored memberships vs LaunchDarkly: {len(expected) - failures:,} of {len(expected):,} identical"
+        )
+    else:
+        print("(no reference: memberships not compared)")
+    return full_s, failures
 
 
 def feed_rows(engine: Engine) -> list[tuple[str, str, str]]:
-    """The change feed as (segment key, contact key, change), sorted: what a consumer learns, whatever
-    order concurrent ranges committed in."""
-    query = sa.select(change_table.c.segment_key, change_table.c.contact_key, change_table.c.change)
+    """The change feed as (segment key, contact key, change), in seq order."""
+    query = sa.select(change_table.c.segment_key, change_table.c.contact_key, change_table.c.change).order_by(
+        change_table.c.seq
+    )
     with engine.connect() as connection:
-        return sorted(tuple(row) for row in connection.execute(query))
+        return [tuple(row) for row in connection.execute(query)]
 
 
 def forget_memberships(engine: Engine) -> None:
@@ -255,29 +258,6 @@ def forget_memberships(engine: Engine) -> None:
         for table in (membership_table, change_table, progress_table):
             connection.execute(table.delete())
         connection.execute(contact_table.update().values(computed_at=None))
-
-
-def parallel_full(engine: Engine, url: str, args: argparse.Namespace) -> tuple[float, tuple[int, int, int]]:
-    """The full recompute split into contact ranges (4 per process, so a slow process does not hold the
-    rest back) run by `--processes` spawned processes, already started (as a worker's would be):
-    (seconds, counts)."""
-    with Session(engine) as session:
-        contacts = session.scalar(sa.select(sa.func.count()).select_from(contact_table)) or 0
-        ranges = plan_ranges(session=session, range_size=max(1, -(-contacts // (args.processes * 4))))
-    token = uuid.uuid4().hex
-    jobs = [(token, i, first, last, args.page_size) for i, (first, last) in enumerate(ranges)]
-    begun = time.perf_counter()
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(args.processes, initializer=_pool_init, initargs=(url,)) as pool:
-        pool.map(time.sleep, [0.2] * args.processes)  # every process started and its index loaded
-        start = time.perf_counter()
-        done = list(pool.imap_unordered(_pool_range, jobs))
-        seconds = time.perf_counter() - start
-    print(f"  ({args.processes} processes started, index loaded: {start - begun:.2f} s, not counted)")
-    with Session(engine) as session, session.begin():
-        finish_run(session=session, run_token=token)
-    totals = (sum(d[0] for d in done), sum(d[1] for d in done), sum(d[2] for d in done))
-    return seconds, totals
 
 
 def run_parallel(
@@ -297,20 +277,29 @@ def run_parallel(
     full_s = time.perf_counter() - start
     single_feed = feed_rows(engine)
     forget_memberships(engine)
-    seconds, (contacts, entered, exited) = parallel_full(engine, url, args)
+    start = time.perf_counter()
+    counts = recompute_all(engine, page_size=args.page_size, processes=args.processes)
+    seconds = time.perf_counter() - start
     mismatched = compare(f"{name} x{args.processes}", stored_memberships(engine), expected)
     feed = feed_rows(engine)
-    feed_same = feed == single_feed
+    feed_same = sorted(feed) == sorted(single_feed)
+    start = time.perf_counter()
+    again = recompute_all(engine, page_size=args.page_size, processes=args.processes)
+    again_s = time.perf_counter() - start
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
-        f"full recompute, {args.processes} processes: {seconds:7.2f} s ("
-        f"{contacts:,} contacts, entered={entered:,} exited={exited:,}); "
-        f"one process, same state: {full_s:.2f} s: "
-        f"{full_s / seconds:.2f}x faster; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
+        f"full recompute, {args.processes} processes: {seconds:7.2f} s, process start-up included ("
+        f"{counts.contacts:,} contacts, entered={counts.entered:,} exited={counts.exited:,}); "
+        f"one process, same state, same run: {full_s:.2f} s: {full_s / seconds:.2f}x faster; "
+        f"load average {load}\n"
+        f"  no-change rerun, {args.processes} processes: {again_s:.2f} s (entered={again.entered} "
+        f"exited={again.exited})\n"
         f"  memberships vs LaunchDarkly: {len(expected) - mismatched:,} of "
         f"{len(expected):,} identical; change feed {'identical' if feed_same else 'DIFFERENT'} to the "
-        f"one-process run's ({len(feed):,} rows vs {len(single_feed):,})"
+        f"one-process run's as a multiset ({len(feed):,} rows vs {len(single_feed):,}), "
+        f"{'and in the same order' if feed == single_feed else 'in another order'}"
     )
-    return mismatched + (0 if feed_same else 1)
+    return mismatched + (0 if feed_same else 1) + again.entered + again.exited
 
 
 class GcPauses:
@@ -429,6 +418,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also run the full recompute over N processes (contact ranges, as the workflow's activities "
         "run them) and check it against the one-process run",
     )
+    parser.add_argument(
+        "--only-processes",
+        action="store_true",
+        help="only the full recompute over --processes processes and its rerun (large sizes)",
+    )
+    parser.add_argument("--no-reference", action="store_true", help="skip LaunchDarkly's evaluation")
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--postgres-admin-url", default="postgresql://postgres@127.0.0.1:5432/test")
@@ -451,11 +446,11 @@ def main(argv: list[str] | None = None) -> int:
 
     reference = LaunchDarkly(segments_json)
     start = time.perf_counter()
-    ld_contexts = [LDContext.from_dict(c) for c in contexts_json]
+    ld_contexts = [] if args.no_reference else [LDContext.from_dict(c) for c in contexts_json]
     ld_parse_s = time.perf_counter() - start
     start = time.perf_counter()
     expected = reference.evaluate_all(ld_contexts)
-    ld_eval_s = time.perf_counter() - start
+    ld_eval_s = max(time.perf_counter() - start, 1e-9)
     del ld_contexts
     # The bench's own data (every context as JSON, the expected memberships) is not in a worker's heap; move
     # it out of the collector's sight so full collections cost what they would there. GC time is still
@@ -463,10 +458,13 @@ def main(argv: list[str] | None = None) -> int:
     gc.collect()
     gc.freeze()
     members = sum(len(v) for v in expected.values())
-    print(
-        f"LaunchDarkly in process, no database: parse {ld_parse_s:.2f} s, evaluate {ld_eval_s:.2f} s "
-        f"({args.contacts * args.segments / ld_eval_s:,.0f} evaluations/s; {members:,} memberships)"
-    )
+    if args.no_reference:
+        print("LaunchDarkly: skipped (--no-reference)")
+    else:
+        print(
+            f"LaunchDarkly in process, no database: parse {ld_parse_s:.2f} s, evaluate {ld_eval_s:.2f} s "
+            f"({args.contacts * args.segments / ld_eval_s:,.0f} evaluations/s; {members:,} memberships)"
+        )
 
     reference_all = LaunchDarkly(all_segments)
     results: list[tuple[str, float]] = []
@@ -490,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "\npeer ratio, lower is better: our full recompute with the database / LaunchDarkly evaluation alone"
     )
-    for name, full_s in results:
+    for name, full_s in [] if args.no_reference else results:
         print(
             f"  {name:10s} {full_s:7.2f} s / {ld_eval_s:.2f} s = {full_s / ld_eval_s:.2f}x   "
             f"(vs LaunchDarkly parse + evaluate {ld_parse_s + ld_eval_s:.2f} s: "

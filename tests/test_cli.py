@@ -375,6 +375,21 @@ def test_recompute_single_segment_and_unknown_segment(
     assert run(capsys, *db, "recompute", "--segment", "nope")[0] == 2
 
 
+def test_recompute_over_several_processes_counts_what_one_process_counts(
+    capsys: pytest.CaptureFixture[str], files: tuple[Path, Path], engine: Engine, database_url: str
+) -> None:
+    db = ("--database-url", database_url)
+    run(capsys, *db, "segments", "import", str(files[0]), "--no-recompute")
+    run(capsys, *db, "contacts", "import", str(files[1]), "--no-recompute")
+    code, out, _ = run(capsys, *db, "recompute", "--processes", "2")
+    assert code == 0 and "recomputed: contacts=" in out and "exited=0" in out
+    first = out.strip().splitlines()[-1]
+    assert " entered=0 " not in first
+    code, out, _ = run(capsys, *db, "recompute")
+    assert code == 0 and out.strip().splitlines()[-1] == first.split(" entered=")[0] + " entered=0 exited=0"
+    assert run(capsys, *db, "recompute", "--processes", "0")[0] == 2
+
+
 def test_db_reset_requires_yes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = run(capsys, "--database-url", f"sqlite:///{tmp_path / 'x.db'}", "db", "reset")
     assert code == 2 and "--yes" in err

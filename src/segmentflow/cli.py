@@ -111,7 +111,7 @@ def _print_counts(prefix: str, counts: RecomputeCounts) -> None:
     out.print(f"{prefix}: contacts={counts.contacts} entered={counts.entered} exited={counts.exited}")
 
 
-def _recompute(engine: Engine, segment_keys: set[str] | None = None) -> RecomputeCounts:
+def _recompute(engine: Engine, segment_keys: set[str] | None = None, processes: int = 1) -> RecomputeCounts:
     import sqlalchemy as sa
     from sqlmodel import Session
 
@@ -122,7 +122,11 @@ def _recompute(engine: Engine, segment_keys: set[str] | None = None) -> Recomput
         total = session.scalar(sa.select(sa.func.count()).select_from(contact_table))
     with _progress(total, "recompute") as advance:
         return recompute_all(
-            engine, page_size=Settings().page_size, segment_keys=segment_keys, progress=advance
+            engine,
+            page_size=Settings().page_size,
+            segment_keys=segment_keys,
+            progress=advance,
+            processes=processes,
         )
 
 
@@ -194,6 +198,14 @@ def recompute(
             " skipped and missed runs).",
         ),
     ] = False,
+    processes: Annotated[
+        int,
+        typer.Option(
+            "--processes",
+            min=1,
+            help="Spread the recompute over N processes (reading and evaluating; on PostgreSQL writing too).",
+        ),
+    ] = 1,
 ) -> None:
     """Recompute stored memberships (all segments, or --segment KEY and what depends on it)."""
     if status:
@@ -212,7 +224,7 @@ def recompute(
         if missing:
             raise InputError(f'unknown segment "{missing[0]}"')
         keys = set(segment)
-    _print_counts("recomputed", _recompute(engine, keys))
+    _print_counts("recomputed", _recompute(engine, keys, processes))
 
 
 def _recompute_status() -> None:

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
-__all__ = ["bulk_insert", "insert_new", "insert_on_conflict"]
+__all__ = ["bulk_insert", "copy_escape", "copy_text", "insert_new", "insert_on_conflict", "sqlite_value"]
 
 
 def insert_on_conflict(dialect: str | Session, table: sa.Table) -> Any:
@@ -29,7 +29,8 @@ def insert_on_conflict(dialect: str | Session, table: sa.Table) -> Any:
     return (postgresql.insert if name == "postgresql" else sqlite.insert)(table)
 
 
-def _sqlite_value(value: Any) -> Any:
+def sqlite_value(value: Any) -> Any:
+    """`value` as SQLAlchemy stores it in SQLite (UUIDs as 32 hex digits, datetimes as naive UTC text)."""
     if isinstance(value, uuid.UUID):
         return value.hex
     if isinstance(value, datetime):
@@ -38,9 +39,15 @@ def _sqlite_value(value: Any) -> Any:
 
 
 def bulk_insert(
-    session: Session, table: sa.Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+    session: Session,
+    table: sa.Table,
+    columns: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+    *,
+    converted: bool = False,
 ) -> None:
-    """Insert `rows` (tuples in `columns` order) into `table` within the session's transaction."""
+    """Insert `rows` (tuples in `columns` order) into `table` within the session's transaction.
+    `converted`: on SQLite the values are already in their stored form (`sqlite_value`)."""
     if not rows:
         return
     connection = session.connection()
@@ -55,24 +62,48 @@ def bulk_insert(
         return
     if dialect == "sqlite":
         # Rows share one instant (the recompute's `now`) and a few segment ids: convert each value once.
-        converted: dict[Any, Any] = {}
+        cache: dict[Any, Any] = {}
 
         def convert(value: Any) -> Any:
             if isinstance(value, (uuid.UUID, datetime)):
-                found = converted.get(value)
+                found = cache.get(value)
                 if found is None:
-                    found = converted[value] = _sqlite_value(value)
+                    found = cache[value] = sqlite_value(value)
                 return found
             return value
 
         marks = ", ".join("?" for _ in columns)
         names = ", ".join(f'"{c}"' for c in columns)
-        connection.exec_driver_sql(
+        raw = connection.connection.driver_connection
+        assert raw is not None
+        raw.executemany(
             f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})',
-            [tuple(convert(v) for v in row) for row in rows],
+            rows if converted else [tuple(convert(v) for v in row) for row in rows],
         )
         return
     connection.execute(table.insert(), [dict(zip(columns, row, strict=True)) for row in rows])
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def copy_escape(text: str) -> str:
+    """`text` as one field of PostgreSQL's COPY text format."""
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+        return text.translate(_COPY_ESCAPES)
+    return text
+
+
+def copy_text(session: Session, table: sa.Table, columns: Sequence[str], data: str) -> None:
+    """PostgreSQL: COPY `data`, lines already in COPY's text format (tab-separated fields escaped with
+    `copy_escape`), into `table`, within the session's transaction."""
+    if not data:
+        return
+    cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    names = ", ".join(f'"{c}"' for c in columns)
+    with cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
+        copy.write(data)
+    cursor.close()
 
 
 def insert_new(

@@ -93,7 +93,8 @@ class MembershipChange(SQLModel, table=True):
     __tablename__ = "membership_change"
 
     seq: int | None = Field(default=None, primary_key=True)
-    segment_id: uuid.UUID = Field(sa_column=sa.Column(sa.Uuid, nullable=False, index=True))
+    # Looked up through ix_membership_change_segment_seq (segment_id, seq), below.
+    segment_id: uuid.UUID = Field(sa_column=sa.Column(sa.Uuid, nullable=False))
     segment_key: str = Field(sa_column=sa.Column(sa.String(256), nullable=False))
     contact_id: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
     contact_key: str = Field(sa_column=sa.Column(sa.String(512), nullable=False, index=True))

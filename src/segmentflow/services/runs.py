@@ -16,10 +16,23 @@ from sqlmodel import Session
 
 from segmentflow.db.bulk import insert_on_conflict
 from segmentflow.db.tables import contact_table, progress_table, utcnow
-from segmentflow.services.membership import RecomputeCounts, recompute_page
+from segmentflow.services.membership import (
+    EvaluatedPage,
+    RecomputeCounts,
+    apply_page,
+    evaluate_page,
+    recompute_page,
+)
 from segmentflow.services.segments import SegmentIndex, dependents_of
 
-__all__ = ["RangeProgress", "expand_segment_keys", "finish_run", "plan_ranges", "recompute_range_step"]
+__all__ = [
+    "RangeProgress",
+    "evaluate_range_step",
+    "expand_segment_keys",
+    "finish_run",
+    "plan_ranges",
+    "recompute_range_step",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +70,39 @@ def expand_segment_keys(index: SegmentIndex, keys: Collection[str] | None) -> se
     return dependents_of((s.definition for s in index.compiled.values()), keys)
 
 
+def evaluate_range_step(
+    *,
+    session: Session,
+    index: SegmentIndex,
+    run_token: str,
+    range_index: int,
+    first_id: int,
+    last_id: int,
+    page_size: int,
+    segment_keys: set[str] | None,
+) -> EvaluatedPage | None:
+    """Read the range's committed cursor and evaluate the page after it, writing nothing (None when the
+    range is done): what `recompute_range_step(evaluated=...)` then applies under the write lock, so
+    evaluation runs beside other writers (on SQLite too, where a range page otherwise takes the database's
+    write lock before it reads)."""
+    this_range = sa.and_(progress_table.c.run_token == run_token, progress_table.c.range_index == range_index)
+    cursor = session.scalar(sa.select(progress_table.c.cursor).where(this_range))
+    after = first_id - 1 if cursor is None else cursor
+    if after >= last_id:
+        return None
+    page = evaluate_page(
+        session=session,
+        index=index,
+        after_id=after,
+        upto_id=last_id,
+        limit=page_size,
+        segment_keys=segment_keys,
+    )
+    return EvaluatedPage(
+        after + 1, last_id if page is None else page.last_id, [] if page is None else page.contacts
+    )
+
+
 def recompute_range_step(
     *,
     session: Session,
@@ -67,8 +113,11 @@ def recompute_range_step(
     last_id: int,
     page_size: int,
     segment_keys: set[str] | None,
+    evaluated: EvaluatedPage | None = None,
 ) -> RangeProgress:
-    """Recompute the next page of one range and move its durable cursor; never commits.
+    """Recompute the next page of one range and move its durable cursor; never commits. With `evaluated`
+    (from `evaluate_range_step`) and the cursor still where that page starts, the page is applied as
+    evaluated (`apply_page` re-checks its contacts); otherwise it is read and evaluated here.
 
     The cursor row is claimed with a write before it is read: on PostgreSQL that locks the row, on SQLite
     it takes the database's write lock at once (SQLite ignores FOR UPDATE, and a deferred transaction that
@@ -94,14 +143,18 @@ def recompute_range_step(
     cursor, totals = row.cursor, RecomputeCounts(row.contacts, row.entered, row.exited)
     if cursor >= last_id:
         return RangeProgress(cursor, totals, True)
-    counts, last_seen = recompute_page(
-        session=session,
-        index=index,
-        after_id=cursor,
-        upto_id=last_id,
-        limit=page_size,
-        segment_keys=segment_keys,
-    )
+    if evaluated is not None and evaluated.first_id == cursor + 1:
+        counts = apply_page(session=session, index=index, page=evaluated, segment_keys=segment_keys)
+        last_seen: int | None = evaluated.last_id
+    else:
+        counts, last_seen = recompute_page(
+            session=session,
+            index=index,
+            after_id=cursor,
+            upto_id=last_id,
+            limit=page_size,
+            segment_keys=segment_keys,
+        )
     totals.add(counts)
     cursor = last_id if last_seen is None else last_seen
     session.execute(

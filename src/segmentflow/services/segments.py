@@ -15,13 +15,15 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from segmentflow.db.tables import SegmentRecord, segment_table
-from segmentflow.rules import CompiledSegment, Segment, compile_segments
+from segmentflow.rules import CompiledSegment, Segment, compile_segments, parse_segment
 
 __all__ = [
     "SegmentIndex",
     "SegmentIndexCache",
+    "build_index",
     "dependents_of",
     "get_segment",
+    "index_source",
     "is_uuid_shaped",
     "list_segments",
     "load_index",
@@ -45,6 +47,11 @@ class SegmentIndex:
     def uuid_by_text(self) -> dict[str, uuid.UUID]:
         """Each id as the databases render it as text (PostgreSQL `uuid`, SQLite's 32 hex digits)."""
         return {text: v for v in self.ids.values() for text in (str(v), v.hex)}
+
+    @cached_property
+    def key_by_text(self) -> dict[str, str]:
+        """Each segment's key by its id as the databases render it as text."""
+        return {text: key for key, v in self.ids.items() for text in (str(v), v.hex)}
 
 
 _STAMP = sa.select(
@@ -128,12 +135,22 @@ def get_segment(*, session: Session, ref: str) -> SegmentRecord | None:
 
 
 def load_index(*, session: Session) -> SegmentIndex:
-    records = list_segments(session=session)
+    return build_index(index_source(session=session))
+
+
+def index_source(*, session: Session) -> list[tuple[str, uuid.UUID, dict[str, Any]]]:
+    """Every stored segment as (key, id, definition JSON): plain data that `build_index` compiles, so
+    another process can build exactly the index this one holds."""
+    return [(r.key, r.id, r.definition) for r in list_segments(session=session)]
+
+
+def build_index(source: Iterable[tuple[str, uuid.UUID, dict[str, Any]]]) -> SegmentIndex:
+    source = list(source)
     # Stored segments passed the strict check when saved; loading them the way LaunchDarkly does means one
     # saved before a check was tightened (a regex the linear-time engine refuses) matches nothing instead
     # of stopping every recompute.
-    compiled = compile_segments((r.definition_model() for r in records), lenient=True)
-    return SegmentIndex(compiled=compiled, ids={r.key: r.id for r in records})
+    compiled = compile_segments((parse_segment(definition) for _, _, definition in source), lenient=True)
+    return SegmentIndex(compiled=compiled, ids={key: segment_id for key, segment_id, _ in source})
 
 
 def dependents_of(segments: Iterable[Segment], keys: Iterable[str]) -> set[str]:
