@@ -9,8 +9,9 @@ import json
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -21,6 +22,9 @@ from segmentflow.db.tables import change_table, contact_table, membership_table,
 from segmentflow.rules import CompiledSegment, Context, matching, parse_context
 from segmentflow.services.contacts import upsert_contacts
 from segmentflow.services.segments import SegmentIndex, dependents_of, load_index, where_segment_ref
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = [
     "MembershipCheck",
@@ -37,6 +41,7 @@ __all__ = [
     "list_contact_segments",
     "member_counts",
     "peek_membership",
+    "peek_membership_pg",
     "read_membership",
     "recompute_all",
     "recompute_contacts",
@@ -332,6 +337,39 @@ def peek_membership(
     if row.computed_at is None:
         return None
     return MembershipCheck(row.key, row.id, contact_key, row.since is not None, row.computed_at)
+
+
+@cache
+def _pg_check_sql() -> tuple[tuple[str, dict[str, Any]], tuple[str, dict[str, Any]]]:
+    """The two check statements as psycopg SQL and default parameters, compiled once from the same
+    SQLAlchemy statements `peek_membership` runs (by key, by id)."""
+    from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+
+    dialect = PGDialect_psycopg()
+    by_key, by_id = (query.compile(dialect=dialect) for query in (_CHECK_BY_KEY, _CHECK_BY_ID))
+    return (str(by_key), dict(by_key.params)), (str(by_id), dict(by_id.params))
+
+
+async def peek_membership_pg(
+    *, connection: psycopg.AsyncConnection[Any], segment_ref: str, contact_key: str
+) -> MembershipCheck | None:
+    """`peek_membership` on an asynchronous psycopg connection in autocommit (PostgreSQL), for the API's
+    hot path: one statement, prepared by psycopg once a connection has run it a few times. None whenever
+    the answer takes more than that statement (no row: an unknown segment or contact, for the caller's
+    full path to report; or a contact never computed, for it to compute)."""
+    by_key, by_id = _pg_check_sql()
+    try:
+        ref_id = uuid.UUID(segment_ref)
+    except ValueError:
+        sql, params = by_key[0], by_key[1] | {"ref": segment_ref, "contact_key": contact_key}
+    else:
+        sql, params = by_id[0], by_id[1] | {"ref_id": ref_id, "contact_key": contact_key}
+    cursor = await connection.execute(sql, params)
+    row = await cursor.fetchone()
+    if row is None or row[2] is None:
+        return None
+    segment_id, key, computed_at, since = row
+    return MembershipCheck(key, segment_id, contact_key, since is not None, computed_at.astimezone(UTC))
 
 
 def check_membership(*, session: Session, segment_ref: str, contact_key: str) -> MembershipCheck:
