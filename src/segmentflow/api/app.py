@@ -160,8 +160,9 @@ def _guard(app: FastAPI, settings: Settings) -> None:
     )
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The API over `settings.database_url`; the schema is migrated when the app starts."""
+def create_app(settings: Settings, *, fast_check: bool = True) -> FastAPI:
+    """The API over `settings.database_url`; the schema is migrated when the app starts. `fast_check=False`
+    leaves the membership check to its route alone (the same answers, slower: bench/api.py's peer)."""
     engine = _engine(settings.database_url)
 
     @asynccontextmanager
@@ -188,7 +189,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.template_limits = settings.template_limits()
     app.state.read_pool = None  # the check's connections on PostgreSQL, while the app runs (lifespan)
     _admission(app)
-    _fast_check(app)
+    if fast_check:
+        _fast_check(app)
     _guard(app, settings)
     app.add_middleware(HttpMetrics, registry=registry)  # added last: outermost, so it counts refusals too
     install_error_handlers(app)
