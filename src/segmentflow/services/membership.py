@@ -21,7 +21,14 @@ from segmentflow.db.bulk import bulk_insert
 from segmentflow.db.tables import change_table, contact_table, membership_table, segment_table, utcnow
 from segmentflow.rules import CompiledSegment, Context, matching, parse_context
 from segmentflow.services.contacts import upsert_contacts
-from segmentflow.services.segments import SegmentIndex, dependents_of, load_index, where_segment_ref
+from segmentflow.services.segments import (
+    PG_STAMP,
+    SegmentIndex,
+    SegmentIndexCache,
+    dependents_of,
+    load_index,
+    where_segment_ref,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -442,17 +449,21 @@ def upsert_and_recompute(
     *,
     session: Session,
     contexts: Sequence[Context],
-    index: SegmentIndex,
+    index: SegmentIndex | SegmentIndexCache,
     now: datetime | None = None,
     pipelined: bool = True,
 ) -> tuple[list[int], RecomputeCounts]:
     """Store contacts and bring their memberships up to date in the caller's transaction: the fast path
-    for a changed contact (no re-read of what was just written; a few statements in all). On PostgreSQL
-    that is two pipelined round trips; `pipelined=False` takes the portable Core path there too (one round
-    trip per statement: the bench's peer), with the same rows and change feed."""
+    for a changed contact (no re-read of what was just written; a few statements in all). `index` is the
+    compiled segments, or a worker's `SegmentIndexCache` to take them from. On PostgreSQL that is two
+    pipelined round trips (the cache's change stamp, and the transaction's BEGIN when it opens it, travel
+    in the first); `pipelined=False` takes the portable Core path there too (one round trip per statement:
+    the bench's peer), with the same rows and change feed."""
     now = now or utcnow()
     if pipelined and session.get_bind().dialect.name == "postgresql":
         return _upsert_and_recompute_pg(session, contexts, index, now)
+    if isinstance(index, SegmentIndexCache):
+        index = index.get(session=session)
     ids = upsert_contacts(session=session, contexts=contexts, now=now, computed=True)
     by_key = {ctx.fully_qualified_key: ctx for ctx in contexts}
     contacts = [(cid, by_key[key]) for cid, key in zip(ids, by_key, strict=True)]
@@ -463,35 +474,36 @@ def upsert_and_recompute(
 # PostgreSQL's incremental path in two round trips (psycopg pipelines): the upsert and the read of the
 # stored memberships, then every write of the diff. Arrays through unnest keep each one statement whatever
 # the number of rows; the membership read runs after the upsert (its own snapshot, the contact rows locked),
-# exactly as the Core path's separate statements do.
+# exactly as the Core path's separate statements do. The arrays travel in binary (`%(name)b`): a text
+# array would escape every quote of each context's JSON, one regex callback per character.
 _PG_UPSERT = (
     "INSERT INTO contact (key, kinds, context, updated_at, computed_at) "
-    "SELECT k, kd, c::json, %(now)s, %(now)s FROM unnest(%(keys)s::text[], %(kinds)s::text[], "
-    "%(contexts)s::text[]) AS t(k, kd, c) "
+    "SELECT k, kd, c::json, %(now)s, %(now)s FROM unnest(%(keys)b::text[], %(kinds)b::text[], "
+    "%(contexts)b::text[]) AS t(k, kd, c) "
     "ON CONFLICT (key) DO UPDATE SET kinds = EXCLUDED.kinds, context = EXCLUDED.context, "
     "updated_at = EXCLUDED.updated_at, computed_at = EXCLUDED.computed_at RETURNING id, key"
 )
 _PG_STORED = (
     "SELECT m.segment_id::text, m.contact_id FROM segment_membership m "
-    "JOIN contact c ON c.id = m.contact_id WHERE c.key = ANY(%(keys)s::text[])"
+    "JOIN contact c ON c.id = m.contact_id WHERE c.key = ANY(%(keys)b::text[])"
 )
 _PG_DELETE = (
     "DELETE FROM segment_membership WHERE (segment_id, contact_id) IN "
-    "(SELECT s, c FROM unnest(%(s)s::uuid[], %(c)s::int[]) AS t(s, c))"
+    "(SELECT s, c FROM unnest(%(s)b::uuid[], %(c)b::int[]) AS t(s, c))"
 )
 _PG_INSERT = (
     "INSERT INTO segment_membership (segment_id, contact_id, since) "
-    "SELECT s, c, %(now)s FROM unnest(%(s)s::uuid[], %(c)s::int[]) AS t(s, c)"
+    "SELECT s, c, %(now)s FROM unnest(%(s)b::uuid[], %(c)b::int[]) AS t(s, c)"
 )
 _PG_FEED = (
     "INSERT INTO membership_change (segment_id, segment_key, contact_id, contact_key, change, at) "
-    "SELECT s, sk, c, ck, ch, %(now)s FROM unnest(%(s)s::uuid[], %(sk)s::text[], %(c)s::int[], "
-    "%(ck)s::text[], %(ch)s::text[]) WITH ORDINALITY AS t(s, sk, c, ck, ch, n) ORDER BY n"
+    "SELECT s, sk, c, ck, ch, %(now)s FROM unnest(%(s)b::uuid[], %(sk)b::text[], %(c)b::int[], "
+    "%(ck)b::text[], %(ch)b::text[]) WITH ORDINALITY AS t(s, sk, c, ck, ch, n) ORDER BY n"
 )
 
 
 def _upsert_and_recompute_pg(
-    session: Session, contexts: Sequence[Context], index: SegmentIndex, now: datetime
+    session: Session, contexts: Sequence[Context], index: SegmentIndex | SegmentIndexCache, now: datetime
 ) -> tuple[list[int], RecomputeCounts]:
     """`upsert_and_recompute` on PostgreSQL, same rows and change feed as the Core path (the membership
     and feed rows in the same order), in two pipelined round trips instead of one per statement."""
@@ -501,7 +513,10 @@ def _upsert_and_recompute_pg(
     keys = list(by_key)
     raw = session.connection().connection.driver_connection
     assert raw is not None
-    with raw.pipeline(), raw.cursor() as upsert, raw.cursor() as read:
+    cache = index if isinstance(index, SegmentIndexCache) else None
+    with raw.pipeline(), raw.cursor() as upsert, raw.cursor() as read, raw.cursor() as stamp:
+        if cache is not None:  # the segments' change stamp: the cache's index, or a reload below
+            stamp.execute(PG_STAMP)
         upsert.execute(
             _PG_UPSERT,
             {
@@ -512,8 +527,13 @@ def _upsert_and_recompute_pg(
             },
         )
         read.execute(_PG_STORED, {"keys": keys})
+        stamped = stamp.fetchone() if cache is not None else None
         id_by_key = {key: cid for cid, key in upsert.fetchall()}
         stored_rows = read.fetchall()
+    if cache is not None:
+        assert stamped is not None
+        index = cache.for_stamp(session=session, stamp=tuple(stamped))
+    assert isinstance(index, SegmentIndex)
     ids = [id_by_key[key] for key in keys]
     by_text = index.uuid_by_text
     stored = {(by_text[text], cid) for text, cid in stored_rows if text in by_text}
