@@ -30,6 +30,11 @@ class AsyncReadPool:
         self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._closed = False
 
+    @property
+    def idle(self) -> int:
+        """How many connections wait for a borrower."""
+        return len(self._idle)
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         connection = self._idle.pop() if self._idle else await self._connect()
