@@ -52,7 +52,7 @@ class CheckFastPath:
         self._route = route
         self._regex = route.path_regex
         self._earlier: tuple[re.Pattern[str], ...] = tuple(
-            r.path_regex for r in earlier if "GET" in r.methods
+            r.path_regex for r in earlier if "GET" in (r.methods or ())
         )
         self._read = read
 

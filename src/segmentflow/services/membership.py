@@ -352,7 +352,7 @@ def _pg_check_sql() -> tuple[tuple[str, dict[str, Any]], tuple[str, dict[str, An
     SQLAlchemy statements `peek_membership` runs (by key, by id)."""
     from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
-    dialect = PGDialect_psycopg()
+    dialect = PGDialect_psycopg()  # type: ignore[no-untyped-call]
     by_key, by_id = (query.compile(dialect=dialect) for query in (_CHECK_BY_KEY, _CHECK_BY_ID))
     return (str(by_key), dict(by_key.params)), (str(by_id), dict(by_id.params))
 
