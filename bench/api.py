@@ -56,7 +56,7 @@ Pair = tuple[str, str]  # (segment key, contact key)
 def report(label: str, latencies: list[float], elapsed: float) -> float:
     rate = len(latencies) / elapsed
     print(
-        f"  {label:<34} {len(latencies):>7} checks in {elapsed:6.2f} s  {rate:8.0f} checks/s  "
+        f"  {label:<44} {len(latencies):>7} checks in {elapsed:6.2f} s  {rate:8.0f} checks/s  "
         f"p50 {percentile(latencies, 0.5) * 1000:6.2f} ms  p99 {percentile(latencies, 0.99) * 1000:6.2f} ms"
     )
     return rate
@@ -107,15 +107,28 @@ def in_process(url: str, pairs: list[Pair], args: argparse.Namespace) -> float:
         engine.dispose()
 
 
+# The peer server: the same app with the membership check left to its FastAPI route (`fast_check=False`),
+# which is how every check was served before the fast path; uvicorn run as `segmentflow serve` runs it.
+_ROUTED_SERVER = """
+import sys, uvicorn
+from segmentflow.api import create_app
+from segmentflow.settings import Settings
+app = create_app(Settings(database_url=sys.argv[1]), fast_check=False)
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), access_log=False)
+"""
+
+
 @contextmanager
-def server(url: str) -> Iterator[int]:
-    """`segmentflow serve` in its own process; its port once /healthz answers."""
+def server(url: str, *, fast_check: bool = True) -> Iterator[tuple[int, int]]:
+    """`segmentflow serve` in its own process (or the routed-only peer); its port and pid once /healthz
+    answers."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "segmentflow.cli", "--database-url", url, "serve", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    command = (
+        [sys.executable, "-m", "segmentflow.cli", "--database-url", url, "serve", "--port", str(port)]
+        if fast_check
+        else [sys.executable, "-c", _ROUTED_SERVER, url, str(port)]
     )
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -132,7 +145,7 @@ def server(url: str) -> Iterator[int]:
             if time.monotonic() > deadline:
                 raise SystemExit("the server did not come up in 60 s")
             time.sleep(0.1)
-        yield port
+        yield port, process.pid
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -180,6 +193,9 @@ def over_http(
     expected: dict[Pair, bool],
     args: argparse.Namespace,
     clients: int,
+    label: str = "",
+    *,
+    pid: int | None = None,
 ) -> float:
     """`clients` concurrent keep-alive connections from one asyncio loop, each waiting for its answer before
     sending the next request (HTTP/1.1 requests prepared up front, so the client spends little CPU)."""
@@ -209,11 +225,27 @@ def over_http(
         )
         return time.perf_counter() - start
 
+    cpu, server_cpu = time.process_time(), _cpu_seconds(pid)
     elapsed = asyncio.run(run())
+    cpu, server_cpu = time.process_time() - cpu, _cpu_seconds(pid) - server_cpu
     if out.wrong:
         print(f"  WRONG ANSWERS: {len(out.wrong)}, first: {out.wrong[0]}")
-    label = f"HTTP loopback ({clients} connection{'s' if clients > 1 else ''})"
-    return report(label, out.latencies, elapsed)
+    label = f"{label or 'HTTP loopback'} ({clients} connection{'s' if clients > 1 else ''})"
+    rate = report(label, out.latencies, elapsed)
+    if pid is not None:
+        print(
+            f"    CPU, share of one core: load generator {cpu / elapsed:.0%}, "
+            f"server {server_cpu / elapsed:.0%} (the rest of the 2 cores: the database, other users)"
+        )
+    return rate
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of process `pid` so far (Linux /proc), 0 without one."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _load() -> str:
@@ -225,10 +257,15 @@ def run_database(name: str, url: str, args: argparse.Namespace) -> float:
     token, pairs, expected = seed(url, args)
     print(f"  members among the pairs: {sum(expected.values())}/{len(expected)}")
     local = in_process(url, pairs, args)
-    with server(url) as port:
+    with server(url) as (port, pid):
         over_http(port, token, pairs, expected, args, 1)
-        loaded = over_http(port, token, pairs, expected, args, args.concurrency)
+        loaded = over_http(port, token, pairs, expected, args, args.concurrency, pid=pid)
+    with server(url, fast_check=False) as (port, pid):
+        routed = over_http(
+            port, token, pairs, expected, args, args.concurrency, "peer: routed, no fast path", pid=pid
+        )
     print(f"  in-process / HTTP throughput ratio: {local / loaded:.1f}x")
+    print(f"  fast path / routed peer at {args.concurrency} connections: {loaded / routed:.2f}x")
     print(f"  load average: {_load()}")
     return loaded
 

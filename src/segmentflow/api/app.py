@@ -4,11 +4,13 @@ and metrics. Nothing is created at import time."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import psycopg
 import sqlalchemy as sa
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -16,11 +18,20 @@ from starlette.concurrency import run_in_threadpool
 
 from segmentflow.api import contacts, events, health, memberships, messages, reports, segments, sequences, sla
 from segmentflow.api.errors import document_body_errors, install_error_handlers
+from segmentflow.api.fast_check import CheckFastPath
 from segmentflow.api.guard import ApiGuard, Authenticator, AuthFailureLimiter
 from segmentflow.api.key_cache import KeyCache
 from segmentflow.api.metrics import HttpMetrics
+from segmentflow.db.async_pg import AsyncReadPool
 from segmentflow.db.engine import make_engine, migrate, normalize_url
 from segmentflow.services.keys import VerifiedKey, verify_token
+from segmentflow.services.membership import (
+    MembershipCheck,
+    UnknownContactError,
+    UnknownSegmentError,
+    peek_membership,
+    peek_membership_pg,
+)
 from segmentflow.services.segments import SegmentIndexCache
 from segmentflow.settings import Settings
 
@@ -99,6 +110,43 @@ def _authenticator(app: FastAPI) -> Authenticator:
     return authenticate
 
 
+def _peek(engine: Engine, segment_ref: str, contact_key: str) -> MembershipCheck | None:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        try:
+            return peek_membership(db=connection, segment_ref=segment_ref, contact_key=contact_key)
+        except (UnknownSegmentError, UnknownContactError, sa.exc.SQLAlchemyError):
+            return None  # the route reports it
+
+
+def _check_reader(app: FastAPI) -> Callable[[str, str], Awaitable[MembershipCheck | None]]:
+    """The fast path's read, under one of the app's read slots: on PostgreSQL on the loop, over the app's
+    `AsyncReadPool` (open while the app runs); otherwise one autocommit read in the threadpool."""
+
+    async def read(segment_ref: str, contact_key: str) -> MembershipCheck | None:
+        pool: AsyncReadPool | None = app.state.read_pool
+        async with app.state.read_slots:
+            if pool is None:
+                return await run_in_threadpool(_peek, app.state.engine, segment_ref, contact_key)
+            try:
+                async with pool.connection() as connection:
+                    return await peek_membership_pg(
+                        connection=connection, segment_ref=segment_ref, contact_key=contact_key
+                    )
+            except psycopg.Error:
+                return None  # the route tries again through the engine, and reports what fails
+
+    return read
+
+
+def _fast_check(app: FastAPI) -> None:
+    """The check's fast path (`segmentflow.api.fast_check`), just inside the guard: added before it."""
+    routes = [r for r in memberships.router.routes if isinstance(r, APIRoute)]
+    [check] = [r for r in routes if r.endpoint is memberships.check_contact]
+    app.add_middleware(
+        CheckFastPath, route=check, earlier=routes[: routes.index(check)], read=_check_reader(app)
+    )
+
+
 def _guard(app: FastAPI, settings: Settings) -> None:
     docs = (app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
     app.add_middleware(
@@ -112,17 +160,23 @@ def _guard(app: FastAPI, settings: Settings) -> None:
     )
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The API over `settings.database_url`; the schema is migrated when the app starts."""
+def create_app(settings: Settings, *, fast_check: bool = True) -> FastAPI:
+    """The API over `settings.database_url`; the schema is migrated when the app starts. `fast_check=False`
+    leaves the membership check to its route alone (the same answers, slower: bench/api.py's peer)."""
     engine = _engine(settings.database_url)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(migrate, engine)  # may wait on a lock: not on the loop
         _admission(app)
+        if engine.dialect.name == "postgresql":
+            app.state.read_pool = AsyncReadPool(engine, READ_SLOTS)
         try:
             yield
         finally:
+            pool, app.state.read_pool = app.state.read_pool, None
+            if pool is not None:
+                await pool.close()
             engine.dispose()
 
     app = FastAPI(title="segmentflow", version="0.1.0", description=_DESCRIPTION, lifespan=lifespan)
@@ -133,7 +187,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.segment_index = SegmentIndexCache()
     app.state.key_cache = KeyCache(KEY_CACHE_SECONDS)
     app.state.template_limits = settings.template_limits()
+    app.state.read_pool = None  # the check's connections on PostgreSQL, while the app runs (lifespan)
     _admission(app)
+    if fast_check:
+        _fast_check(app)
     _guard(app, settings)
     app.add_middleware(HttpMetrics, registry=registry)  # added last: outermost, so it counts refusals too
     install_error_handlers(app)

@@ -16,7 +16,10 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy.engine import Engine
 
-__all__ = ["make_engine", "migrate", "normalize_url", "reset"]
+__all__ = ["make_engine", "migrate", "normalize_url", "psycopg_connect_kwargs", "reset"]
+
+#: What every PostgreSQL session of segmentflow runs with (see `make_engine`).
+_PG_OPTIONS = "-c TimeZone=UTC"
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 # Alembic keeps its running context in module globals, so two migrations in one process (two workers
@@ -75,9 +78,21 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         connect_args = dict(kwargs.pop("connect_args", {}))
         options = connect_args.get("options", "")
         if "TimeZone" not in options:
-            connect_args["options"] = f"{options} -c TimeZone=UTC".strip()
+            connect_args["options"] = f"{options} {_PG_OPTIONS}".strip()
         kwargs["connect_args"] = connect_args
     return sa.create_engine(url, **kwargs)
+
+
+def psycopg_connect_kwargs(engine: Engine) -> dict[str, Any]:
+    """Keyword arguments for `psycopg.connect` / `psycopg.AsyncConnection.connect` reaching the database
+    of a PostgreSQL `engine` as its own connections do (same server, credentials and session time zone),
+    for a connection kept outside its pool."""
+    _, params = engine.dialect.create_connect_args(engine.url)
+    params.pop("context", None)  # SQLAlchemy's own adapters
+    options = params.get("options", "")
+    if "TimeZone" not in options:
+        params["options"] = f"{options} {_PG_OPTIONS}".strip()
+    return dict(params)
 
 
 def _alembic_config(connection: sa.Connection) -> Config:

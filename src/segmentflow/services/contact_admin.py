@@ -30,8 +30,7 @@ def save_contact(
     hold_write_lock(session, shared=True)
     key = context.fully_qualified_key
     created = session.scalar(sa.select(contact_table.c.id).where(contact_table.c.key == key)) is None
-    index = indexes.get(session=session)
-    [contact_id], _ = upsert_and_recompute(session=session, contexts=[context], index=index, now=now)
+    [contact_id], _ = upsert_and_recompute(session=session, contexts=[context], index=indexes, now=now)
     contact = session.get(Contact, contact_id, populate_existing=True)
     assert contact is not None
     return contact, created

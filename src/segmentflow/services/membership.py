@@ -9,8 +9,9 @@ import json
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -21,13 +22,18 @@ from segmentflow.db.tables import change_table, contact_table, membership_table,
 from segmentflow.rules import CompiledSegment, Context, matching, parse_context
 from segmentflow.services.contacts import upsert_contacts
 from segmentflow.services.segments import (
+    PG_STAMP,
     SegmentIndex,
+    SegmentIndexCache,
     build_index,
     dependents_of,
     index_source,
     load_index,
     where_segment_ref,
 )
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = [
     "EvaluatedPage",
@@ -49,6 +55,7 @@ __all__ = [
     "list_contact_segments",
     "member_counts",
     "peek_membership",
+    "peek_membership_pg",
     "read_membership",
     "recompute_all",
     "recompute_contacts",
@@ -589,6 +596,39 @@ def peek_membership(
     return MembershipCheck(row.key, row.id, contact_key, row.since is not None, row.computed_at)
 
 
+@cache
+def _pg_check_sql() -> tuple[tuple[str, dict[str, Any]], tuple[str, dict[str, Any]]]:
+    """The two check statements as psycopg SQL and default parameters, compiled once from the same
+    SQLAlchemy statements `peek_membership` runs (by key, by id)."""
+    from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+
+    dialect = PGDialect_psycopg()  # type: ignore[no-untyped-call]
+    by_key, by_id = (query.compile(dialect=dialect) for query in (_CHECK_BY_KEY, _CHECK_BY_ID))
+    return (str(by_key), dict(by_key.params)), (str(by_id), dict(by_id.params))
+
+
+async def peek_membership_pg(
+    *, connection: psycopg.AsyncConnection[Any], segment_ref: str, contact_key: str
+) -> MembershipCheck | None:
+    """`peek_membership` on an asynchronous psycopg connection in autocommit (PostgreSQL), for the API's
+    hot path: one statement, prepared by psycopg once a connection has run it a few times. None whenever
+    the answer takes more than that statement (no row: an unknown segment or contact, for the caller's
+    full path to report; or a contact never computed, for it to compute)."""
+    by_key, by_id = _pg_check_sql()
+    try:
+        ref_id = uuid.UUID(segment_ref)
+    except ValueError:
+        sql, params = by_key[0], by_key[1] | {"ref": segment_ref, "contact_key": contact_key}
+    else:
+        sql, params = by_id[0], by_id[1] | {"ref_id": ref_id, "contact_key": contact_key}
+    cursor = await connection.execute(sql, params)
+    row = await cursor.fetchone()
+    if row is None or row[2] is None:
+        return None
+    segment_id, key, computed_at, since = row
+    return MembershipCheck(key, segment_id, contact_key, since is not None, computed_at.astimezone(UTC))
+
+
 def check_membership(*, session: Session, segment_ref: str, contact_key: str) -> MembershipCheck:
     """`peek_membership`, except that a contact never computed is computed and stored first, inside the
     caller's transaction (so its first read is one transaction)."""
@@ -659,17 +699,21 @@ def upsert_and_recompute(
     *,
     session: Session,
     contexts: Sequence[Context],
-    index: SegmentIndex,
+    index: SegmentIndex | SegmentIndexCache,
     now: datetime | None = None,
     pipelined: bool = True,
 ) -> tuple[list[int], RecomputeCounts]:
     """Store contacts and bring their memberships up to date in the caller's transaction: the fast path
-    for a changed contact (no re-read of what was just written; a few statements in all). On PostgreSQL
-    that is two pipelined round trips; `pipelined=False` takes the portable Core path there too (one round
-    trip per statement: the bench's peer), with the same rows and change feed."""
+    for a changed contact (no re-read of what was just written; a few statements in all). `index` is the
+    compiled segments, or a worker's `SegmentIndexCache` to take them from. On PostgreSQL that is two
+    pipelined round trips (the cache's change stamp, and the transaction's BEGIN when it opens it, travel
+    in the first); `pipelined=False` takes the portable Core path there too (one round trip per statement:
+    the bench's peer), with the same rows and change feed."""
     now = now or utcnow()
     if pipelined and session.get_bind().dialect.name == "postgresql":
         return _upsert_and_recompute_pg(session, contexts, index, now)
+    if isinstance(index, SegmentIndexCache):
+        index = index.get(session=session)
     ids = upsert_contacts(session=session, contexts=contexts, now=now, computed=True)
     by_key = {ctx.fully_qualified_key: ctx for ctx in contexts}
     contacts = [(cid, by_key[key]) for cid, key in zip(ids, by_key, strict=True)]
@@ -680,35 +724,36 @@ def upsert_and_recompute(
 # PostgreSQL's incremental path in two round trips (psycopg pipelines): the upsert and the read of the
 # stored memberships, then every write of the diff. Arrays through unnest keep each one statement whatever
 # the number of rows; the membership read runs after the upsert (its own snapshot, the contact rows locked),
-# exactly as the Core path's separate statements do.
+# exactly as the Core path's separate statements do. The arrays travel in binary (`%(name)b`): a text
+# array would escape every quote of each context's JSON, one regex callback per character.
 _PG_UPSERT = (
     "INSERT INTO contact (key, kinds, context, updated_at, computed_at) "
-    "SELECT k, kd, c::json, %(now)s, %(now)s FROM unnest(%(keys)s::text[], %(kinds)s::text[], "
-    "%(contexts)s::text[]) AS t(k, kd, c) "
+    "SELECT k, kd, c::json, %(now)s, %(now)s FROM unnest(%(keys)b::text[], %(kinds)b::text[], "
+    "%(contexts)b::text[]) AS t(k, kd, c) "
     "ON CONFLICT (key) DO UPDATE SET kinds = EXCLUDED.kinds, context = EXCLUDED.context, "
     "updated_at = EXCLUDED.updated_at, computed_at = EXCLUDED.computed_at RETURNING id, key"
 )
 _PG_STORED = (
     "SELECT m.segment_id::text, m.contact_id FROM segment_membership m "
-    "JOIN contact c ON c.id = m.contact_id WHERE c.key = ANY(%(keys)s::text[])"
+    "JOIN contact c ON c.id = m.contact_id WHERE c.key = ANY(%(keys)b::text[])"
 )
 _PG_DELETE = (
     "DELETE FROM segment_membership WHERE (segment_id, contact_id) IN "
-    "(SELECT s, c FROM unnest(%(s)s::uuid[], %(c)s::int[]) AS t(s, c))"
+    "(SELECT s, c FROM unnest(%(s)b::uuid[], %(c)b::int[]) AS t(s, c))"
 )
 _PG_INSERT = (
     "INSERT INTO segment_membership (segment_id, contact_id, since) "
-    "SELECT s, c, %(now)s FROM unnest(%(s)s::uuid[], %(c)s::int[]) AS t(s, c)"
+    "SELECT s, c, %(now)s FROM unnest(%(s)b::uuid[], %(c)b::int[]) AS t(s, c)"
 )
 _PG_FEED = (
     "INSERT INTO membership_change (segment_id, segment_key, contact_id, contact_key, change, at) "
-    "SELECT s, sk, c, ck, ch, %(now)s FROM unnest(%(s)s::uuid[], %(sk)s::text[], %(c)s::int[], "
-    "%(ck)s::text[], %(ch)s::text[]) WITH ORDINALITY AS t(s, sk, c, ck, ch, n) ORDER BY n"
+    "SELECT s, sk, c, ck, ch, %(now)s FROM unnest(%(s)b::uuid[], %(sk)b::text[], %(c)b::int[], "
+    "%(ck)b::text[], %(ch)b::text[]) WITH ORDINALITY AS t(s, sk, c, ck, ch, n) ORDER BY n"
 )
 
 
 def _upsert_and_recompute_pg(
-    session: Session, contexts: Sequence[Context], index: SegmentIndex, now: datetime
+    session: Session, contexts: Sequence[Context], index: SegmentIndex | SegmentIndexCache, now: datetime
 ) -> tuple[list[int], RecomputeCounts]:
     """`upsert_and_recompute` on PostgreSQL, same rows and change feed as the Core path (the membership
     and feed rows in the same order), in two pipelined round trips instead of one per statement."""
@@ -718,7 +763,10 @@ def _upsert_and_recompute_pg(
     keys = list(by_key)
     raw = session.connection().connection.driver_connection
     assert raw is not None
-    with raw.pipeline(), raw.cursor() as upsert, raw.cursor() as read:
+    cache = index if isinstance(index, SegmentIndexCache) else None
+    with raw.pipeline(), raw.cursor() as upsert, raw.cursor() as read, raw.cursor() as stamp:
+        if cache is not None:  # the segments' change stamp: the cache's index, or a reload below
+            stamp.execute(PG_STAMP)
         upsert.execute(
             _PG_UPSERT,
             {
@@ -729,8 +777,13 @@ def _upsert_and_recompute_pg(
             },
         )
         read.execute(_PG_STORED, {"keys": keys})
+        stamped = stamp.fetchone() if cache is not None else None
         id_by_key = {key: cid for cid, key in upsert.fetchall()}
         stored_rows = read.fetchall()
+    if cache is not None:
+        assert stamped is not None
+        index = cache.for_stamp(session=session, stamp=tuple(stamped))
+    assert isinstance(index, SegmentIndex)
     ids = [id_by_key[key] for key in keys]
     by_text = index.uuid_by_text
     stored = {(by_text[text], cid) for text, cid in stored_rows if text in by_text}

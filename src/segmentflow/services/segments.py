@@ -18,6 +18,7 @@ from segmentflow.db.tables import SegmentRecord, segment_table
 from segmentflow.rules import CompiledSegment, Segment, compile_segments, parse_segment
 
 __all__ = [
+    "PG_STAMP",
     "SegmentIndex",
     "SegmentIndexCache",
     "build_index",
@@ -57,7 +58,8 @@ class SegmentIndex:
 _STAMP = sa.select(
     sa.func.count(), sa.func.max(segment_table.c.updated_at), sa.func.sum(segment_table.c.version)
 )
-_PG_STAMP = "SELECT count(*), max(updated_at), sum(version) FROM segment"
+#: The change stamp on PostgreSQL, for a caller sending it in a pipeline of its own (`for_stamp`).
+PG_STAMP = "SELECT count(*), max(updated_at), sum(version) FROM segment"
 
 
 def _stamp(session: Session) -> tuple[Any, ...]:
@@ -68,7 +70,7 @@ def _stamp(session: Session) -> tuple[Any, ...]:
         raw = connection.connection.driver_connection
         assert raw is not None
         with raw.pipeline(), raw.cursor() as cursor:
-            cursor.execute(_PG_STAMP)
+            cursor.execute(PG_STAMP)
             row = cursor.fetchone()
         assert row is not None
         return tuple(row)
@@ -86,7 +88,11 @@ class SegmentIndexCache:
         self._index: SegmentIndex | None = None
 
     def get(self, *, session: Session) -> SegmentIndex:
-        stamp = _stamp(session)
+        return self.for_stamp(session=session, stamp=_stamp(session))
+
+    def for_stamp(self, *, session: Session, stamp: tuple[Any, ...]) -> SegmentIndex:
+        """The index for the segments whose change stamp (`PG_STAMP`'s row, read in this transaction) is
+        `stamp`: the cached one, or loaded through `session` when they changed."""
         with self._lock:
             if self._index is not None and stamp == self._stamp:
                 return self._index
