@@ -275,44 +275,54 @@ class SequenceActivities:
         now = clock()
         claim = await self._claim(sequence=sequence, now=now, limit=limit, lease=lease, owner=owner)
         batch = 0
-        while claim.claimed:
-            # Unpaced, the next batch is claimed while this one is on the wire (its enrollments are
-            # leased and left out), so the database and the provider work at the same time. Paced, the
-            # next claim waits for this batch: its membership reads are then at most one batch (about
-            # a second of sends) old when its messages go out.
-            delivering = self._deliver(claim.outgoing, client, pacers, params.concurrency, cut_after)
-            last = batch == params.max_batches - 1 or time.monotonic() > deadline
-            following: ClaimResult | None = None
-            if last:
-                results, following = await delivering, ClaimResult()
-            elif rates:
-                results = await delivering
-            else:
-                next_now = clock()
-                in_flight = [o.enrollment_id for o in claim.outgoing]
-                results, following = await asyncio.gather(
-                    delivering,
-                    self._claim(
-                        sequence=sequence,
-                        now=next_now,
-                        limit=limit,
-                        lease=lease,
-                        owner=owner,
-                        exclude=in_flight,
-                    ),
-                )
-            recorded = await self._run(partial(_record, sequence=sequence, results=results, now=now))
+        # A batch delivered but not yet recorded: its record overlaps the next batch's sends.
+        unrecorded: tuple[ClaimResult, list[tuple[Outgoing, Delivery]], datetime] | None = None
+
+        async def record(done: tuple[ClaimResult, list[tuple[Outgoing, Delivery]], datetime]) -> None:
+            nonlocal counts
+            claimed, results, at = done
+            recorded = await self._run(partial(_record, sequence=sequence, results=results, now=at))
             counts = counts.plus(
                 SequenceCounts(
-                    exited=claim.exited,
-                    failed=claim.failed + recorded["failed"],
+                    exited=claimed.exited,
+                    failed=claimed.failed + recorded["failed"],
                     sent=recorded["sent"],
                     retried=recorded["retry"],
-                    deferred=claim.deferred,
-                    completed=claim.completed,
+                    deferred=claimed.deferred,
+                    completed=claimed.completed,
                 )
             )
             activity.heartbeat(batch, counts.sent)
+
+        async def record_then_claim(
+            previous: tuple[ClaimResult, list[tuple[Outgoing, Delivery]], datetime] | None,
+            at: datetime | None,
+            in_flight: list[int],
+        ) -> ClaimResult | None:
+            if previous is not None:
+                await record(previous)
+            if at is None:
+                return None
+            return await self._claim(
+                sequence=sequence, now=at, limit=limit, lease=lease, owner=owner, exclude=in_flight
+            )
+
+        while claim.claimed:
+            # While this batch is on the wire the previous one is recorded and, unpaced, the next one is
+            # claimed (this one's enrollments are leased and left out), so the database and the provider
+            # work at the same time. Paced, the next claim waits for this batch: its membership reads are
+            # then at most one batch (about a second of sends) old when its messages go out.
+            last = batch == params.max_batches - 1 or time.monotonic() > deadline
+            next_now = clock()
+            results, following = await asyncio.gather(
+                self._deliver(claim.outgoing, client, pacers, params.concurrency, cut_after),
+                record_then_claim(
+                    unrecorded,
+                    None if last or rates else next_now,
+                    [o.enrollment_id for o in claim.outgoing],
+                ),
+            )
+            unrecorded = (claim, results, now)
             if last:
                 more = claim.claimed == limit
                 break
@@ -322,6 +332,8 @@ class SequenceActivities:
                     sequence=sequence, now=next_now, limit=limit, lease=lease, owner=owner
                 )
             claim, now, batch = following, next_now, batch + 1
+        if unrecorded is not None:
+            await record(unrecorded)
         due = await self._run(lambda s: next_due_at(session=s, sequence_id=sequence.id))
         return ProcessSequenceResult(status="active", counts=counts, next_due_at=due, more=more)
 
