@@ -3,7 +3,8 @@
 Database work runs in worker threads, one transaction per step: a claim (enrollments leased in one
 transaction, templates rendered with none open, pending send rows committed in a second before any
 provider call), the provider calls (concurrent, paced by the sequence's rate limit), then the record of
-what was delivered. The round heartbeats all along (a background beat every few seconds, with progress
+what was delivered, made while the next batch's calls are on the wire (unpaced, just before the claim
+that follows, so a claim finds every batch before the one in flight recorded). The round heartbeats all along (a background beat every few seconds, with progress
 after every batch), so a killed worker's round is retried elsewhere within the heartbeat timeout (10 s by
 default). Claims lease their enrollments to the round (workflow id, run id, activity id): the retried
 attempt first takes back what its dead predecessor had claimed, and re-sends only those pending rows,

@@ -11,6 +11,10 @@ leaves leased enrollments without rows (claimed and rendered again once the leas
 it leaves pending rows and enrollments still due, so the next claim sends the same rows again with the same
 `Idempotency-Key` (see `segmentflow.services.delivery` for what the provider must do for that to be exactly
 once).
+
+On PostgreSQL a batch's enrollment moves and send results are one UPDATE each over arrays (`unnest`) and id
+lists go as one `= ANY(array)` parameter, instead of one UPDATE per row and `IN` lists of 500 (SQLite keeps
+`executemany` and `IN`, which cost it little); the claim reads the contacts' contexts in its locking query.
 """
 
 from __future__ import annotations
