@@ -1,16 +1,16 @@
 """The outbound-sequence activity: one round of a sequence (change feed, then due sends in batches).
 
 Database work runs in worker threads, one transaction per step: a claim (enrollments leased in one
-transaction, templates rendered with none open, pending send rows committed in a second before any
-provider call), the provider calls (concurrent, paced by the sequence's rate limit), then the record of
-what was delivered, made while the next batch's calls are on the wire (unpaced, just before the claim
-that follows, so a claim finds every batch before the one in flight recorded). The round heartbeats all along (a background beat every few seconds, with progress
-after every batch), so a killed worker's round is retried elsewhere within the heartbeat timeout (10 s by
-default). Claims lease their enrollments to the round (workflow id, run id, activity id): the retried
-attempt first takes back what its dead predecessor had claimed, and re-sends only those pending rows,
-with their same keys; another round's leases are left alone until they run out (`lease`). A batch's
-provider calls are cut at half the lease (the unfinished ones are recorded as retries), so no claim can
-take a row whose send is still in flight.
+transaction, templates rendered with none open, pending send rows committed in a second before any provider
+call), the provider calls (concurrent, paced by the sequence's rate limit), then the record of what was
+delivered, made while the next batch's calls are on the wire (unpaced, just before the claim that follows, so
+a claim finds every batch before the one in flight recorded). The round heartbeats all along (a background
+beat every few seconds, with progress after every batch), so a killed worker's round is retried elsewhere
+within the heartbeat timeout (10 s by default). Claims lease their enrollments to the round (workflow id, run
+id, activity id): the retried attempt first takes back what its dead predecessor had claimed, and re-sends
+only those pending rows, with their same keys; another round's leases are left alone until they run out
+(`lease`). A batch's provider calls are cut at half the lease (the unfinished ones are recorded as retries),
+so no claim can take a row whose send is still in flight.
 """
 
 from __future__ import annotations
