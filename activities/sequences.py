@@ -1,15 +1,16 @@
 """The outbound-sequence activity: one round of a sequence (change feed, then due sends in batches).
 
 Database work runs in worker threads, one transaction per step: a claim (enrollments leased in one
-transaction, templates rendered with none open, pending send rows committed in a second before any
-provider call), the provider calls (concurrent, paced by the sequence's rate limit), then the record of
-what was delivered. The round heartbeats all along (a background beat every few seconds, with progress
-after every batch), so a killed worker's round is retried elsewhere within the heartbeat timeout (10 s by
-default). Claims lease their enrollments to the round (workflow id, run id, activity id): the retried
-attempt first takes back what its dead predecessor had claimed, and re-sends only those pending rows,
-with their same keys; another round's leases are left alone until they run out (`lease`). A batch's
-provider calls are cut at half the lease (the unfinished ones are recorded as retries), so no claim can
-take a row whose send is still in flight.
+transaction, templates rendered with none open, pending send rows committed in a second before any provider
+call), the provider calls (concurrent, paced by the sequence's rate limit), then the record of what was
+delivered, made while the next batch's calls are on the wire (unpaced, just before the claim that follows, so
+a claim finds every batch before the one in flight recorded). The round heartbeats all along (a background
+beat every few seconds, with progress after every batch), so a killed worker's round is retried elsewhere
+within the heartbeat timeout (10 s by default). Claims lease their enrollments to the round (workflow id, run
+id, activity id): the retried attempt first takes back what its dead predecessor had claimed, and re-sends
+only those pending rows, with their same keys; another round's leases are left alone until they run out
+(`lease`). A batch's provider calls are cut at half the lease (the unfinished ones are recorded as retries),
+so no claim can take a row whose send is still in flight.
 """
 
 from __future__ import annotations
@@ -275,44 +276,54 @@ class SequenceActivities:
         now = clock()
         claim = await self._claim(sequence=sequence, now=now, limit=limit, lease=lease, owner=owner)
         batch = 0
-        while claim.claimed:
-            # Unpaced, the next batch is claimed while this one is on the wire (its enrollments are
-            # leased and left out), so the database and the provider work at the same time. Paced, the
-            # next claim waits for this batch: its membership reads are then at most one batch (about
-            # a second of sends) old when its messages go out.
-            delivering = self._deliver(claim.outgoing, client, pacers, params.concurrency, cut_after)
-            last = batch == params.max_batches - 1 or time.monotonic() > deadline
-            following: ClaimResult | None = None
-            if last:
-                results, following = await delivering, ClaimResult()
-            elif rates:
-                results = await delivering
-            else:
-                next_now = clock()
-                in_flight = [o.enrollment_id for o in claim.outgoing]
-                results, following = await asyncio.gather(
-                    delivering,
-                    self._claim(
-                        sequence=sequence,
-                        now=next_now,
-                        limit=limit,
-                        lease=lease,
-                        owner=owner,
-                        exclude=in_flight,
-                    ),
-                )
-            recorded = await self._run(partial(_record, sequence=sequence, results=results, now=now))
+        # A batch delivered but not yet recorded: its record overlaps the next batch's sends.
+        unrecorded: tuple[ClaimResult, list[tuple[Outgoing, Delivery]], datetime] | None = None
+
+        async def record(done: tuple[ClaimResult, list[tuple[Outgoing, Delivery]], datetime]) -> None:
+            nonlocal counts
+            claimed, results, at = done
+            recorded = await self._run(partial(_record, sequence=sequence, results=results, now=at))
             counts = counts.plus(
                 SequenceCounts(
-                    exited=claim.exited,
-                    failed=claim.failed + recorded["failed"],
+                    exited=claimed.exited,
+                    failed=claimed.failed + recorded["failed"],
                     sent=recorded["sent"],
                     retried=recorded["retry"],
-                    deferred=claim.deferred,
-                    completed=claim.completed,
+                    deferred=claimed.deferred,
+                    completed=claimed.completed,
                 )
             )
             activity.heartbeat(batch, counts.sent)
+
+        async def record_then_claim(
+            previous: tuple[ClaimResult, list[tuple[Outgoing, Delivery]], datetime] | None,
+            at: datetime | None,
+            in_flight: list[int],
+        ) -> ClaimResult | None:
+            if previous is not None:
+                await record(previous)
+            if at is None:
+                return None
+            return await self._claim(
+                sequence=sequence, now=at, limit=limit, lease=lease, owner=owner, exclude=in_flight
+            )
+
+        while claim.claimed:
+            # While this batch is on the wire the previous one is recorded and, unpaced, the next one is
+            # claimed (this one's enrollments are leased and left out), so the database and the provider
+            # work at the same time. Paced, the next claim waits for this batch: its membership reads are
+            # then at most one batch (about a second of sends) old when its messages go out.
+            last = batch == params.max_batches - 1 or time.monotonic() > deadline
+            next_now = clock()
+            results, following = await asyncio.gather(
+                self._deliver(claim.outgoing, client, pacers, params.concurrency, cut_after),
+                record_then_claim(
+                    unrecorded,
+                    None if last or rates else next_now,
+                    [o.enrollment_id for o in claim.outgoing],
+                ),
+            )
+            unrecorded = (claim, results, now)
             if last:
                 more = claim.claimed == limit
                 break
@@ -322,6 +333,8 @@ class SequenceActivities:
                     sequence=sequence, now=next_now, limit=limit, lease=lease, owner=owner
                 )
             claim, now, batch = following, next_now, batch + 1
+        if unrecorded is not None:
+            await record(unrecorded)
         due = await self._run(lambda s: next_due_at(session=s, sequence_id=sequence.id))
         return ProcessSequenceResult(status="active", counts=counts, next_due_at=due, more=more)
 

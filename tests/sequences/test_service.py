@@ -307,6 +307,42 @@ def test_two_consecutive_claims_never_return_the_same_row(engine: Engine) -> Non
     assert len(sends(engine, "welcome")) == 5
 
 
+def test_batches_larger_than_one_id_list_claim_and_record_every_row_with_its_own_outcome(
+    engine: Engine,
+) -> None:
+    # 1,200 rows: more than one IN list on SQLite (500 each), one array parameter and one UPDATE over
+    # arrays on PostgreSQL; each row's own outcome, response and NULLs must land on that row.
+    load_segments(engine, SEGMENTS)
+    put_contacts(engine, people(1200))
+    save_sequence(engine, welcome("http://127.0.0.1:1/ok"))
+    first = claim(engine, limit=700)
+    second = claim(engine, limit=1000, exclude=[o.enrollment_id for o in first.outgoing])
+    assert (first.claimed, second.claimed, claim(engine, limit=10).claimed) == (700, 500, 0)
+    assert not {o.enrollment_id for o in first.outgoing} & {o.enrollment_id for o in second.outgoing}
+    outgoing = first.outgoing + second.outgoing
+    assert sorted(o.payload["contactKey"] for o in outgoing) == sorted(f"u{i}" for i in range(1200))
+
+    def outcome(i: int) -> Delivery:
+        return [Delivery("sent", 200), Delivery("retry", 503, f"busy {i}"), Delivery("failed", 404)][i % 3]
+
+    results = [(o, outcome(i)) for i, o in enumerate(outgoing)]
+    assert record(engine, results) == {"sent": 400, "failed": 400, "retry": 400}
+    rows = {s.idempotency_key: s for s in sends(engine, "welcome")}
+    people_ = {e.id: e for e in enrollments(engine, "welcome")}
+    for i, (o, _) in enumerate(results):
+        send, enrollment = rows[o.idempotency_key], people_[o.enrollment_id]
+        assert (send.status, send.attempts, send.response_status, send.response_body) == (
+            ("sent", 1, 200, None),
+            ("pending", 1, 503, f"busy {i}"),
+            ("failed", 1, 404, None),
+        )[i % 3]
+        assert (send.sent_at is not None) == (i % 3 == 0)
+        assert (enrollment.status, enrollment.lease_owner) == (("completed", "active", "failed")[i % 3], None)
+        assert (enrollment.next_due_at is not None) == (i % 3 == 1)
+        assert (enrollment.reason is not None) == (i % 3 == 2)
+    assert claim(engine, limit=10).claimed == 0  # the retries wait for their backoff
+
+
 def test_a_stale_retry_after_a_recorded_send_changes_nothing(engine: Engine) -> None:
     load_segments(engine, SEGMENTS)
     put_contacts(engine, people(1))

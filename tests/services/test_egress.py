@@ -33,6 +33,7 @@ from segmentflow.services.delivery import (
     webhook_client,
 )
 from segmentflow.services.egress import (
+    Answer,
     EgressRefusedError,
     checked_addresses,
     connect_socket,
@@ -161,6 +162,7 @@ class Canned:
 
     port: int = 0
     heads: list[str] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
     answer: bytes | Callable[[asyncio.StreamWriter], Awaitable[None]] = (
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
     )
@@ -183,7 +185,7 @@ async def canned() -> AsyncIterator[Canned]:
                     ),
                     0,
                 )
-                await reader.readexactly(length)
+                state.bodies.append(await reader.readexactly(length))
                 if callable(state.answer):
                     await state.answer(writer)
                     break
@@ -517,3 +519,76 @@ def test_the_url_check_and_redaction_never_raise_on_arbitrary_text(text: str) ->
     url_refusal(f"http://{text}/", DEFAULT)
     redact_url(text)
     redact_url(f"https://{text}")
+
+
+# ---- the direct path: the same request bytes and answers as httpx's --------------------------------------
+
+
+def _gzip(data: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(data)
+
+
+_ANSWERS = [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Thing: a\r\nX-Thing: b\r\n\r\nok",
+    b"HTTP/1.1 503 Busy\r\nContent-Type: text/plain; charset=latin-1\r\nContent-Length: 3\r\n\r\n\xe9t\xe9",
+    b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1/elsewhere\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 400 Bad\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 300\r\n\r\n" + b"x" * 300,
+    b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
+    % (len(_gzip(b"y" * 5000)), _gzip(b"y" * 5000)),
+    b"HTTP/1.1 200 OK\r\nSet-Cookie: session=abc; Path=/\r\nContent-Length: 0\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("answer", _ANSWERS)
+@pytest.mark.parametrize(
+    ("path", "payload", "headers"),
+    [
+        ("/hook", {"contactKey": "u1", "step": 0, "body": "Hi \u00e9 \u2603"}, {"Idempotency-Key": "sf-1"}),
+        ("/a b/%7e?q=1 2&r=\u00e9", [1, 2.5, None, True], {"Authorization": "Bearer t", "Accept": "x/y"}),
+        ("/h", {}, {"X-Name": "caf\u00e9"}),  # not plain ASCII: httpx's path
+        ("/h", {}, {"Content-Type": "text/plain"}),  # framing: httpx's path
+    ],
+)
+async def test_the_direct_path_sends_what_httpx_sends_and_reads_the_same_answer(
+    canned: Canned, answer: bytes, path: str, payload: object, headers: dict[str, str]
+) -> None:
+    canned.answer = answer
+    url = f"http://127.0.0.1:{canned.port}{path}"
+    seen = []
+    for direct in (True, False):
+        async with egress_client(policy=LOOPBACK, max_body=100, timeout=5.0) as client:
+            if not direct:
+                client.direct = None  # the same transport, reached through httpx's client
+            for _ in range(2):  # a second request on the kept connection, after any cookie was set
+                try:
+                    got: object = await post_json(client, url, payload, headers=headers, max_body=100)  # type: ignore[arg-type]
+                except UnicodeEncodeError as exc:  # httpx's path refuses it the same way each time
+                    got = type(exc)
+                else:
+                    assert isinstance(got, Answer)
+                    got = (got.status_code, got.headers.multi_items(), got.body, got.truncated, got.text)
+                seen.append(got)
+    assert seen[:2] == seen[2:]
+    assert canned.heads[:2] == canned.heads[2:] and canned.bodies[:2] == canned.bodies[2:]
+    assert all("cookie" not in head.lower().replace("set-cookie", "") for head in canned.heads)
+
+
+async def test_the_direct_path_refuses_other_schemes_and_credentials_go_through_httpx(canned: Canned) -> None:
+    async with egress_client(policy=LOOPBACK, timeout=5.0) as client:
+        with pytest.raises(EgressRefusedError, match="only http and https"):
+            await post_json(client, "ftp://127.0.0.1/x", {})
+        answer = await post_json(client, f"http://user:pw@127.0.0.1:{canned.port}/x", {})
+        refused = await post_webhook(
+            client, url="http://127.0.0.1:9/x", payload={}, idempotency_key="k", attempts=1
+        )
+    assert answer.status_code == 200
+    assert "authorization: basic dxnlcjpwdw==" in canned.heads[0].lower()
+    assert refused.outcome == "retry" and "ConnectError" in (refused.response or "")
+    async with egress_client(policy=DEFAULT, timeout=5.0) as client:
+        refusal = await post_webhook(
+            client, url=f"http://127.0.0.1:{canned.port}/x", payload={}, idempotency_key="k"
+        )
+    assert refusal.outcome == "failed" and "loopback" in (refusal.response or "")
