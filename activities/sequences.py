@@ -315,14 +315,23 @@ class SequenceActivities:
             # then at most one batch (about a second of sends) old when its messages go out.
             last = batch == params.max_batches - 1 or time.monotonic() > deadline
             next_now = clock()
-            results, following = await asyncio.gather(
-                self._deliver(claim.outgoing, client, pacers, params.concurrency, cut_after),
-                record_then_claim(
-                    unrecorded,
-                    None if last or rates else next_now,
-                    [o.enrollment_id for o in claim.outgoing],
-                ),
-            )
+            # A task group, not `gather`: if the record or the claim fails, this batch's sends are cancelled
+            # with the attempt instead of going on unobserved (the retry re-sends them with the same keys).
+            try:
+                async with asyncio.TaskGroup() as group:
+                    delivering = group.create_task(
+                        self._deliver(claim.outgoing, client, pacers, params.concurrency, cut_after)
+                    )
+                    claiming = group.create_task(
+                        record_then_claim(
+                            unrecorded,
+                            None if last or rates else next_now,
+                            [o.enrollment_id for o in claim.outgoing],
+                        )
+                    )
+            except BaseExceptionGroup as failed:  # the first failure, as `gather` raised it
+                raise failed.exceptions[0]  # noqa: B904
+            results, following = delivering.result(), claiming.result()
             unrecorded = (claim, results, now)
             if last:
                 more = claim.claimed == limit
