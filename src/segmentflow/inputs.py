@@ -50,7 +50,7 @@ def read_json(path: Path) -> Any:
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
-        return loads_strict(data)
+        return loads_strict(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise InputError(f"{path}: not UTF-8 text") from None
     except json.JSONDecodeError as exc:
@@ -112,7 +112,7 @@ def iter_json_lines(lines: Iterable[bytes], *, skip_blank: bool = False) -> Iter
         if skip_blank and not line.strip():
             continue
         try:
-            yield number, loads_strict(line)
+            yield number, loads_strict(line.decode("utf-8"))
         except UnicodeDecodeError:
             yield number, LineError("not UTF-8 text")
         except json.JSONDecodeError as exc:

@@ -53,10 +53,10 @@ def _surrogate_path(value: Any) -> list[str | int] | None:
     return None
 
 
-def loads_strict(body: bytes) -> Any:
-    """`body` parsed as JSON; `json.JSONDecodeError` for anything `json.loads` refuses, and for a
+def loads_strict(body: bytes | str) -> Any:
+    """`body` (bytes in any JSON encoding, or text already decoded) parsed as JSON; `json.JSONDecodeError` for anything `json.loads` refuses, and for a
     non-finite number or a lone surrogate anywhere in it."""
-    text = body.decode(json.detect_encoding(body), "surrogatepass")
+    text = body if isinstance(body, str) else body.decode(json.detect_encoding(body), "surrogatepass")
     try:
         value = json.loads(text, parse_constant=_refuse_constant)
     except _NonFinite as exc:
