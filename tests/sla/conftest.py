@@ -30,7 +30,7 @@ __all__ = [
 @pytest.fixture
 def engine(engine: Engine) -> Engine:
     with engine.begin() as conn:
-        for table in ("sla_event", "ticket", "sla_policy", "sla_watch"):
+        for table in ("sla_event", "ticket", "sla_policy", "sla_watch", "sla_timer", "sla_firer"):
             conn.execute(sa.text(f"DELETE FROM {table}"))
     return engine
 
