@@ -28,6 +28,7 @@ from segmentflow.workflows.sla_models import (
     SELECT_SLA_POLICY,
     DispatchSlaChangesInput,
     DispatchSlaChangesResult,
+    FiredEvent,
     FiredMarks,
     FireDueSlaTimersInput,
     FireDueSlaTimersResult,
@@ -184,7 +185,9 @@ class SlaActivities:
             fired=None
             if planned.timers is None
             else {m: FiredMarks(warned=w, breached=b) for m, (w, b) in planned.timers.marks.items()},
-            events=planned.events,
+            events=None
+            if planned.events is None
+            else [FiredEvent(metric=m, kind=k, due_at=d) for m, k, d in planned.events],
         )
 
     async def _wake_firers(self, late: list[str], covered: bool, task_queue: str) -> None:

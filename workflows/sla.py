@@ -447,8 +447,19 @@ class TicketSla:
     def _take_table_plan(
         self, plan: PlanTicketSlaResult, running: dict[Metric, datetime], covered: int
     ) -> None:
-        """Due times from the plan; warned/breached and the events as the plan read them back."""
+        """Due times from the plan; warned/breached and the events as the plan read them back (a clock that
+        is not running keeps its due time, and is marked by the events fired at it)."""
         fired = plan.fired or {}
+        events = plan.events or []
+        for metric, clock in self._clocks.items():
+            if metric in running:
+                continue
+            clock.warned = clock.warned or any(
+                e.metric == metric and e.kind == "warning" and e.due_at == clock.due_at for e in events
+            )
+            clock.breached = clock.breached or any(
+                e.metric == metric and e.kind == "breach" and e.due_at == clock.due_at for e in events
+            )
         for metric in running:
             clock, due = self._clocks[metric], plan.targets.get(metric)
             marks = fired.get(metric)
@@ -463,7 +474,7 @@ class TicketSla:
                     due.business_minutes,
                 )
         if plan.events is not None:
-            self._events = list(plan.events)
+            self._events = [f"{e.metric}:{e.kind}" for e in events]
         self._planned_changes = covered
         self._plan_refusal = None
         self._index()

@@ -33,6 +33,7 @@ __all__ = [
     "FireDueSlaTimersInput",
     "FireDueSlaTimersResult",
     "FireSlaTimersInput",
+    "FiredEvent",
     "FiredMarks",
     "MetricState",
     "PlanTicketSlaInput",
@@ -150,14 +151,20 @@ class FiredMarks(Payload):
     breached: bool = False
 
 
+class FiredEvent(Payload):
+    metric: Metric
+    kind: Literal["warning", "breach"]
+    due_at: datetime
+
+
 class PlanTicketSlaResult(Payload):
     """With table timers (`timers` on the input), `fired`: whether each running metric's warning and
-    breach have fired; `events`: the ticket's SLA events so far (`metric:kind`, in firing order)."""
+    breach have fired; `events`: the ticket's SLA events so far, in firing order."""
 
     policy: str | None
     targets: dict[Metric, SlaDue]
     fired: dict[Metric, FiredMarks] | None = None
-    events: list[str] | None = None
+    events: list[FiredEvent] | None = None
 
 
 class RecordSlaEventInput(Payload):

@@ -140,12 +140,12 @@ def select_for_contact(*, session: Session, contact_key: str | None, ticket: Tic
 @dataclass(frozen=True, slots=True)
 class PlannedTicket:
     """The policy and due times; with table timers, also what fired (`timers`) and the ticket's events in
-    firing order (`events`, `metric:kind`)."""
+    firing order (`events`: metric, kind, due time)."""
 
     policy: Policy | None
     targets: Mapping[Metric, Due]
     timers: PlannedTimers | None = None
-    events: list[str] | None = None
+    events: list[tuple[str, str, datetime]] | None = None
 
 
 def _paused_time(policy: Policy, start: datetime, pauses: Iterable[tuple[datetime, datetime]]) -> timedelta:

@@ -14,6 +14,7 @@ settled as sent, failed for good, or due again after a backoff (`settle_webhook`
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 from segmentflow.db.bulk import insert_on_conflict
@@ -47,6 +49,8 @@ __all__ = [
     "timer_slot",
     "webhook_backoff",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Timers are spread over this many slots by ticket id; firer `shard` of `shards` fires the slots with
 #: `slot % shards == shard`, so the firer count can change without rewriting a row.
@@ -130,11 +134,11 @@ def replace_timers(
     return PlannedTimers(marks, min(fire_ats, default=None))
 
 
-def ticket_event_marks(*, session: Session, ticket_id: str) -> list[str]:
-    """`metric:kind` of the ticket's SLA events in the order they fired."""
+def ticket_event_marks(*, session: Session, ticket_id: str) -> list[tuple[str, str, datetime]]:
+    """(metric, kind, due time) of the ticket's SLA events in the order they fired."""
     e = sla_event_table.c
-    query = sa.select(e.metric, e.kind).where(e.ticket_id == ticket_id).order_by(e.fired_at, e.id)
-    return [f"{metric}:{kind}" for metric, kind in session.execute(query)]
+    query = sa.select(e.metric, e.kind, e.due_at).where(e.ticket_id == ticket_id).order_by(e.fired_at, e.id)
+    return [(metric, kind, due_at) for metric, kind, due_at in session.execute(query)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +177,7 @@ def fire_due(
         )
     ).all()
     segments: dict[str | None, list[str]] = {}
-    events = []
+    events: list[dict[str, object]] = []
     for row in claimed:
         if row.contact_key not in segments:
             key = row.contact_key
@@ -196,9 +200,30 @@ def fire_due(
             }
         )
     if events:
-        stmt = insert_on_conflict(session, sla_event_table).values(events)
-        session.execute(stmt.on_conflict_do_nothing(index_elements=["ticket_id", "metric", "kind", "due_at"]))
+        try:
+            with session.begin_nested():
+                _insert_events(session, events)
+        except DBAPIError:
+            # A row the database refuses (a trigger, a constraint): record the others one by one; the
+            # refused one's moment has passed, so its timer goes (logged), and no ticket blocks the rest.
+            for event in events:
+                try:
+                    with session.begin_nested():
+                        _insert_events(session, [event])
+                except DBAPIError as exc:
+                    log.warning(
+                        "SLA event %s:%s of ticket %s refused by the database: %s",
+                        event["metric"],
+                        event["kind"],
+                        event["ticket_id"],
+                        exc.orig,
+                    )
     return [FiredTimer(r.ticket_id, r.metric, r.kind, r.due_at, r.fire_at, fired_at) for r in claimed]
+
+
+def _insert_events(session: Session, events: list[dict[str, object]]) -> None:
+    stmt = insert_on_conflict(session, sla_event_table).values(events)
+    session.execute(stmt.on_conflict_do_nothing(index_elements=["ticket_id", "metric", "kind", "due_at"]))
 
 
 def next_fire_at(*, session: Session, slots: Sequence[int]) -> datetime | None:
