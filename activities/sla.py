@@ -71,6 +71,7 @@ from segmentflow.services.sla_timers import (
     fire_due,
     firer_slots,
     firers_to_wake,
+    firers_woken,
     next_fire_at,
     next_webhook_at,
     settle_webhook,
@@ -154,7 +155,7 @@ class SlaActivities:
         info = activity.info()
         facts = ticket_facts(params.ticket)
 
-        def plan(s: Session) -> tuple[PlannedTicket, tuple[list[str], bool]]:
+        def plan(s: Session) -> tuple[PlannedTicket, tuple[list[str], bool], datetime | None]:
             planned = plan_ticket(
                 session=s,
                 ticket_id=params.ticket_id,
@@ -170,12 +171,16 @@ class SlaActivities:
             )
             earliest = None if planned.timers is None else planned.timers.earliest
             if earliest is None:
-                return planned, ([], True)
-            return planned, firers_to_wake(session=s, slot=timer_slot(params.ticket_id), fire_at=earliest)
+                return planned, ([], True), None
+            slot = timer_slot(params.ticket_id)
+            return planned, firers_to_wake(session=s, slot=slot, fire_at=earliest), earliest
 
-        planned, (late, covered) = await self._run(plan)
-        if params.timers and (late or not covered):
+        planned, (late, covered), earliest = await self._run(plan)
+        if params.timers and earliest is not None and (late or not covered):
+            # After the commit (a firer woken earlier would not see the timer); a failed signal fails the
+            # attempt, and the retry plans and wakes again.
             await self._wake_firers(late, covered, info.task_queue)
+            await self._run(lambda s: firers_woken(session=s, firer_ids=late, fire_at=earliest))
         return PlanTicketSlaResult(
             policy=None if planned.policy is None else planned.policy.key,
             targets={

@@ -46,7 +46,8 @@ async def stop_firers(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     yield
     for shard, shards in ((0, 1), *((i, SLA_FIRER_SHARDS) for i in range(SLA_FIRER_SHARDS))):
         with contextlib.suppress(RPCError):
-            await env.client.get_workflow_handle(firer_workflow_id(queue, shard, shards)).terminate()
+            handle = env.client.get_workflow_handle(firer_workflow_id(queue, shard, shards))
+            await handle.terminate()
 
 
 @pytest.fixture

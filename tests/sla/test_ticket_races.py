@@ -87,11 +87,12 @@ async def test_a_priority_change_with_a_due_timer_in_one_task_fires_on_the_new_p
 async def test_a_ticket_reopened_while_its_last_webhooks_are_retried_is_timed_on(
     skipping_env: WorkflowEnvironment, engine: Engine, task_queue: str, webhook: WebhookServer
 ) -> None:
+    """Per-ticket timers (`timers="workflow"`): a solved run drains its own notifications first."""
     webhook.status = 500  # the warning's notification is retried for a while
     _setup(engine)
     client = await plugin_client(skipping_env, engine)
     async with Worker(client, task_queue=task_queue):
-        handle, ticket_id, _ = await _start(skipping_env, client, task_queue, "u0", webhook.url)
+        handle, ticket_id, _ = await _start(skipping_env, client, task_queue, "u0", webhook.url, "workflow")
         await skipping_env.sleep(timedelta(minutes=50))  # vip warns at 48 min
         await _eventually(lambda: asyncio.sleep(0, webhook.requests), lambda r: len(r) >= 1)
         await handle.signal(TicketSla.change_signal, TicketChange(status="solved"))

@@ -8,7 +8,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pytest
 from segmentflow.plugins import SegmentsPlugin, ensure_sla_watch, start_ticket_sla
@@ -92,7 +92,12 @@ async def _stop_watcher(handle: WorkflowHandle[Any, Any]) -> None:
 
 
 async def _start(
-    env: WorkflowEnvironment, client: Client, queue: str, contact: str, webhook: str | None = None
+    env: WorkflowEnvironment,
+    client: Client,
+    queue: str,
+    contact: str,
+    webhook: str | None = None,
+    timers: Literal["table", "workflow"] = "table",
 ) -> tuple[WorkflowHandle[Any, TicketSlaState], str, datetime]:
     ticket_id = f"t-{uuid.uuid4().hex[:8]}"
     created = await env.get_current_time()
@@ -103,6 +108,7 @@ async def _start(
             contact_key=contact,
             ticket=SlaTicket(priority="normal", channel="email", created_at=created),
             webhook_url=webhook,
+            timers=timers,
         ),
         id=ticket_workflow_id(ticket_id),
         task_queue=queue,

@@ -40,6 +40,7 @@ __all__ = [
     "fire_due",
     "firer_slots",
     "firers_to_wake",
+    "firers_woken",
     "next_fire_at",
     "next_webhook_at",
     "replace_timers",
@@ -243,15 +244,21 @@ def store_firer(
 
 
 def firers_to_wake(*, session: Session, slot: int, fire_at: datetime) -> tuple[list[str], bool]:
-    """The firers of `slot` sleeping past `fire_at` (their stored wake time moved to it, so the next plan
-    does not wake them again), and whether any firer covers the slot at all."""
+    """The firers of `slot` sleeping past `fire_at`, and whether any firer covers the slot at all."""
     f = sla_firer_table.c
     rows = session.execute(sa.select(f.id, f.shard, f.shards, f.wake_at)).all()
     covering = [r for r in rows if r.shards > 0 and slot % r.shards == r.shard]
-    late = [r.id for r in covering if r.wake_at is None or r.wake_at > fire_at]
-    if late:
-        session.execute(sa.update(sla_firer_table).where(f.id.in_(late)).values(wake_at=fire_at))
-    return late, bool(covering)
+    return [r.id for r in covering if r.wake_at is None or r.wake_at > fire_at], bool(covering)
+
+
+def firers_woken(*, session: Session, firer_ids: Sequence[str], fire_at: datetime) -> None:
+    """Once woken, the firers wake by `fire_at` at the latest: the next plan need not wake them again."""
+    f = sla_firer_table.c
+    session.execute(
+        sa.update(sla_firer_table)
+        .where(f.id.in_(list(firer_ids)), f.wake_at > fire_at)
+        .values(wake_at=fire_at)
+    )
 
 
 # ---- the webhook outbox ----------------------------------------------------------------------------------
