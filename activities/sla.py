@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Literal, TypeVar
 
 import httpx
@@ -265,27 +266,37 @@ class SlaActivities:
             self._deliver_again = True
 
     async def _deliver(self) -> None:
-        """Post the due webhook tries until the outbox has none due (a failure is logged; the next round
-        starts the deliverer again)."""
-        gate = asyncio.Semaphore(WEBHOOK_CONCURRENCY)
+        """Post the due webhook tries until the outbox has none due and none is in flight, at most
+        `WEBHOOK_CONCURRENCY` at once: a free place is filled from the outbox at once, so a hanging
+        endpoint holds one place, not the others (a failure is logged; the next round starts it again)."""
+        flying: set[asyncio.Task[None]] = set()
         try:
             while True:
                 self._deliver_again = False
-                claimed = await self._run(
-                    lambda s: claim_webhooks(
-                        session=s,
-                        now=self._deliver_clock(),
-                        lease=WEBHOOK_LEASE,
-                        limit=4 * WEBHOOK_CONCURRENCY,
-                    )
-                )
-                if not claimed and not self._deliver_again:
+                free = WEBHOOK_CONCURRENCY - len(flying)
+                claimed = []
+                if free > 0:
+                    claimed = await self._run(partial(self._claim_webhooks, limit=free))
+                flying |= {asyncio.create_task(self._deliver_one(item)) for item in claimed}
+                if not flying:
+                    if self._deliver_again:
+                        continue
                     return
-                await asyncio.gather(*(self._deliver_one(item, gate) for item in claimed))
+                if len(claimed) == free and free > 0:
+                    continue  # the outbox may hold more: fill the places as they free up
+                done, flying = await asyncio.wait(flying, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()
         except Exception:
             activity.logger.warning("SLA webhook deliverer stopped; the next round starts it", exc_info=True)
+        finally:
+            for task in flying:
+                task.cancel()
 
-    async def _deliver_one(self, item: Outgoing, gate: asyncio.Semaphore) -> None:
+    def _claim_webhooks(self, session: Session, *, limit: int) -> list[Outgoing]:
+        return claim_webhooks(session=session, now=self._deliver_clock(), lease=WEBHOOK_LEASE, limit=limit)
+
+    async def _deliver_one(self, item: Outgoing) -> None:
         event = RecordSlaEventInput(
             ticket_id=item.ticket_id,
             contact_key=item.contact_key,
@@ -295,11 +306,10 @@ class SlaActivities:
             due_at=item.due_at,
             fired_at=item.fired_at,
         )
-        async with gate:
-            try:
-                outcome, reason, _ = await self._send(item.url, event, list(item.segments or []))
-            except Exception as exc:  # a transport error: try again after the backoff
-                outcome, reason = "retry", f"webhook {redact_url(item.url)}: {type(exc).__name__}: {exc}"
+        try:
+            outcome, reason, _ = await self._send(item.url, event, list(item.segments or []))
+        except Exception as exc:  # a transport error: try again after the backoff
+            outcome, reason = "retry", f"webhook {redact_url(item.url)}: {type(exc).__name__}: {exc}"
         await self._run(
             lambda s: settle_webhook(
                 session=s,
