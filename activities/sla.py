@@ -81,7 +81,7 @@ from segmentflow.services.sla_timers import (
 )
 from segmentflow.settings import Settings
 
-__all__ = ["ROUND_BUDGET_S", "SIGNAL_CONCURRENCY", "WEBHOOK_CONCURRENCY", "SlaActivities"]
+__all__ = ["LINGER_S", "ROUND_BUDGET_S", "SIGNAL_CONCURRENCY", "WEBHOOK_CONCURRENCY", "SlaActivities"]
 
 #: Webhook POSTs in flight at once per worker process, and tries claimed per outbox read.
 WEBHOOK_CONCURRENCY = 16
@@ -90,6 +90,8 @@ WEBHOOK_LEASE = timedelta(minutes=2)
 #: A firing round stops claiming after this many seconds (the firer runs another at once): a local
 #: activity stays well inside its workflow task's timeout.
 ROUND_BUDGET_S = 4.0
+#: A round that has fired everything due waits in place for a timer due within this many seconds.
+LINGER_S = 1.0
 
 #: Signals the watcher has in flight at once, and contacts per heartbeated group.
 SIGNAL_CONCURRENCY = 32
@@ -215,7 +217,8 @@ class SlaActivities:
     @activity.defn(name=FIRE_DUE_SLA_TIMERS)
     async def fire_due_sla_timers(self, params: FireDueSlaTimersInput) -> FireDueSlaTimersResult:
         """One firing round (a local activity of `segmentflow.FireSlaTimers`): claim and record the due
-        timers of the firer's share in batches until none is due (or `ROUND_BUDGET_S` passed), start the
+        timers of the firer's share in batches until none is due within `LINGER_S` (waiting in place for
+        one that is) or `ROUND_BUDGET_S` passed, start the
         webhook deliverer when a try is due, store and return when the firer should wake next. The round's
         clock is the firer's (workflow time) moved on by the time the round has taken, or the wall clock
         when that is later; each batch's events are fired at the moment it is claimed."""
@@ -231,11 +234,18 @@ class SlaActivities:
             return fire_due(session=s, slots=slots, now=now, fired_at=now, limit=params.batch)
 
         fired = 0
-        while True:
+        while time.monotonic() - begun < ROUND_BUDGET_S:
             batch = await self._run(claim)
             fired += len(batch)
-            if len(batch) < params.batch or time.monotonic() - begun > ROUND_BUDGET_S:
+            if len(batch) == params.batch:
+                continue
+            # Drained: a timer due within `LINGER_S` is waited for here rather than on a workflow timer
+            # (a workflow task, and the server's timers fire up to a second late).
+            upcoming = await self._run(lambda s: next_fire_at(session=s, slots=slots))
+            ahead = None if upcoming is None else (upcoming - clock()).total_seconds()
+            if ahead is None or ahead > LINGER_S:
                 break
+            await asyncio.sleep(max(ahead, 0.0))
 
         def next_wake(s: Session) -> tuple[datetime, datetime | None]:
             now = clock()

@@ -277,12 +277,12 @@ class FireSlaTimersInput(Payload):
     """A firer of SLA timers: share `shard` of `shards` (timer slots with `slot % shards == shard`).
     `pollInterval`: the longest sleep (a plan writing an earlier timer wakes it at once; a ticket written
     without a workflow is seen by the next poll); `batch`: timers per claim; `roundsPerRun`: rounds before
-    continuing as new. The default poll (5 minutes) is the firer a plan starts itself; `worker.py` starts
-    its firers polling every minute."""
+    continuing as new. The default poll (30 minutes) is the firer's a plan starts itself (plans wake it);
+    `worker.py` starts its firers polling every minute."""
 
     shard: int = Field(default=0, ge=0, le=15)
     shards: int = Field(default=1, ge=1, le=16)
-    poll_interval: timedelta = timedelta(minutes=5)
+    poll_interval: timedelta = timedelta(minutes=30)
     batch: int = Field(default=500, ge=1, le=2000)
     rounds_per_run: int = Field(default=500, ge=1)
 
