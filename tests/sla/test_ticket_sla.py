@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 import pytest
+import sqlalchemy as sa
 from segmentflow.plugins import SegmentsPlugin, ensure_sla_watch, start_ticket_sla
 from segmentflow.workflows.sla import TicketSla, WatchSlaMembershipChanges
 from segmentflow.workflows.sla_models import (
@@ -28,7 +29,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
-from segmentflow.db.tables import Ticket
+from segmentflow.db.tables import Ticket, sla_timer_table
 from segmentflow.policies.sla import parse_policies
 from segmentflow.services.membership import recompute_all
 from segmentflow.services.sla import SlaEventRow, import_policies, last_change_seq, list_events
@@ -262,6 +263,13 @@ async def test_a_contact_upgraded_to_vip_mid_ticket_gets_the_stricter_policy(
             due = state.metrics["first_reply"].due_at
             assert due is not None and abs(due - (created + timedelta(hours=1))) < SLACK
             assert state.metrics["first_reply"].business_minutes == 60
+            # The re-plan moved the ticket's first-reply timers in the table earlier, to the vip times.
+            with engine.connect() as conn:
+                t = sla_timer_table.c
+                mine = (t.ticket_id == ticket_id) & (t.metric == "first_reply")
+                query = sa.select(t.kind, t.fire_at).where(mine)
+                moved = dict(conn.execute(query).all())
+            assert moved == {"warning": due - timedelta(minutes=12), "breach": due}
         finally:
             await _stop_watcher(watcher)
         await skipping_env.sleep(timedelta(hours=1))
