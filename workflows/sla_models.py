@@ -15,6 +15,8 @@ from temporalio.common import SearchAttributeKey
 
 __all__ = [
     "DISPATCH_SLA_MEMBERSHIP_CHANGES",
+    "FIRE_DUE_SLA_TIMERS",
+    "FIRE_SLA_TIMERS",
     "PLAN_TICKET_SLA",
     "POST_SLA_WEBHOOK",
     "RECORD_SLA_EVENT",
@@ -28,6 +30,11 @@ __all__ = [
     "WATCH_SLA_MEMBERSHIP_CHANGES",
     "DispatchSlaChangesInput",
     "DispatchSlaChangesResult",
+    "FireDueSlaTimersInput",
+    "FireDueSlaTimersResult",
+    "FireSlaTimersInput",
+    "FiredEvent",
+    "FiredMarks",
     "MetricState",
     "PlanTicketSlaInput",
     "PlanTicketSlaResult",
@@ -45,6 +52,7 @@ __all__ = [
     "TicketSlaInput",
     "TicketSlaState",
     "WatchSlaChangesInput",
+    "firer_workflow_id",
     "ticket_workflow_id",
 ]
 
@@ -56,6 +64,8 @@ DISPATCH_SLA_MEMBERSHIP_CHANGES = "segmentflow.DispatchSlaMembershipChanges"
 TICKET_SLA = "segmentflow.TicketSla"
 WATCH_SLA_MEMBERSHIP_CHANGES = "segmentflow.WatchSlaMembershipChanges"
 SLA_WATCH_ID = "segmentflow-sla-watch"
+FIRE_SLA_TIMERS = "segmentflow.FireSlaTimers"
+FIRE_DUE_SLA_TIMERS = "segmentflow.FireDueSlaTimers"
 
 #: Search attributes of `TicketSla` (Keyword; register them on the namespace before turning them on).
 SA_TICKET_ID = SearchAttributeKey.for_keyword("SegmentflowTicketId")
@@ -81,6 +91,11 @@ MAX_TAGS = 200
 def ticket_workflow_id(ticket_id: str) -> str:
     """The id of a ticket's `segmentflow.TicketSla` workflow: one per ticket."""
     return f"segmentflow-ticket-sla-{ticket_id}"
+
+
+def firer_workflow_id(task_queue: str, shard: int = 0, shards: int = 1) -> str:
+    """The id of the `segmentflow.FireSlaTimers` firing share `shard` of `shards` for a task queue."""
+    return f"segmentflow-sla-firer-{task_queue}-{shard}-of-{shards}"
 
 
 class SlaTicket(Payload):
@@ -124,11 +139,32 @@ class PlanTicketSlaInput(Payload):
     starts: dict[Metric, datetime]
     #: Closed pending intervals `[from, to]`.
     pauses: list[tuple[datetime, datetime]] = Field(default_factory=list)
+    #: Also replace the ticket's pending timers in `sla_timer` (fired by `FireSlaTimers`, which the plan
+    #: wakes or starts when it writes an earlier timer); false for runs that sleep on their own timers.
+    timers: bool = False
+    #: Where the fired timers' webhooks go (with `timers`).
+    webhook_url: str | None = None
+
+
+class FiredMarks(Payload):
+    warned: bool = False
+    breached: bool = False
+
+
+class FiredEvent(Payload):
+    metric: Metric
+    kind: Literal["warning", "breach"]
+    due_at: datetime
 
 
 class PlanTicketSlaResult(Payload):
+    """With table timers (`timers` on the input), `fired`: whether each running metric's warning and
+    breach have fired; `events`: the ticket's SLA events so far, in firing order."""
+
     policy: str | None
     targets: dict[Metric, SlaDue]
+    fired: dict[Metric, FiredMarks] | None = None
+    events: list[FiredEvent] | None = None
 
 
 class RecordSlaEventInput(Payload):
@@ -189,6 +225,9 @@ class TicketSlaInput(Payload):
     history_cap: int = Field(default=10_000, ge=10)
     search_attributes: bool = False
     carried: TicketSlaCarry | None = None
+    #: "table" (default): the timers live in `sla_timer`, fired by `segmentflow.FireSlaTimers`; "workflow":
+    #: the run sleeps on its own durable timers (the earlier design, for a host running no firer).
+    timers: Literal["table", "workflow"] = "table"
 
 
 class TicketChange(Payload):
@@ -232,6 +271,37 @@ class WatchSlaChangesInput(Payload):
     batch: int = Field(default=500, ge=1, le=10_000)
     #: Polls per workflow run before continuing as new (bounds the history).
     polls_per_run: int = Field(default=500, ge=1)
+
+
+class FireSlaTimersInput(Payload):
+    """A firer of SLA timers: share `shard` of `shards` (timer slots with `slot % shards == shard`).
+    `pollInterval`: the longest sleep (a plan writing an earlier timer wakes it at once; a ticket written
+    without a workflow is seen by the next poll); `batch`: timers per claim; `roundsPerRun`: rounds before
+    continuing as new. The default poll (30 minutes) is the firer's a plan starts itself (plans wake it);
+    `worker.py` starts its firers polling every minute."""
+
+    shard: int = Field(default=0, ge=0, le=15)
+    shards: int = Field(default=1, ge=1, le=16)
+    poll_interval: timedelta = timedelta(minutes=30)
+    batch: int = Field(default=500, ge=1, le=2000)
+    rounds_per_run: int = Field(default=500, ge=1)
+
+
+class FireDueSlaTimersInput(Payload):
+    firer_id: str = Field(min_length=1, max_length=512)
+    shard: int
+    shards: int
+    #: The firer's clock (workflow time) when the round began.
+    now: datetime
+    batch: int
+    poll_interval: timedelta
+
+
+class FireDueSlaTimersResult(Payload):
+    fired: int
+    #: When the firer should wake next (the earliest timer of its share or webhook retry, at most a poll
+    #: interval away).
+    wake_at: datetime
 
 
 class DispatchSlaChangesInput(Payload):

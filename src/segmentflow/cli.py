@@ -306,6 +306,8 @@ def segments_delete(
         except (UnknownSegmentError, ConflictError) as exc:
             raise InputError(str(exc)) from None
     out.print(f'deleted segment "{key}": {exited} member(s) exited', soft_wrap=True)
+
+
 @segments_app.command("lint")
 def segments_lint(file: Path) -> None:
     """Check a segments file as `segments import` would, writing nothing: each warning (a clause value that

@@ -73,6 +73,7 @@ class Settings(BaseSettings):
         return TemplateLimits(
             max_output=self.template_max_output, max_loop_iterations=self.template_max_loop_iterations
         )
+
     #: HTTP API request bodies, in bytes: larger ones get 413 before they are read whole. The import
     #: endpoints (`POST /messages/actions`, `POST /messages/instructions`, `PUT /sla/policies`) take files
     #: and get the larger limit.

@@ -3,15 +3,20 @@ stands in for a webhook endpoint."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from segmentflow.plugins import SLA_FIRER_SHARDS
+from segmentflow.workflows.sla_models import firer_workflow_id
 from sqlalchemy.engine import Engine
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
 
 from tests.temporal.conftest import dev_env, skipping_env, task_queue
 
@@ -22,15 +27,33 @@ __all__ = [
     "egress_allows_loopback",
     "engine",
     "skipping_env",
+    "stop_firers",
     "task_queue",
     "webhook",
 ]
 
 
+@pytest.fixture(autouse=True)
+async def stop_firers(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """After a test on a Temporal server, terminate the SLA firers of its task queue (a plan starts one):
+    left running on a queue nobody serves, they would only add timers to the session's server."""
+    names = [n for n in ("skipping_env", "dev_env") if n in request.fixturenames]
+    if not names or "task_queue" not in request.fixturenames:
+        yield
+        return
+    env: WorkflowEnvironment = request.getfixturevalue(names[0])
+    queue: str = request.getfixturevalue("task_queue")
+    yield
+    for shard, shards in ((0, 1), *((i, SLA_FIRER_SHARDS) for i in range(SLA_FIRER_SHARDS))):
+        with contextlib.suppress(RPCError):
+            handle = env.client.get_workflow_handle(firer_workflow_id(queue, shard, shards))
+            await handle.terminate()
+
+
 @pytest.fixture
 def engine(engine: Engine) -> Engine:
     with engine.begin() as conn:
-        for table in ("sla_event", "ticket", "sla_policy", "sla_watch"):
+        for table in ("sla_event", "ticket", "sla_policy", "sla_watch", "sla_timer", "sla_firer"):
             conn.execute(sa.text(f"DELETE FROM {table}"))
     return engine
 

@@ -8,9 +8,10 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pytest
+import sqlalchemy as sa
 from segmentflow.plugins import SegmentsPlugin, ensure_sla_watch, start_ticket_sla
 from segmentflow.workflows.sla import TicketSla, WatchSlaMembershipChanges
 from segmentflow.workflows.sla_models import (
@@ -28,7 +29,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
-from segmentflow.db.tables import Ticket
+from segmentflow.db.tables import Ticket, sla_timer_table
 from segmentflow.policies.sla import parse_policies
 from segmentflow.services.membership import recompute_all
 from segmentflow.services.sla import SlaEventRow, import_policies, last_change_seq, list_events
@@ -92,7 +93,12 @@ async def _stop_watcher(handle: WorkflowHandle[Any, Any]) -> None:
 
 
 async def _start(
-    env: WorkflowEnvironment, client: Client, queue: str, contact: str, webhook: str | None = None
+    env: WorkflowEnvironment,
+    client: Client,
+    queue: str,
+    contact: str,
+    webhook: str | None = None,
+    timers: Literal["table", "workflow"] = "table",
 ) -> tuple[WorkflowHandle[Any, TicketSlaState], str, datetime]:
     ticket_id = f"t-{uuid.uuid4().hex[:8]}"
     created = await env.get_current_time()
@@ -103,6 +109,7 @@ async def _start(
             contact_key=contact,
             ticket=SlaTicket(priority="normal", channel="email", created_at=created),
             webhook_url=webhook,
+            timers=timers,
         ),
         id=ticket_workflow_id(ticket_id),
         task_queue=queue,
@@ -150,12 +157,11 @@ async def test_warning_then_breach_fire_at_their_moments_and_reach_the_webhook(
             ("sla.breach", ticket_id, "first_reply", "vip"),
         ]
         assert received[1]["segments"] == ["eu", "vip", "vip-eu"] and received[1]["contactKey"] == "u0"
-        state = await handle.query(TicketSla.state)
-        assert state.metrics["first_reply"].breached and not state.metrics["resolution"].warned
-
+        # The timers fired from the table, not in the workflow: its state shows them from the next plan on.
         await handle.execute_update(TicketSla.change, TicketChange(status="solved"))
         final = await handle.result()
         assert final.status == "solved" and final.events == ["first_reply:warning", "first_reply:breach"]
+        assert final.metrics["first_reply"].breached and not final.metrics["resolution"].warned
     # Determinism: the history (timers, local activities, signals, the webhook task) replays cleanly.
     replayer = Replayer(workflows=[], plugins=[SegmentsPlugin(engine=engine)])  # the plugin brings TicketSla
     await replayer.replay_workflow(await handle.fetch_history())
@@ -257,6 +263,13 @@ async def test_a_contact_upgraded_to_vip_mid_ticket_gets_the_stricter_policy(
             due = state.metrics["first_reply"].due_at
             assert due is not None and abs(due - (created + timedelta(hours=1))) < SLACK
             assert state.metrics["first_reply"].business_minutes == 60
+            # The re-plan moved the ticket's first-reply timers in the table earlier, to the vip times.
+            with engine.connect() as conn:
+                t = sla_timer_table.c
+                mine = (t.ticket_id == ticket_id) & (t.metric == "first_reply")
+                query = sa.select(t.kind, t.fire_at).where(mine)
+                moved = dict(conn.execute(query).all())
+            assert moved == {"warning": due - timedelta(minutes=12), "breach": due}
         finally:
             await _stop_watcher(watcher)
         await skipping_env.sleep(timedelta(hours=1))

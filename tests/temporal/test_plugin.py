@@ -62,11 +62,15 @@ def test_feature_groups_bring_only_their_workflows_and_activities(engine: Engine
     plugin = SegmentsPlugin(engine=engine, features={"sla"})
     workflows = {WorkflowDefinition.must_from_class(w).name for w in plugin.workflows or []}
     activities = {ActivityDefinition.must_from_callable(a).name for a in plugin.activities or []}
-    assert workflows == {"segmentflow.TicketSla", "segmentflow.WatchSlaMembershipChanges"}
+    assert workflows == {
+        "segmentflow.TicketSla",
+        "segmentflow.FireSlaTimers",
+        "segmentflow.WatchSlaMembershipChanges",
+    }
     assert "segmentflow.PlanTicketSla" in activities
     assert not {"segmentflow.RunAction", "segmentflow.CheckContactInSegment"} & activities
     everything = SegmentsPlugin(engine=engine)
-    assert len(everything.workflows or []) == 5 and len(everything.activities or []) > len(activities)
+    assert len(everything.workflows or []) == 6 and len(everything.activities or []) > len(activities)
     with pytest.raises(ValueError, match=r"unknown segmentflow feature\(s\) \['billing'\]"):
         SegmentsPlugin(engine=engine, features={"sla", "billing"})  # type: ignore[arg-type]
 

@@ -390,6 +390,17 @@ class SlaEvent(SQLModel, table=True):
     fired_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
     #: Why its webhook failed for good (an egress refusal, a redirect, a 4xx); None: sent, or no webhook.
     webhook_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    #: The webhook outbox of events fired from `sla_timer` (None on events of per-ticket timers, whose
+    #: workflow posts them): where to POST, "pending" | "sent" | "failed", tries so far, and when the next
+    #: try is due (a claimed try holds it a lease ahead; None once sent or failed).
+    webhook_url: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    webhook_state: str | None = Field(default=None, sa_column=sa.Column(sa.String(16), nullable=True))
+    webhook_attempts: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
+    webhook_next_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(UTCDateTime, nullable=True, index=True)
+    )
 
 
 class SlaWatch(SQLModel, table=True):
@@ -403,17 +414,61 @@ class SlaWatch(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False))
 
 
+class SlaTimer(SQLModel, table=True):
+    """A pending warning or breach of one metric of a ticket (fired rows are deleted in the transaction that
+    records their `sla_event`). `due_at` is the metric's due time (the event's), `fire_at` the moment it
+    fires (the warning time for a warning); `slot` (0-15, from the ticket id) places it in one firer's
+    share. Written by `segmentflow.PlanTicketSla`, fired in batches by `segmentflow.FireSlaTimers`."""
+
+    __tablename__ = "sla_timer"
+    __table_args__ = (
+        sa.UniqueConstraint("ticket_id", "metric", "kind", name="uq_sla_timer_ticket_metric_kind"),
+        sa.Index("ix_sla_timer_slot_fire_at", "slot", "fire_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: str = Field(sa_column=sa.Column(sa.String(256), nullable=False))
+    metric: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+    #: "warning" | "breach"
+    kind: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    due_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
+    fire_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
+    slot: int = Field(sa_column=sa.Column(sa.SmallInteger, nullable=False))
+    policy_key: str = Field(sa_column=sa.Column(sa.String(256), nullable=False))
+    contact_key: str | None = Field(default=None, sa_column=sa.Column(sa.String(512), nullable=True))
+    webhook_url: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+
+
+class SlaFirer(SQLModel, table=True):
+    """A running `segmentflow.FireSlaTimers` (by workflow id): the slots it fires (`slot % shards ==
+    shard`) and when it next wakes, so a plan writing an earlier timer knows to wake it."""
+
+    __tablename__ = "sla_firer"
+
+    id: str = Field(sa_column=sa.Column(sa.String(512), primary_key=True))
+    shard: int = Field(sa_column=sa.Column(sa.SmallInteger, nullable=False))
+    shards: int = Field(sa_column=sa.Column(sa.SmallInteger, nullable=False))
+    wake_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime, nullable=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False))
+
+
 sla_policy_table = _table(SlaPolicy)
 ticket_table = _table(Ticket)
 sla_event_table = _table(SlaEvent)
 sla_watch_table = _table(SlaWatch)
+sla_timer_table = _table(SlaTimer)
+sla_firer_table = _table(SlaFirer)
 __all__ += [
     "SlaEvent",
+    "SlaFirer",
     "SlaPolicy",
+    "SlaTimer",
     "SlaWatch",
     "Ticket",
     "sla_event_table",
+    "sla_firer_table",
     "sla_policy_table",
+    "sla_timer_table",
     "sla_watch_table",
     "ticket_table",
 ]

@@ -39,6 +39,7 @@ from segmentflow.policies.sla import (
 from segmentflow.services.membership import contact_segment_set as membership_segment_set
 from segmentflow.services.messages import existing_segment_keys
 from segmentflow.services.reports import list_changes
+from segmentflow.services.sla_timers import PlannedTimers, replace_timers, ticket_event_marks
 from segmentflow.workflows.sla_models import SelectSlaPolicyResult, SlaTarget, SlaTicket
 
 __all__ = [
@@ -138,8 +139,13 @@ def select_for_contact(*, session: Session, contact_key: str | None, ticket: Tic
 
 @dataclass(frozen=True, slots=True)
 class PlannedTicket:
+    """The policy and due times; with table timers, also what fired (`timers`) and the ticket's events in
+    firing order (`events`: metric, kind, due time)."""
+
     policy: Policy | None
     targets: Mapping[Metric, Due]
+    timers: PlannedTimers | None = None
+    events: list[tuple[str, str, datetime]] | None = None
 
 
 def _paused_time(policy: Policy, start: datetime, pauses: Iterable[tuple[datetime, datetime]]) -> timedelta:
@@ -161,10 +167,13 @@ def plan_ticket(
     starts: Mapping[Metric, datetime],
     pauses: Sequence[tuple[datetime, datetime]],
     now: datetime,
+    timers: bool = False,
+    webhook_url: str | None = None,
 ) -> PlannedTicket:
     """Select the ticket's policy again (its facts or its contact's segments may have changed), compute the
     due and warning times of the running clocks (`starts`; each moved on by the business time it spent in
-    `pauses`), and store the ticket's current state."""
+    `pauses`), and store the ticket's current state; with `timers`, also replace its pending timers in
+    `sla_timer` (`segmentflow.services.sla_timers.replace_timers`)."""
     segments = contact_segment_set(session=session, contact_key=contact_key)
     selection = select_and_schedule(list_policies(session=session), ticket, segments)
     policy = selection.policy
@@ -187,7 +196,20 @@ def plan_ticket(
     stmt = insert_on_conflict(session, ticket_table).values(row)
     update = {k: stmt.excluded[k] for k in row if k not in ("id", "created_at")}
     session.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=update))
-    return PlannedTicket(policy, targets)
+    if not timers:
+        return PlannedTicket(policy, targets)
+    planned = replace_timers(
+        session=session,
+        ticket_id=ticket_id,
+        contact_key=contact_key,
+        policy_key=None if policy is None else policy.key,
+        status=status,
+        targets=targets,
+        starts=starts,
+        webhook_url=webhook_url,
+        now=now,
+    )
+    return PlannedTicket(policy, targets, planned, ticket_event_marks(session=session, ticket_id=ticket_id))
 
 
 def record_event(
