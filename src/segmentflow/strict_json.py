@@ -54,8 +54,8 @@ def _surrogate_path(value: Any) -> list[str | int] | None:
 
 
 def loads_strict(body: bytes | str) -> Any:
-    """`body` (bytes in any JSON encoding, or text already decoded) parsed as JSON; `json.JSONDecodeError` for anything `json.loads` refuses, and for a
-    non-finite number or a lone surrogate anywhere in it."""
+    """`body` (bytes in any JSON encoding, or text already decoded) parsed as JSON; `json.JSONDecodeError`
+    for anything `json.loads` refuses, and for a non-finite number or a lone surrogate anywhere in it."""
     text = body if isinstance(body, str) else body.decode(json.detect_encoding(body), "surrogatepass")
     try:
         value = json.loads(text, parse_constant=_refuse_constant)
