@@ -493,10 +493,10 @@ def demo(
             cells = [row.key, ", ".join(list_contact_segments(session=session, contact_id=row.id)) or "-"]
             per_contact.add_row(*cells, *([branches[key]] if branches else []))
         out.print(per_contact)
-    from segmentflow.cli_sla import show_sla_demo
+    from segmentflow.cli.sla import show_sla_demo
 
     show_sla_demo(engine, keys)
-    from segmentflow.cli_sequences import show_sequence_demo
+    from segmentflow.cli.sequences import show_sequence_demo
 
     show_sequence_demo(engine, temporal=temporal)
     if serve:
@@ -611,9 +611,9 @@ def serve(
 
 
 # Subcommand groups kept in their own modules (message handling, sequences, SLA).
-from segmentflow.cli_messages import actions_app, instructions_app  # noqa: E402
-from segmentflow.cli_sequences import sequences_app  # noqa: E402
-from segmentflow.cli_sla import sla_app  # noqa: E402
+from segmentflow.cli.messages import actions_app, instructions_app  # noqa: E402
+from segmentflow.cli.sequences import sequences_app  # noqa: E402
+from segmentflow.cli.sla import sla_app  # noqa: E402
 
 app.add_typer(actions_app, name="actions")
 app.add_typer(instructions_app, name="instructions")
@@ -621,7 +621,7 @@ app.add_typer(sequences_app, name="sequences")
 app.add_typer(sla_app, name="sla")
 
 # Reporting and the MCP server (issue 14).
-from segmentflow.cli_reports import events_app, mcp, report  # noqa: E402
+from segmentflow.cli.reports import events_app, mcp, report  # noqa: E402
 
 app.add_typer(events_app, name="events")
 app.command("report")(report)
@@ -654,11 +654,3 @@ def main(argv: list[str] | None = None) -> Any:
         while _state.engines:
             _state.engines.pop().dispose()
     return None
-
-
-if __name__ == "__main__":
-    # `python -m segmentflow.cli` runs this file as `__main__`; the command modules import their shared
-    # helpers (`_engine`, `_state`, `out`) from `segmentflow.cli`, which would load this file a second time
-    # with a second `_state` whose engines nobody disposes. One module serves both names.
-    sys.modules.setdefault("segmentflow.cli", sys.modules[__name__])
-    main()
