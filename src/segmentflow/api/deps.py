@@ -33,6 +33,8 @@ from segmentflow.services.keys import Scope, VerifiedKey
 from segmentflow.services.segments import SegmentIndexCache
 
 __all__ = [
+    "CONTACT_ID_MAX",
+    "SEGMENT_REF_MAX",
     "AnyKey",
     "ContactId",
     "ContactsKey",
@@ -178,14 +180,19 @@ SequencesWriteKey = Annotated[VerifiedKey, Depends(_holding("sequences:write"))]
 ReportsReadKey = Annotated[VerifiedKey, Depends(_holding("reports:read"))]
 EventsWriteKey = Annotated[VerifiedKey, Depends(_holding("events:write"))]
 
+#: The longest segment reference and contact key a path may carry (`SegmentRef`, `ContactId`).
+SEGMENT_REF_MAX = 256
+CONTACT_ID_MAX = 512
+
 SegmentRef = Annotated[
-    str, Path(pattern=_SEGMENT, max_length=256, description="The segment's UUID `id` or its `key`.")
+    str,
+    Path(pattern=_SEGMENT, max_length=SEGMENT_REF_MAX, description="The segment's UUID `id` or its `key`."),
 ]
 ContactId = Annotated[
     str,
     Path(
         pattern=r"^[^\x00]+$",
-        max_length=512,
+        max_length=CONTACT_ID_MAX,
         description="The contact's fully-qualified key (a plain key for `user` contacts), percent-encoded; "
         "it may hold `/`.",
     ),

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from segmentflow.api.deps import CONTACT_ID_MAX, SEGMENT_REF_MAX
 from segmentflow.api.guard import verified_key
 from segmentflow.api.models import MembershipPublic
 from segmentflow.services.membership import MembershipCheck
@@ -30,9 +31,7 @@ CheckReader = Callable[[str, str], Awaitable[MembershipCheck | None]]
 _SCOPE = "segments:read"
 _HEADERS = [(b"content-type", b"application/json")]
 # The route's own parameter checks (`segmentflow.api.deps.SegmentRef` / `ContactId`): the regex of the
-# route excludes "/" from the segment; NUL and the lengths are checked here.
-_MAX_SEGMENT = 256
-_MAX_CONTACT = 512
+# route excludes "/" from the segment; NUL and the lengths (the same constants) are checked here.
 
 
 def serialize(check: MembershipCheck) -> bytes:
@@ -74,7 +73,7 @@ class CheckFastPath:
         key = verified_key(scope)
         if key is None or _SCOPE not in key.scopes:
             return None
-        if not contact or len(segment) > _MAX_SEGMENT or len(contact) > _MAX_CONTACT:
+        if not contact or len(segment) > SEGMENT_REF_MAX or len(contact) > CONTACT_ID_MAX:
             return None
         if "\x00" in segment or "\x00" in contact:
             return None
