@@ -70,6 +70,11 @@ def expand_segment_keys(index: SegmentIndex, keys: Collection[str] | None) -> se
     return dependents_of((s.definition for s in index.compiled.values()), keys)
 
 
+def _range_row(run_token: str, range_index: int) -> sa.ColumnElement[bool]:
+    """The progress row of one range of a run."""
+    return sa.and_(progress_table.c.run_token == run_token, progress_table.c.range_index == range_index)
+
+
 def evaluate_range_step(
     *,
     session: Session,
@@ -85,7 +90,7 @@ def evaluate_range_step(
     range is done): what `recompute_range_step(evaluated=...)` then applies under the write lock, so
     evaluation runs beside other writers (on SQLite too, where a range page otherwise takes the database's
     write lock before it reads)."""
-    this_range = sa.and_(progress_table.c.run_token == run_token, progress_table.c.range_index == range_index)
+    this_range = _range_row(run_token, range_index)
     cursor = session.scalar(sa.select(progress_table.c.cursor).where(this_range))
     after = first_id - 1 if cursor is None else cursor
     if after >= last_id:
@@ -123,7 +128,7 @@ def recompute_range_step(
     it takes the database's write lock at once (SQLite ignores FOR UPDATE, and a deferred transaction that
     read first would fail with BUSY when it came to write). Two attempts at the same range so run one
     after the other, the second starting from the first one's cursor."""
-    this_range = sa.and_(progress_table.c.run_token == run_token, progress_table.c.range_index == range_index)
+    this_range = _range_row(run_token, range_index)
     now = utcnow()
     session.execute(  # the range's first step makes its row; an attempt racing it waits, then does nothing
         insert_on_conflict(session, progress_table)

@@ -117,8 +117,13 @@ def _id_filters(session: Session, column: sa.ColumnElement[int], ids: Sequence[i
     if not ids:
         return []
     if _on_postgres(session):
-        return [column == sa.any_(sa.bindparam(None, list(ids), type_=_IDS, unique=True))]
+        return [column == sa.any_(_id_array(ids))]
     return [column.in_(ids[start : start + _CHUNK]) for start in range(0, len(ids), _CHUNK)]
+
+
+def _id_array(ids: Collection[int]) -> sa.BindParameter[Any]:
+    """`ids` as one PostgreSQL integer-array parameter."""
+    return sa.bindparam(None, list(ids), type_=_IDS, unique=True)
 
 
 #: How long a claimed send's enrollment stays out of other claims (an overlapping attempt of the round
@@ -592,7 +597,7 @@ def claim_due(
     )
     if exclude:
         if _on_postgres(session):
-            query = query.where(e.c.id != sa.all_(sa.bindparam(None, list(exclude), type_=_IDS, unique=True)))
+            query = query.where(e.c.id != sa.all_(_id_array(exclude)))
         else:
             query = query.where(e.c.id.not_in(list(exclude)))
     rows = session.execute(query).all()
