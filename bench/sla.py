@@ -44,9 +44,13 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common import percentile
+
+if TYPE_CHECKING:  # the database and Temporal are imported by the benches that use them
+    from sqlalchemy.engine import Engine
+    from temporalio.testing import WorkflowEnvironment
 
 Json = dict[str, Any]
 
@@ -332,11 +336,9 @@ def _children(pid: int) -> list[int]:
 
 async def bench_workflows(n: int, due_s: int, database_url: str | None, dynamic_config: Sequence[str]) -> int:
     import sqlalchemy as sa
-    from segmentflow.plugins import DEV_SERVER_ARGS, SegmentsPlugin, temporal_cli_path
     from segmentflow.workflows.sla import TicketSla
     from segmentflow.workflows.sla_models import SlaTicket, TicketChange, TicketSlaInput, ticket_workflow_id
     from sqlmodel import Session
-    from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
 
     from segmentflow.db.engine import make_engine, migrate
@@ -361,26 +363,14 @@ async def bench_workflows(n: int, due_s: int, database_url: str | None, dynamic_
         "creation (warning at 80%), "
         f"{engine.dialect.name}; dynamic config {list(dynamic_config) or 'as worker.py --dev'}"
     )
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_cli_path(),
-        dev_server_extra_args=[
-            *DEV_SERVER_ARGS,
-            *(a for v in dynamic_config for a in ("--dynamic-config-value", v)),
-        ],
-        dev_server_log_level="error",
-        plugins=[SegmentsPlugin(engine=engine)],
-    )
+    env = await _dev_server(engine, dynamic_config)
     status = 0
     try:
         queue = f"bench-sla-{uuid.uuid4()}"
         run = uuid.uuid4().hex[:6]
         async with Worker(env.client, task_queue=queue, max_cached_workflows=max(1000, n)):
             rss_before = _rss_kib(os.getpid())
-            servers = [
-                p
-                for p in _children(os.getpid())
-                if "temporal" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
-            ]
+            servers = _temporal_servers()
             cpu_before = (_cpu_s(None), sum(_cpu_s(p) for p in servers))
             t0 = time.perf_counter()
             handles = []
@@ -402,14 +392,7 @@ async def bench_workflows(n: int, due_s: int, database_url: str | None, dynamic_
                 )
             started_s = time.perf_counter() - t0
             print(f"  started {n:,} in {started_s:.1f} s ({n / started_s:,.0f}/s)")
-            deadline = time.monotonic() + due_s + 600
-            count = 0
-            while time.monotonic() < deadline:
-                with engine.connect() as conn:
-                    count = conn.scalar(sa.select(sa.func.count()).select_from(sla_event_table)) or 0
-                if count >= 2 * n:
-                    break
-                await asyncio.sleep(1)
+            count = await _events_recorded(engine, 2 * n, within_s=due_s + 600)
             wall = time.perf_counter() - t0
             cpu_worker = _cpu_s(None) - cpu_before[0]
             cpu_server = sum(_cpu_s(p) for p in servers) - cpu_before[1]
@@ -428,13 +411,7 @@ async def bench_workflows(n: int, due_s: int, database_url: str | None, dynamic_
             for kind, due_at, fired_at in rows:
                 moment = due_at - (timedelta(seconds=due_s) - warn_after) if kind == "warning" else due_at
                 late[kind].append((fired_at - moment).total_seconds() * 1000)
-            for kind, ms in late.items():
-                if ms:
-                    print(
-                        f"  {kind:8s} timers: {len(ms):,} fired; lateness p50 {percentile(ms, 0.5):.0f} ms, "
-                        f"p99 {percentile(ms, 0.99):.0f} ms, max {max(ms):.0f} ms, "
-                        f"mean {statistics.fmean(ms):.0f} ms"
-                    )
+            _print_lateness(late)
             if count < 2 * n:
                 print(f"  MISSING: {2 * n - count} events never fired")
                 status = 1
@@ -469,9 +446,8 @@ async def bench_table_timers(
     n: int, due_s: int, database_url: str | None, dynamic_config: Sequence[str]
 ) -> int:
     import sqlalchemy as sa
-    from segmentflow.plugins import DEV_SERVER_ARGS, SegmentsPlugin, ensure_sla_firers, temporal_cli_path
+    from segmentflow.plugins import ensure_sla_firers
     from sqlmodel import Session
-    from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
 
     from segmentflow.db.engine import make_engine, migrate
@@ -497,25 +473,13 @@ async def bench_table_timers(
         f"minute, first reply due {due_s} s after creation (warning at 80%), {engine.dialect.name}; "
         f"2 FireSlaTimers firers; dynamic config {list(dynamic_config) or 'as worker.py --dev'}"
     )
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_cli_path(),
-        dev_server_extra_args=[
-            *DEV_SERVER_ARGS,
-            *(a for v in dynamic_config for a in ("--dynamic-config-value", v)),
-        ],
-        dev_server_log_level="error",
-        plugins=[SegmentsPlugin(engine=engine)],
-    )
+    env = await _dev_server(engine, dynamic_config)
     status = 0
     try:
         queue = f"bench-sla-timers-{uuid.uuid4()}"
         run = uuid.uuid4().hex[:6]
         async with Worker(env.client, task_queue=queue):
-            servers = [
-                p
-                for p in _children(os.getpid())
-                if "temporal" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
-            ]
+            servers = _temporal_servers()
             cpu_before = (_cpu_s(None), sum(_cpu_s(p) for p in servers))
             await ensure_sla_firers(
                 env.client, task_queue=queue, shards=2, poll_interval=timedelta(seconds=5)
@@ -548,14 +512,7 @@ async def bench_table_timers(
             print(f"  wrote {n:,} tickets (4 timers each) in {written_s:.1f} s ({n / written_s:,.0f}/s)")
             first_due = base + timedelta(seconds=due_s * 0.8)
             print(f"  first warning due {(first_due - datetime.now(UTC)).total_seconds():.0f} s from now")
-            deadline = time.monotonic() + due_s + 60 + 300
-            count = 0
-            while time.monotonic() < deadline:
-                with engine.connect() as conn:
-                    count = conn.scalar(sa.select(sa.func.count()).select_from(sla_event_table)) or 0
-                if count >= 2 * n:
-                    break
-                await asyncio.sleep(1)
+            count = await _events_recorded(engine, 2 * n, within_s=due_s + 60 + 300)
             wall = time.perf_counter() - t0
             cpu_worker = _cpu_s(None) - cpu_before[0]
             cpu_server = sum(_cpu_s(p) for p in servers) - cpu_before[1]
@@ -575,13 +532,7 @@ async def bench_table_timers(
             dues = sorted(due_at for _, _, kind, due_at, _ in rows if kind == "breach")
             if dues:
                 print(f"  first-reply breaches due within {(dues[-1] - dues[0]).total_seconds():.0f} s")
-            for kind, ms in late.items():
-                if ms:
-                    print(
-                        f"  {kind:8s} timers: {len(ms):,} fired; lateness p50 {percentile(ms, 0.5):.0f} ms, "
-                        f"p99 {percentile(ms, 0.99):.0f} ms, max {max(ms):.0f} ms, "
-                        f"mean {statistics.fmean(ms):.0f} ms"
-                    )
+            _print_lateness(late)
             every = [*late["warning"], *late["breach"]]
             if every:
                 print(
@@ -598,6 +549,58 @@ async def bench_table_timers(
         engine.dispose()
         tmp.cleanup()
     return status
+
+
+async def _dev_server(engine: Engine, dynamic_config: Sequence[str]) -> WorkflowEnvironment:
+    """The dev server from PyPI with the plugin on its client, configured as `worker.py --dev`."""
+    from segmentflow.plugins import DEV_SERVER_ARGS, SegmentsPlugin, temporal_cli_path
+    from temporalio.testing import WorkflowEnvironment
+
+    return await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli_path(),
+        dev_server_extra_args=[
+            *DEV_SERVER_ARGS,
+            *(a for v in dynamic_config for a in ("--dynamic-config-value", v)),
+        ],
+        dev_server_log_level="error",
+        plugins=[SegmentsPlugin(engine=engine)],
+    )
+
+
+def _temporal_servers() -> list[int]:
+    """The pids of this process's Temporal server children (their CPU and memory are reported)."""
+    return [
+        p
+        for p in _children(os.getpid())
+        if "temporal" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
+    ]
+
+
+async def _events_recorded(engine: Engine, want: int, *, within_s: float) -> int:
+    """The count of `sla_event` rows once it reaches `want`, or when `within_s` seconds have passed."""
+    import sqlalchemy as sa
+
+    from segmentflow.db.tables import sla_event_table
+
+    deadline = time.monotonic() + within_s
+    count = 0
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            count = conn.scalar(sa.select(sa.func.count()).select_from(sla_event_table)) or 0
+        if count >= want:
+            break
+        await asyncio.sleep(1)
+    return count
+
+
+def _print_lateness(late: dict[str, list[float]]) -> None:
+    for kind, ms in late.items():
+        if ms:
+            print(
+                f"  {kind:8s} timers: {len(ms):,} fired; lateness p50 {percentile(ms, 0.5):.0f} ms, "
+                f"p99 {percentile(ms, 0.99):.0f} ms, max {max(ms):.0f} ms, "
+                f"mean {statistics.fmean(ms):.0f} ms"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
