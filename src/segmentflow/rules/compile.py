@@ -36,6 +36,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from itertools import compress
 from typing import Any, Literal
 
 from segmentflow.rules.attrref import AttributeRefError, parse_attribute
@@ -59,6 +60,7 @@ __all__ = [
     "CompiledSegment",
     "Explanation",
     "compile_segments",
+    "fuse",
     "lint_segments",
     "segment_order",
     "segment_problems",
@@ -133,6 +135,30 @@ class _Source:
         self.key = key
         self.namespace: dict[str, Any] = {"_lookup": _lookup, "_bucket": _bucket, "_any": any, "_map": map}
         self.kinds: dict[str, str] = {}
+        #: In a fused function (`fuse`): the local variable holding each segment already evaluated, and
+        #: each top-level attribute read once up front (None when hoisting is off: read where used).
+        self.segment_vars: dict[str, str] = {}
+        self.attributes: dict[tuple[str, tuple[str, ...]], str] | None = None
+
+    def attribute(self, attrs: str, path: tuple[str, ...]) -> str:
+        """The attribute at `path` of the kind held in `attrs`, None when absent."""
+        if self.attributes is None:
+            return self.read(attrs, path)
+        var = self.attributes.get((attrs, path))
+        if var is None:
+            var = self.attributes[(attrs, path)] = f"_x{len(self.attributes)}"
+        return var
+
+    def read(self, attrs: str, path: tuple[str, ...]) -> str:
+        if len(path) == 1:
+            return f"({attrs}.get({self.bind(path[0])}) if {attrs} is not None else None)"
+        return f"_lookup({self.bind(path)}, {attrs})"
+
+    def segment_test(self, key: str, target: CompiledSegment) -> str:
+        """`segmentMatch` on `key`: a local variable when the fused function has evaluated it already,
+        else a call sharing the memo."""
+        var = self.segment_vars.get(key)
+        return var if var is not None else f"{self.bind(_reference(key, target))}(by_kind, memo)"
 
     def bind(self, value: Any) -> str:
         name = f"_c{len(self.namespace)}"
@@ -145,14 +171,16 @@ class _Source:
         return self.kinds[kind]
 
     def prologue(self) -> list[str]:
-        return [f"    {var} = by_kind.get({self.bind(kind)})" for kind, var in self.kinds.items()]
+        lines = [f"    {var} = by_kind.get({self.bind(kind)})" for kind, var in self.kinds.items()]
+        for (attrs, path), var in (self.attributes or {}).items():
+            lines.append(f"    {var} = {self.read(attrs, path)}")
+        return lines
 
-    def function(self, name: str, body: list[str]) -> Evaluator:
-        source = "\n".join([f"def {name}(by_kind, memo):", *self.prologue(), *body])
+    def function(self, name: str, body: list[str], params: str = "by_kind, memo") -> Any:
+        source = "\n".join([f"def {name}({params}):", *self.prologue(), *body])
         # Only names bound by `bind` appear in the source, never segment data.
         exec(compile(source, f"<segment {self.key!r} {name}>", "exec"), self.namespace)
-        fn: Evaluator = self.namespace[name]
-        return fn
+        return self.namespace[name]
 
 
 def _exact_numbers(values: list[Any]) -> list[float] | None:
@@ -232,23 +260,19 @@ def _clause_expression(
     """The clause as an expression; `segment_problems` has already refused what cannot compile."""
     negation = "not " if clause.negate else ""
     if clause.op == "segmentMatch":
-        refs = [
-            src.bind(_reference(v, compiled[v]))
+        tests = [
+            src.segment_test(v, compiled[v])
             for v in dict.fromkeys(clause.values)
             if isinstance(v, str) and v in compiled
         ]
-        calls = " or ".join(f"{r}(by_kind, memo)" for r in refs) or "False"
-        return f"({negation}({calls}))"
+        return f"({negation}({' or '.join(tests) or 'False'}))"
     path = parse_attribute(clause.attribute, clause.context_kind)
     prepare = OPERATORS.get(clause.op)
     test = src.bind(_never if prepare is None else prepare(clause.values, lenient))
     if path == ("kind",):
         return f"({negation}_any(_map({test}, by_kind)))"
     attrs = src.kind_var(clause.context_kind or DEFAULT_KIND)
-    if len(path) == 1:
-        lookup = f"({attrs}.get({src.bind(path[0])}) if {attrs} is not None else None)"
-    else:
-        lookup = f"_lookup({src.bind(path)}, {attrs})"
+    lookup = src.attribute(attrs, path)
     scalar = _scalar_expression(src, clause.op, clause.values, test)
     return (
         f"((_v := {lookup}) is not None and "
@@ -278,16 +302,15 @@ def _rule_expression(
     return "(" + " and ".join(parts) + ")" if parts else "True"
 
 
-def _target_lines(src: _Source, seg: Segment) -> list[str]:
-    lines: list[str] = []
+def _target_checks(src: _Source, seg: Segment) -> list[tuple[str, bool]]:
+    """(condition, membership) for each target list, in precedence order: the first that holds decides."""
+    checks: list[tuple[str, bool]] = []
 
     def check(kind: str, keys: Iterable[str], result: bool) -> None:
         key_set = frozenset(keys)
         if key_set:
             attrs = src.kind_var(kind)
-            lines.append(
-                f"    if {attrs} is not None and {attrs}['key'] in {src.bind(key_set)}: return {result}"
-            )
+            checks.append((f"{attrs} is not None and {attrs}['key'] in {src.bind(key_set)}", result))
 
     check(DEFAULT_KIND, seg.included, True)
     for target in seg.included_contexts:
@@ -295,7 +318,15 @@ def _target_lines(src: _Source, seg: Segment) -> list[str]:
     check(DEFAULT_KIND, seg.excluded, False)
     for target in seg.excluded_contexts:
         check(target.context_kind or DEFAULT_KIND, target.values, False)
-    return lines
+    return checks
+
+
+def _segment_expression(
+    src: _Source, seg: Segment, compiled: Mapping[str, CompiledSegment], lenient: bool
+) -> tuple[list[tuple[str, bool]], list[str]]:
+    """The segment's target checks and each rule's expression (OR-ed after the checks)."""
+    expressions = [_rule_expression(src, seg, i, rule, compiled, lenient) for i, rule in enumerate(seg.rules)]
+    return _target_checks(src, seg), expressions
 
 
 class CompiledRule:
@@ -330,7 +361,9 @@ class CompiledSegment:
         "included",
         "included_contexts",
         "key",
+        "lenient",
         "rules",
+        "targets",
         "warnings",
     )
 
@@ -344,8 +377,14 @@ class CompiledSegment:
         rules: list[CompiledRule],
         fn: Evaluator,
         warnings: Iterable[RuleWarning] = (),
+        *,
+        targets: Mapping[str, CompiledSegment] | None = None,
+        lenient: bool = False,
     ) -> None:
         self.definition = definition
+        #: The compiled `segmentMatch` targets it was compiled against, and how leniently (for `fuse`).
+        self.targets: Mapping[str, CompiledSegment] = targets or {}
+        self.lenient = lenient
         #: Clause values kept although they never match, in rule and clause order.
         self.warnings = tuple(warnings)
         self.key = definition.key
@@ -522,14 +561,16 @@ def _compile_one(seg: Segment, compiled: Mapping[str, CompiledSegment], lenient:
     if errors:
         raise errors[0]
     src = _Source(seg.key)
-    expressions = [_rule_expression(src, seg, i, rule, compiled, lenient) for i, rule in enumerate(seg.rules)]
-    targets = _target_lines(src, seg)
+    checks, expressions = _segment_expression(src, seg, compiled, lenient)
     rules = [
         CompiledRule(rule, i, partial(src.function, f"_rule{i}", [f"    return {expr}"]))
         for i, (rule, expr) in enumerate(zip(seg.rules, expressions, strict=True))
     ]
+    body = [f"    if {condition}: return {result}" for condition, result in checks]
     fused = " or ".join(expressions) or "False"
-    return CompiledSegment(seg, rules, src.function("_segment", [*targets, f"    return {fused}"]), warnings)
+    targets = {key: compiled[key] for key in seg.dependencies() if key in compiled}
+    function = src.function("_segment", [*body, f"    return {fused}"])
+    return CompiledSegment(seg, rules, function, warnings, targets=targets, lenient=lenient)
 
 
 def compile_segments(segments: Iterable[Segment], *, lenient: bool = False) -> dict[str, CompiledSegment]:
@@ -538,3 +579,34 @@ def compile_segments(segments: Iterable[Segment], *, lenient: bool = False) -> d
     for seg in segment_order(segments, lenient=lenient):
         compiled[seg.key] = _compile_one(seg, compiled, lenient)
     return compiled
+
+
+#: Keys of the segments a context belongs to, from its `by_kind` (see `fuse`).
+Matcher = Callable[[ByKind], list[str]]
+
+
+def fuse(segments: Mapping[str, CompiledSegment]) -> Matcher:
+    """One generated function evaluating every segment of `segments` (in its order, which must put each
+    `segmentMatch` target before the segments that use it, as `compile_segments` does) for one context
+    and returning the keys of those it belongs to, in that order: `matching` without a call, a memo
+    entry and a kind lookup per segment. Each segment is evaluated once into a local variable, which
+    the segments after it read for `segmentMatch`; a target outside `segments` is called as usual.
+    The answers are the segments' own: the same generated expressions, in one body."""
+    keys = list(segments)
+    if not keys:
+        return lambda by_kind: []
+    src = _Source("*")
+    src.attributes = {}
+    lines = ["    memo = {}"]
+    for n, (key, seg) in enumerate(segments.items()):
+        checks, expressions = _segment_expression(src, seg.definition, seg.targets, seg.lenient)
+        value = f"({' or '.join(expressions) or 'False'})"
+        for condition, result in reversed(checks):
+            value = f"({result} if {condition} else {value})"
+        lines.append(f"    _s{n} = {value}")
+        src.segment_vars[key] = f"_s{n}"
+    flags = ", ".join(f"_s{n}" for n in range(len(keys)))
+    lines.append(f"    return _list(_compress({src.bind(tuple(keys))}, ({flags},)))")
+    src.namespace.update(_list=list, _compress=compress)
+    matcher: Matcher = src.function("_matching", lines, params="by_kind")
+    return matcher

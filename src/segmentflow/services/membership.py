@@ -20,6 +20,7 @@ from sqlmodel import Session
 from segmentflow.db.bulk import bulk_insert, copy_escape, copy_text, sqlite_value
 from segmentflow.db.tables import change_table, contact_table, membership_table, segment_table, utcnow
 from segmentflow.rules import CompiledSegment, Context, matching, parse_context
+from segmentflow.rules.compile import Matcher
 from segmentflow.services.contacts import upsert_contacts
 from segmentflow.services.segments import (
     PG_STAMP,
@@ -149,6 +150,10 @@ def _write_changes(
     now: datetime,
 ) -> None:
     """Delete the exits, insert the entries, then the change feed: entries then exits, in group order."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        _sqlite_write_changes(session, entered, exited, segment_keys, contact_keys, now)
+        return
     for segment_id, contact_ids in exited:
         for start in range(0, len(contact_ids), _CHUNK):
             session.execute(
@@ -157,25 +162,15 @@ def _write_changes(
                     membership_table.c.contact_id.in_(contact_ids[start : start + _CHUNK]),
                 )
             )
-    dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         _copy_changes(session, entered, exited, segment_keys, contact_keys, now)
         return
-    sqlite = dialect == "sqlite"
-    # SQLite is given its stored forms (32 hex digits, naive UTC text) once per segment and once per call,
-    # not converted value by value.
-    stamp: Any = sqlite_value(now) if sqlite else now
-
-    def ident(segment_id: uuid.UUID) -> Any:
-        return segment_id.hex if sqlite else segment_id
-
     if entered:
         bulk_insert(
             session,
             membership_table,
             ("segment_id", "contact_id", "since"),
-            [(sid, c, stamp) for s, cids in entered for sid in (ident(s),) for c in cids],
-            converted=sqlite,
+            [(s, c, now) for s, cids in entered for c in cids],
         )
     take_feed_lock(session)
     bulk_insert(
@@ -183,14 +178,72 @@ def _write_changes(
         change_table,
         ("segment_id", "segment_key", "contact_id", "contact_key", "change", "at"),
         [
-            (sid, key, c, contact_keys[c], change, stamp)
+            (s, segment_keys[s], c, contact_keys[c], change, now)
             for change, groups in (("entered", entered), ("exited", exited))
             for s, cids in groups
-            for sid, key in ((ident(s), segment_keys[s]),)
             for c in cids
         ],
-        converted=sqlite,
     )
+
+
+# SQLite: a group of at least this many contacts is written by one statement over a JSON array of its
+# contact ids (`json_each`, walked in C), not row by row through the driver's parameter binding: the one
+# writer of a full recompute spends ~40% less (100,000 x 50: 11.7 s -> 7.3 s for 1.7 M rows). Smaller
+# groups (the incremental path's) stay one `executemany` for all of them.
+_SQLITE_JSON_GROUP = 64
+_SQLITE_DELETE = (
+    "DELETE FROM segment_membership WHERE segment_id = ? AND contact_id IN (SELECT value FROM json_each(?))"
+)
+_SQLITE_MEMBERS = (
+    "INSERT INTO segment_membership (segment_id, contact_id, since) "
+    "SELECT ?, j.value, ? FROM json_each(?) AS j"
+)
+# The feed's contact keys come from the contact rows, which every caller writes while they exist (a
+# deleted contact's or segment's exits are written before the row goes): the row count is checked.
+_SQLITE_FEED = (
+    "INSERT INTO membership_change (segment_id, segment_key, contact_id, contact_key, change, at) "
+    "SELECT ?, ?, j.value, c.key, ?, ? FROM json_each(?) AS j JOIN contact AS c ON c.id = j.value "
+    "ORDER BY j.key"
+)
+
+
+def _sqlite_write_changes(
+    session: Session,
+    entered: Groups,
+    exited: Groups,
+    segment_keys: dict[uuid.UUID, str],
+    contact_keys: dict[int, str],
+    now: datetime,
+) -> None:
+    """`_write_changes` on SQLite: each group's exits deleted by one statement, values in their stored
+    forms (32 hex digits, naive UTC text) converted once, the feed rows in the same order whichever way
+    each group is written."""
+    stamp = sqlite_value(now)
+    raw = session.connection().connection.driver_connection
+    assert raw is not None
+    for segment_id, contact_ids in exited:
+        raw.execute(_SQLITE_DELETE, (segment_id.hex, json.dumps(contact_ids)))
+    rows: list[tuple[Any, ...]] = []
+    for segment_id, contact_ids in entered:
+        if len(contact_ids) >= _SQLITE_JSON_GROUP:
+            raw.execute(_SQLITE_MEMBERS, (segment_id.hex, stamp, json.dumps(contact_ids)))
+        else:
+            rows.extend((segment_id.hex, c, stamp) for c in contact_ids)
+    bulk_insert(session, membership_table, ("segment_id", "contact_id", "since"), rows, converted=True)
+    rows = []
+    feed_columns = ("segment_id", "segment_key", "contact_id", "contact_key", "change", "at")
+    for change, groups in (("entered", entered), ("exited", exited)):
+        for segment_id, contact_ids in groups:
+            sid, key = segment_id.hex, segment_keys[segment_id]
+            if len(contact_ids) < _SQLITE_JSON_GROUP:
+                rows.extend((sid, key, c, contact_keys[c], change, stamp) for c in contact_ids)
+                continue
+            bulk_insert(session, change_table, feed_columns, rows, converted=True)
+            rows = []
+            written = raw.execute(_SQLITE_FEED, (sid, key, change, stamp, json.dumps(contact_ids))).rowcount
+            if written != len(contact_ids):
+                raise RuntimeError(f"change feed of {key!r}: {len(contact_ids) - written} contacts not found")
+    bulk_insert(session, change_table, feed_columns, rows, converted=True)
 
 
 def _copy_changes(
@@ -370,13 +423,11 @@ def _fetch(session: Session, sql: str, params: Sequence[Any]) -> list[Any]:
         cursor.close()
 
 
-def _evaluated(
-    segments: Mapping[str, CompiledSegment], rows: Iterable[Any]
-) -> list[tuple[int, str, Any, list[str]]]:
+def _evaluated(matcher: Matcher, rows: Iterable[Any]) -> list[tuple[int, str, Any, list[str]]]:
     out = []
     for contact_id, stamp, raw in rows:
         context = parse_context(json.loads(raw) if isinstance(raw, (str, bytes)) else raw)
-        out.append((contact_id, context.fully_qualified_key, stamp, matching(segments, context)))
+        out.append((contact_id, context.fully_qualified_key, stamp, matcher(context.by_kind)))
     return out
 
 
@@ -411,7 +462,7 @@ def evaluate_page(
     rows = _fetch(session, sql, params)
     if not rows:
         return None
-    contacts = _evaluated(_scope(index, segment_keys), rows)
+    contacts = _evaluated(index.matcher(segment_keys), rows)
     return EvaluatedPage(contacts[0][0], contacts[-1][0], contacts, checked=lock)
 
 
@@ -447,7 +498,7 @@ def apply_page(
                 rows = _fetch(
                     session, f"SELECT id, updated_at, context FROM contact WHERE id IN ({marks})", chunk
                 )
-                kept.extend(_evaluated(segments, rows))
+                kept.extend(_evaluated(index.matcher(segment_keys), rows))
         contacts = kept
     # Diffed per segment as sets of contact ids: no (segment, contact) tuple per membership.
     desired: dict[str, list[int]] = {key: [] for key in segments}

@@ -18,6 +18,7 @@ Contacts added after the plan (ids past its last one) are recomputed by the call
 from __future__ import annotations
 
 import multiprocessing
+import os
 import uuid
 from collections import deque
 from collections.abc import Callable, Collection, Iterator
@@ -44,7 +45,7 @@ IndexSource = list[tuple[str, uuid.UUID, dict[str, Any]]]
 
 # Pages in flight per process: enough to keep each one busy while the writer applies, few enough that
 # results waiting for the writer stay small.
-_AHEAD = 4
+_AHEAD = 12
 
 _WORKER: dict[str, Any] = {}
 
@@ -63,6 +64,7 @@ def plan_pages(engine: Engine, page_size: int) -> list[tuple[int, int]]:
 
 
 def _start(url: str, source: IndexSource, segment_keys: Collection[str] | None) -> None:
+    os.nice(5)
     _WORKER["engine"] = make_engine(url)
     _WORKER["index"] = build_index(source)
     _WORKER["keys"] = segment_keys
