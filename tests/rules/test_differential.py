@@ -28,6 +28,7 @@ from ldclient.impl.model.value_parsing import parse_semver, parse_time
 
 from segmentflow.cli import main
 from segmentflow.rules import CompiledSegment, RuleError, compile_segments, parse_context, parse_segment
+from segmentflow.rules.compile import fuse
 from tests.factories import clause, rule, segment, user
 from tests.rules.launchdarkly import ld_context, ld_is_member
 from tests.rules.strategies import contexts, segment_families
@@ -56,13 +57,23 @@ def test_membership_agrees_with_launchdarkly_sdk(
     except RuleError as exc:
         assert any(what in exc.detail for what in _REFUSED_AT_SAVE), str(exc)
         strict = None
+    # The fused matchers: every segment, and the odd-placed ones alone (their segmentMatch targets then
+    # lie outside the fused set), from the lenient and the strict compilation.
+    fused = [(fuse(lenient), list(lenient)), (fuse(odd := dict(list(lenient.items())[1::2])), list(odd))]
+    if strict is not None:
+        fused.append((fuse(strict), list(strict)))
     for raw in ctxs:
         ctx = parse_context(raw)
+        members = []
         for seg in family:
             want = ld_is_member(seg["key"], family, raw)
             assert lenient[seg["key"]].matches(ctx) is want, (seg["key"], raw)
             if strict is not None:
                 assert strict[seg["key"]].matches(ctx) is want, (seg["key"], raw)
+            if want:
+                members.append(seg["key"])
+        for matcher, keys in fused:
+            assert matcher(ctx.by_kind) == [k for k in keys if k in members], (keys, raw)
 
 
 def _is_number(value: Any) -> bool:

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from segmentflow.db.engine import make_engine, migrate
 from segmentflow.db.tables import Contact, MembershipChange, SegmentMembership, SegmentRecord
 from segmentflow.rules import compile_segments, memberships, parse_context, parse_segments
 from segmentflow.services.contacts import upsert_contacts
 from segmentflow.services.exports import iter_memberships
 from segmentflow.services.membership import (
+    MembershipDiff,
+    apply_diff,
     recompute_all,
     recompute_contacts,
     recompute_page,
@@ -362,3 +367,65 @@ def test_a_stored_regex_refused_since_it_was_saved_never_matches_instead_of_stop
     assert "cannot run in linear time" in str(warning) and str(warning).endswith("it never matches")
     recompute_all(engine, page_size=10)
     assert _stored(engine) == {"u1": []}
+
+
+def _contact_ids(engine: Engine) -> dict[str, int]:
+    with engine.connect() as connection:
+        return {key: cid for cid, key in connection.execute(sa.select(Contact.id, Contact.key))}  # type: ignore[call-overload]
+
+
+def test_large_groups_store_the_same_rows_and_feed_order_as_small_ones(engine: Engine) -> None:
+    """SQLite writes a segment's group of 64 or more contacts in one statement (json_each) and smaller
+    ones row by row; either way (and on PostgreSQL) the feed is entries then exits, each by segment key
+    then contact id."""
+    contexts = [
+        {"key": f"u{i}", "plan": "vip" if i % 3 == 0 else "free", "country": "DE" if i % 40 == 0 else "US"}
+        for i in range(300)
+    ]
+    _load(engine, contexts)
+    recompute_all(engine, page_size=1000)
+    expected = _expected(contexts)
+    assert _stored(engine) == expected
+    ids = _contact_ids(engine)
+    by_id = sorted(expected, key=ids.__getitem__)
+    entered = [(s, c, "entered") for s in ("eu", "vip", "vip-eu") for c in by_id if s in expected[c]]
+    assert len([e for e in entered if e[0] == "vip"]) == 99  # a large group (u3 excluded) beside small ones
+    assert _changes(engine) == entered
+
+    leaving = [{**c, "plan": "free"} for c in contexts if c["plan"] == "vip"]
+    with Session(engine) as session, session.begin():
+        upsert_contacts(session=session, contexts=[parse_context(c) for c in leaving], now=NOW)
+    counts = recompute_all(engine, page_size=1000)
+    changed = {c["key"]: c for c in (*contexts, *leaving)}
+    assert _stored(engine) == _expected(list(changed.values()))
+    exited = [(s, c, "exited") for s in ("vip", "vip-eu") for c in by_id if s in expected[c]]
+    assert (counts.entered, counts.exited) == (0, len(exited))
+    assert _changes(engine) == entered + exited
+
+
+def test_sqlite_large_group_for_a_missing_contact_is_refused_whole(tmp_path: Path) -> None:
+    """The json_each feed statement takes contact keys from the contact rows: a group naming a contact
+    that is not stored fails the transaction instead of writing a short feed."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'missing.db'}")
+    migrate(engine)
+    try:
+        _load(engine, [{"key": f"u{i}", "plan": "vip"} for i in range(70)])
+        ids = sorted(_contact_ids(engine).values())
+        with Session(engine) as session:
+            segment_id = session.exec(select(SegmentRecord.id).where(SegmentRecord.key == "vip")).one()
+        missing = [*ids[1:], max(ids) + 1]
+        with (
+            pytest.raises(RuntimeError, match="1 contacts not found"),
+            Session(engine) as session,
+            session.begin(),
+        ):
+            apply_diff(
+                session=session,
+                diff=MembershipDiff(exited={(segment_id, cid) for cid in missing}),
+                segment_keys={segment_id: "vip"},
+                contact_keys={cid: f"c{cid}" for cid in missing},
+                now=NOW,
+            )
+        assert not any(_stored(engine).values()) and _changes(engine) == []
+    finally:
+        engine.dispose()
