@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -429,3 +430,79 @@ def test_sqlite_large_group_for_a_missing_contact_is_refused_whole(tmp_path: Pat
         assert not any(_stored(engine).values()) and _changes(engine) == []
     finally:
         engine.dispose()
+
+
+def test_deleting_segments_and_contacts_in_bulk_removes_their_memberships(engine: Engine) -> None:
+    """On PostgreSQL the cascade is a statement-level trigger per table (migration 0015): a statement
+    deleting several rows removes every membership of each, and nobody else's."""
+    _load(engine, [{"key": f"u{i}", "plan": "vip", "country": "DE"} for i in range(4)])
+    recompute_all(engine)
+    with Session(engine) as session, session.begin():
+        session.execute(sa.delete(Contact).where(Contact.key.in_(["u0", "u1"])))  # type: ignore[attr-defined]
+        session.execute(sa.delete(SegmentRecord).where(SegmentRecord.key.in_(["vip-eu", "vip"])))  # type: ignore[attr-defined]
+    assert _stored(engine) == {"u2": ["eu"], "u3": ["eu"]}
+
+
+def _stale_write(engine: Engine, pipelined: bool) -> None:
+    """Recompute u1 with an index loaded before "eu" was deleted."""
+    with Session(engine) as session:
+        index = load_index(session=session)
+    with Session(engine) as session, session.begin():
+        session.execute(sa.delete(SegmentRecord).where(SegmentRecord.key == "eu"))  # type: ignore[arg-type]
+    with Session(engine) as session, session.begin():
+        upsert_and_recompute(
+            session=session,
+            contexts=[parse_context({"key": "u1", "country": "FR"})],
+            index=index,
+            pipelined=pipelined,
+        )
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_a_membership_for_a_segment_deleted_meanwhile_is_refused(engine: Engine, pipelined: bool) -> None:
+    """What the foreign key did per row: a write from a stale segment index into a segment that is gone
+    fails whole (an IntegrityError: the API's 409 "retry"), on both databases and both PostgreSQL paths."""
+    _load(engine, [{"key": "u1", "country": "US"}])
+    recompute_all(engine)
+    # SQLite's bulk insert raises the driver's own IntegrityError (DB-API), as before this change.
+    with pytest.raises((sa.exc.IntegrityError, sqlite3.IntegrityError)):
+        _stale_write(engine, pipelined)
+    assert _stored(engine) == {"u1": []}
+    with Session(engine) as session:
+        assert session.exec(select(SegmentMembership)).all() == []
+
+
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+def test_postgres_segment_delete_waits_for_a_membership_write_then_removes_it(
+    engine: Engine,
+) -> None:
+    """The KEY SHARE lock a writer takes on its segments makes a concurrent delete wait for the writer's
+    commit; the delete's trigger then removes the rows just written (no orphan either way)."""
+    import threading
+
+    assert engine.dialect.name == "postgresql"
+
+    _load(engine, [{"key": "u1", "country": "US"}])
+    recompute_all(engine)
+    deleted = threading.Event()
+    with Session(engine) as writer, writer.begin():
+        upsert_and_recompute(
+            session=writer,
+            contexts=[parse_context({"key": "u1", "country": "DE"})],
+            index=load_index(session=writer),
+        )
+
+        def delete() -> None:
+            with Session(engine) as session, session.begin():
+                session.execute(sa.delete(SegmentRecord).where(SegmentRecord.key == "vip-eu"))  # type: ignore[arg-type]
+                session.execute(sa.delete(SegmentRecord).where(SegmentRecord.key == "eu"))  # type: ignore[arg-type]
+            deleted.set()
+
+        thread = threading.Thread(target=delete)
+        thread.start()
+        assert not deleted.wait(1.0)  # waits for the writer's lock on "eu"
+    thread.join(10)
+    assert deleted.is_set()
+    assert _stored(engine) == {"u1": []}

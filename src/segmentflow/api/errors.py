@@ -4,9 +4,11 @@ validation shape (`{"detail": [{"loc", "msg", "type"}]}`, naming the field), a d
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from fastapi import APIRouter, FastAPI, Request, status
 from fastapi.exception_handlers import request_validation_exception_handler
@@ -115,7 +117,10 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RuleError, _rule_error)
     app.add_exception_handler(ContextError, _context_error)
     app.add_exception_handler(sa.exc.DataError, _data_error)
-    app.add_exception_handler(sa.exc.IntegrityError, _integrity_error)
+    # The bulk writes talk to the driver directly (COPY, executemany), whose own DB-API IntegrityError
+    # SQLAlchemy never wraps: the same race, the same answer.
+    for integrity in (sa.exc.IntegrityError, sqlite3.IntegrityError, psycopg.IntegrityError):
+        app.add_exception_handler(integrity, _integrity_error)
     app.add_exception_handler(sa.exc.OperationalError, _unavailable)
 
 

@@ -154,6 +154,12 @@ def _write_changes(
     if dialect == "sqlite":
         _sqlite_write_changes(session, entered, exited, segment_keys, contact_keys, now)
         return
+    if dialect == "postgresql" and entered:
+        raw = session.connection().connection.driver_connection
+        assert raw is not None
+        with raw.cursor() as cursor:
+            cursor.execute(_PG_LOCK_SEGMENTS, {"ids": [s for s, _ in entered]})
+            _check_segments_locked(cursor.fetchall(), [s for s, _ in entered])
     for segment_id, contact_ids in exited:
         for start in range(0, len(contact_ids), _CHUNK):
             session.execute(
@@ -244,6 +250,27 @@ def _sqlite_write_changes(
             if written != len(contact_ids):
                 raise RuntimeError(f"change feed of {key!r}: {len(contact_ids) - written} contacts not found")
     bulk_insert(session, change_table, feed_columns, rows, converted=True)
+
+
+# PostgreSQL's memberships have no foreign keys (migration 0015: one integrity query per inserted row cost
+# a third of a full recompute): every writer holds its contacts' row locks, and before inserting takes a
+# KEY SHARE lock on the segments it inserts into, checking they exist, once per write. A segment deleted
+# meanwhile fails the write as its foreign key did (an IntegrityError: the API's 409 "retry", a recompute
+# activity's retry); a delete that comes later waits for this transaction, and its trigger then removes
+# these rows too.
+_PG_LOCK_SEGMENTS = "SELECT id FROM segment WHERE id = ANY(%(ids)b::uuid[]) FOR KEY SHARE"
+
+
+def _check_segments_locked(rows: Sequence[Any], wanted: Collection[uuid.UUID]) -> None:
+    if len(rows) != len(set(wanted)):
+        gone = set(wanted) - {row[0] for row in rows}
+        raise sa.exc.IntegrityError(
+            _PG_LOCK_SEGMENTS,
+            None,
+            LookupError(
+                f"segments {sorted(map(str, gone))} were deleted while their memberships were written"
+            ),
+        )
 
 
 def _copy_changes(
@@ -854,7 +881,9 @@ def _upsert_and_recompute_pg(
         ("exited", pair) for pair in sorted(diff.exited, key=order)
     ]
     contact_keys = {cid: key for cid, key in zip(ids, keys, strict=True)}
-    with raw.pipeline(), raw.cursor() as cursor:
+    with raw.pipeline(), raw.cursor() as cursor, raw.cursor() as lock:
+        if entered:
+            lock.execute(_PG_LOCK_SEGMENTS, {"ids": list({s for s, _ in entered})})
         if diff.exited:
             exited = list(diff.exited)
             cursor.execute(_PG_DELETE, {"s": [s for s, _ in exited], "c": [c for _, c in exited]})
@@ -874,6 +903,9 @@ def _upsert_and_recompute_pg(
                 "ch": [change for change, _ in changes],
             },
         )
+        locked = lock.fetchall() if entered else []
+    if entered:
+        _check_segments_locked(locked, {s for s, _ in entered})
     return ids, counts
 
 
