@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -972,35 +974,61 @@ def evaluate_pages(
         after_id = page.last_id
 
 
-def _apply_sqlite(engine: Engine, index: SegmentIndex, apply: Callable[[Session], None]) -> None:
+def _apply_sqlite(connection: sa.Connection, index: SegmentIndex, apply: Callable[[Session], None]) -> None:
     """Run `apply` in one SQLite write transaction, its write lock taken before anything is read (so the
     transaction cannot fail on a write that raced its reads), without per-row foreign key checks when
     they cannot fail: every contact a page writes was read under this lock, and every segment of the
     index is checked here to still exist (if one was deleted meanwhile, the checks stay on, and its rows
     fail as before)."""
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    present = {row[0] for row in raw.execute("SELECT id FROM segment")}
+    checks = not all(segment_id.hex in present for segment_id in index.ids.values())
+    if not checks:
+        raw.execute("PRAGMA foreign_keys=OFF")  # outside a transaction, where SQLite honours it
+    try:
+        with Session(bind=connection) as session, session.begin():
+            session.execute(contact_table.update().where(sa.false()).values(id=contact_table.c.id))
+            if not checks:
+                present = {row[0] for row in _fetch(session, "SELECT id FROM segment", ())}
+                if not all(segment_id.hex in present for segment_id in index.ids.values()):
+                    raise _SegmentGone
+            apply(session)
+    except _SegmentGone:
+        raw.execute("PRAGMA foreign_keys=ON")
+        checks = True
+        with Session(bind=connection) as session, session.begin():
+            apply(session)
+    finally:
+        if not checks:
+            raw.execute("PRAGMA foreign_keys=ON")
+
+
+@contextmanager
+def _sqlite_bulk_writer(engine: Engine) -> Iterator[tuple[sa.Connection, Callable[[], None]]]:
+    """The one connection a full recompute writes through on SQLite, and a function checkpointing its WAL.
+
+    Its page cache is 128 MiB (the default 2 MiB makes every insert into the change feed's indexes page
+    in and out) and, while it writes, SQLite's automatic checkpoint after each commit is off: a page the
+    next batch changes again would be copied into the database file each time. The caller checkpoints
+    every `_SQLITE_CHECKPOINT` contacts and at the end instead, so the WAL stays bounded and a full
+    recompute leaves it as short as it found it (PASSIVE: readers are never waited for; what they still
+    need is copied by a later checkpoint). 100,000 x 50: ~2.5 s less. Both settings go back to SQLite's
+    defaults before the connection returns to the pool."""
     with engine.connect() as connection:
         raw = connection.connection.driver_connection
         assert raw is not None
-        present = {row[0] for row in raw.execute("SELECT id FROM segment")}
-        checks = not all(segment_id.hex in present for segment_id in index.ids.values())
-        if not checks:
-            raw.execute("PRAGMA foreign_keys=OFF")  # outside a transaction, where SQLite honours it
+        raw.execute(f"PRAGMA cache_size=-{_SQLITE_CACHE_KIB}")
+        raw.execute("PRAGMA wal_autocheckpoint=0")
         try:
-            with Session(bind=connection) as session, session.begin():
-                session.execute(contact_table.update().where(sa.false()).values(id=contact_table.c.id))
-                if not checks:
-                    present = {row[0] for row in _fetch(session, "SELECT id FROM segment", ())}
-                    if not all(segment_id.hex in present for segment_id in index.ids.values()):
-                        raise _SegmentGone
-                apply(session)
-        except _SegmentGone:
-            raw.execute("PRAGMA foreign_keys=ON")
-            checks = True
-            with Session(bind=connection) as session, session.begin():
-                apply(session)
+            yield connection, lambda: raw.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
         finally:
-            if not checks:
-                raw.execute("PRAGMA foreign_keys=ON")
+            raw.execute("PRAGMA wal_autocheckpoint=1000")
+            raw.execute("PRAGMA cache_size=-2000")
+
+
+_SQLITE_CACHE_KIB = 128 * 1024
+_SQLITE_CHECKPOINT = 100_000  # contacts written between two checkpoints of a full recompute on SQLite
 
 
 class _SegmentGone(Exception):
@@ -1025,7 +1053,37 @@ def apply_pages(
     """Apply evaluated pages in order (`apply_page`), committing every page on PostgreSQL and every
     ~20,000 contacts on SQLite (taking its write lock before reading, so the transaction cannot fail on a
     write that raced its reads)."""
-    sqlite = engine.dialect.name == "sqlite"
+    if engine.dialect.name == "sqlite":
+        with _sqlite_bulk_writer(engine) as (connection, checkpoint):
+            return _apply_batches(
+                index,
+                pages,
+                segment_keys,
+                progress,
+                write=lambda apply: _apply_sqlite(connection, index, apply),
+                batch_size=_SQLITE_BATCH,
+                checkpoint=checkpoint,
+            )
+
+    def write(apply: Callable[[Session], None]) -> None:
+        with Session(engine) as session, session.begin():
+            apply(session)
+
+    return _apply_batches(index, pages, segment_keys, progress, write=write, batch_size=1)
+
+
+def _apply_batches(
+    index: SegmentIndex,
+    pages: Iterable[EvaluatedPage],
+    segment_keys: Collection[str] | None,
+    progress: Callable[[int], None] | None,
+    *,
+    write: Callable[[Callable[[Session], None]], None],
+    batch_size: int,
+    checkpoint: Callable[[], None] | None = None,
+) -> RecomputeCounts:
+    """`apply_pages`' loop: pages gathered until `batch_size` contacts, each batch one `write`
+    transaction; `checkpoint` every `_SQLITE_CHECKPOINT` contacts and once at the end."""
     total = RecomputeCounts()
     batch: list[EvaluatedPage] = []
 
@@ -1034,24 +1092,22 @@ def apply_pages(
         for page in batch:
             total.add(apply_page(session=session, index=index, page=page, segment_keys=segment_keys, now=now))
 
-    def flush() -> None:
-        if sqlite:
-            _apply_sqlite(engine, index, apply)
-        else:
-            with Session(engine) as session, session.begin():
-                apply(session)
-        if progress is not None:
-            for page in batch:
-                progress(len(page.contacts))
-        batch.clear()
-
-    pending = 0
-    for page in pages:
-        batch.append(page)
-        pending += len(page.contacts)
-        if not sqlite or pending >= _SQLITE_BATCH:
-            flush()
+    pending = unchecked = 0
+    for page in chain(pages, [None]):
+        if page is not None:
+            batch.append(page)
+            pending += len(page.contacts)
+            if pending < batch_size:
+                continue
+        if batch:
+            write(apply)
+            if progress is not None:
+                for done in batch:
+                    progress(len(done.contacts))
+            batch.clear()
+            unchecked += pending
             pending = 0
-    if batch:
-        flush()
+        if checkpoint is not None and (page is None or unchecked >= _SQLITE_CHECKPOINT):
+            checkpoint()
+            unchecked = 0
     return total
