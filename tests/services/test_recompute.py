@@ -506,3 +506,32 @@ def test_postgres_segment_delete_waits_for_a_membership_write_then_removes_it(
     thread.join(10)
     assert deleted.is_set()
     assert _stored(engine) == {"u1": []}
+
+
+def test_sqlite_full_recompute_checkpoints_its_wal_and_gives_back_default_settings(tmp_path: Path) -> None:
+    """The bulk writer turns SQLite's automatic checkpoint off and its page cache up while it writes;
+    afterwards the WAL holds nothing left to copy, and every pooled connection has SQLite's defaults."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'wal.db'}")
+    migrate(engine)
+    try:
+        rng = random.Random(9)
+        _load(engine, [_context(rng, i) for i in range(500)])
+        recompute_all(engine, page_size=50)
+        written = (tmp_path / "wal.db").stat().st_size  # the pooled connections stay open: no checkpoint
+        with engine.connect() as connection:
+            raw = connection.connection.driver_connection
+            assert raw is not None
+            assert raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[0] == 0
+        assert (tmp_path / "wal.db").stat().st_size == written  # nothing was left to copy
+        connections = [engine.connect() for _ in range(3)]
+        try:
+            for connection in connections:
+                raw = connection.connection.driver_connection
+                assert raw is not None
+                assert raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+                assert raw.execute("PRAGMA cache_size").fetchone()[0] == -2000
+        finally:
+            for connection in connections:
+                connection.close()
+    finally:
+        engine.dispose()
