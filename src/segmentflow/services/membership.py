@@ -129,32 +129,37 @@ def apply_diff(
     (segment key, contact id)."""
     counts = RecomputeCounts(entered=len(diff.entered), exited=len(diff.exited))
     if diff.entered or diff.exited:
-        _write_changes(
-            session,
-            _by_segment(diff.entered, segment_keys),
-            _by_segment(diff.exited, segment_keys),
-            segment_keys,
-            contact_keys,
-            now,
-        )
+        entered, exited = _by_segment(diff.entered, segment_keys), _by_segment(diff.exited, segment_keys)
+        _write_changes(session, _Changes(entered, exited, segment_keys, contact_keys, now))
     return counts
 
 
 Groups = list[tuple[uuid.UUID, list[int]]]  # (segment id, sorted contact ids), in segment key order
 
 
-def _write_changes(
-    session: Session,
-    entered: Groups,
-    exited: Groups,
-    segment_keys: dict[uuid.UUID, str],
-    contact_keys: dict[int, str],
-    now: datetime,
-) -> None:
+@dataclass(frozen=True, slots=True)
+class _Changes:
+    """What one write brings about: the entries and exits grouped by segment, the keys the change feed
+    names them by, and the instant of every row."""
+
+    entered: Groups
+    exited: Groups
+    segment_keys: dict[uuid.UUID, str]
+    contact_keys: dict[int, str]
+    now: datetime
+
+    def fields(
+        self,
+    ) -> tuple[Groups, Groups, dict[uuid.UUID, str], dict[int, str], datetime]:
+        return self.entered, self.exited, self.segment_keys, self.contact_keys, self.now
+
+
+def _write_changes(session: Session, changes: _Changes) -> None:
     """Delete the exits, insert the entries, then the change feed: entries then exits, in group order."""
+    entered, exited, segment_keys, contact_keys, now = changes.fields()
     dialect = session.get_bind().dialect.name
     if dialect == "sqlite":
-        _sqlite_write_changes(session, entered, exited, segment_keys, contact_keys, now)
+        _sqlite_write_changes(session, changes)
         return
     if dialect == "postgresql" and entered:
         raw = session.connection().connection.driver_connection
@@ -171,7 +176,7 @@ def _write_changes(
                 )
             )
     if dialect == "postgresql":
-        _copy_changes(session, entered, exited, segment_keys, contact_keys, now)
+        _copy_changes(session, changes)
         return
     if entered:
         bulk_insert(
@@ -215,17 +220,11 @@ _SQLITE_FEED = (
 )
 
 
-def _sqlite_write_changes(
-    session: Session,
-    entered: Groups,
-    exited: Groups,
-    segment_keys: dict[uuid.UUID, str],
-    contact_keys: dict[int, str],
-    now: datetime,
-) -> None:
+def _sqlite_write_changes(session: Session, changes: _Changes) -> None:
     """`_write_changes` on SQLite: each group's exits deleted by one statement, values in their stored
     forms (32 hex digits, naive UTC text) converted once, the feed rows in the same order whichever way
     each group is written."""
+    entered, exited, segment_keys, contact_keys, now = changes.fields()
     stamp = sqlite_value(now)
     raw = session.connection().connection.driver_connection
     assert raw is not None
@@ -275,16 +274,10 @@ def _check_segments_locked(rows: Sequence[Any], wanted: Collection[uuid.UUID]) -
         )
 
 
-def _copy_changes(
-    session: Session,
-    entered: Groups,
-    exited: Groups,
-    segment_keys: dict[uuid.UUID, str],
-    contact_keys: dict[int, str],
-    now: datetime,
-) -> None:
+def _copy_changes(session: Session, changes: _Changes) -> None:
     """`_write_changes` on PostgreSQL: COPY in text format, each line formatted here (no driver call per
     row or value); keys are escaped for COPY."""
+    entered, exited, segment_keys, contact_keys, now = changes.fields()
     stamp = now.isoformat()
     if entered:
         copy_text(
@@ -548,9 +541,8 @@ def apply_page(
     when = now or utcnow()
     counts = RecomputeCounts(entered=sum(len(c) for _, c in entered), exited=sum(len(c) for _, c in exited))
     if entered or exited:
-        _write_changes(
-            session, entered, exited, index.keys_by_id, {cid: key for cid, key, _, _ in contacts}, when
-        )
+        contact_keys = {cid: key for cid, key, _, _ in contacts}
+        _write_changes(session, _Changes(entered, exited, index.keys_by_id, contact_keys, when))
     if segment_keys is None and contacts:
         session.execute(
             contact_table.update().where(contact_table.c.id.between(lo, hi)).values(computed_at=when)
