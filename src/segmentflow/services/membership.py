@@ -155,48 +155,13 @@ class _Changes:
 
 
 def _write_changes(session: Session, changes: _Changes) -> None:
-    """Delete the exits, insert the entries, then the change feed: entries then exits, in group order."""
-    entered, exited, segment_keys, contact_keys, now = changes.fields()
-    dialect = session.get_bind().dialect.name
-    if dialect == "sqlite":
+    """Delete the exits, insert the entries, then the change feed: entries then exits, in group order
+    (`_sqlite_write_changes` on SQLite, `_copy_changes` on PostgreSQL, the two databases segmentflow
+    runs on)."""
+    if session.get_bind().dialect.name == "sqlite":
         _sqlite_write_changes(session, changes)
-        return
-    if dialect == "postgresql" and entered:
-        raw = session.connection().connection.driver_connection
-        assert raw is not None
-        with raw.cursor() as cursor:
-            cursor.execute(_PG_LOCK_SEGMENTS, {"ids": [s for s, _ in entered]})
-            _check_segments_locked(cursor.fetchall(), [s for s, _ in entered])
-    for segment_id, contact_ids in exited:
-        for start in range(0, len(contact_ids), _CHUNK):
-            session.execute(
-                membership_table.delete().where(
-                    membership_table.c.segment_id == segment_id,
-                    membership_table.c.contact_id.in_(contact_ids[start : start + _CHUNK]),
-                )
-            )
-    if dialect == "postgresql":
+    else:
         _copy_changes(session, changes)
-        return
-    if entered:
-        bulk_insert(
-            session,
-            membership_table,
-            ("segment_id", "contact_id", "since"),
-            [(s, c, now) for s, cids in entered for c in cids],
-        )
-    take_feed_lock(session)
-    bulk_insert(
-        session,
-        change_table,
-        ("segment_id", "segment_key", "contact_id", "contact_key", "change", "at"),
-        [
-            (s, segment_keys[s], c, contact_keys[c], change, now)
-            for change, groups in (("entered", entered), ("exited", exited))
-            for s, cids in groups
-            for c in cids
-        ],
-    )
 
 
 # SQLite: a group of at least this many contacts is written by one statement over a JSON array of its
@@ -276,9 +241,24 @@ def _check_segments_locked(rows: Sequence[Any], wanted: Collection[uuid.UUID]) -
 
 
 def _copy_changes(session: Session, changes: _Changes) -> None:
-    """`_write_changes` on PostgreSQL: COPY in text format, each line formatted here (no driver call per
-    row or value); keys are escaped for COPY."""
+    """`_write_changes` on PostgreSQL: the segments entered locked first (`_PG_LOCK_SEGMENTS`), then the
+    exits deleted, and the rows written by COPY in text format, each line formatted here (no driver call
+    per row or value); keys are escaped for COPY."""
     entered, exited, segment_keys, contact_keys, now = changes.fields()
+    if entered:
+        raw = session.connection().connection.driver_connection
+        assert raw is not None
+        with raw.cursor() as cursor:
+            cursor.execute(_PG_LOCK_SEGMENTS, {"ids": [s for s, _ in entered]})
+            _check_segments_locked(cursor.fetchall(), [s for s, _ in entered])
+    for segment_id, contact_ids in exited:
+        for start in range(0, len(contact_ids), _CHUNK):
+            session.execute(
+                membership_table.delete().where(
+                    membership_table.c.segment_id == segment_id,
+                    membership_table.c.contact_id.in_(contact_ids[start : start + _CHUNK]),
+                )
+            )
     stamp = now.isoformat()
     if entered:
         copy_text(
@@ -454,12 +434,6 @@ def _evaluated(matcher: Matcher, rows: Iterable[Any]) -> list[tuple[int, str, An
     return out
 
 
-def _scope(index: SegmentIndex, segment_keys: Collection[str] | None) -> dict[str, CompiledSegment]:
-    if segment_keys is None:
-        return index.compiled
-    return {k: v for k, v in index.compiled.items() if k in segment_keys}
-
-
 def evaluate_page(
     *,
     session: Session,
@@ -503,7 +477,7 @@ def apply_page(
     they are now: a contact changed or added since is re-read and evaluated here, one deleted is dropped.
     The diff is always taken against the memberships stored now, so applying a page twice changes nothing
     the second time."""
-    segments = _scope(index, segment_keys)
+    segments = index.scope(segment_keys)
     contacts = page.contacts
     lo, hi = page.first_id, page.last_id
     if not page.checked:

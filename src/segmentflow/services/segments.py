@@ -61,11 +61,14 @@ class SegmentIndex:
         scope = None if keys is None else frozenset(keys)
         found = self._matchers.get(scope)
         if found is None:
-            chosen = self.compiled
-            if scope is not None:
-                chosen = {key: seg for key, seg in chosen.items() if key in scope}
-            found = self._matchers[scope] = fuse(chosen)
+            found = self._matchers[scope] = fuse(self.scope(scope))
         return found
+
+    def scope(self, keys: Collection[str] | None) -> dict[str, CompiledSegment]:
+        """Every compiled segment, or just `keys`, in dependency order."""
+        if keys is None:
+            return self.compiled
+        return {key: seg for key, seg in self.compiled.items() if key in keys}
 
     @cached_property
     def key_by_text(self) -> dict[str, str]:
