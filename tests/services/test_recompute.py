@@ -509,8 +509,9 @@ def test_postgres_segment_delete_waits_for_a_membership_write_then_removes_it(
 
 
 def test_sqlite_full_recompute_checkpoints_its_wal_and_gives_back_default_settings(tmp_path: Path) -> None:
-    """The bulk writer turns SQLite's automatic checkpoint off and its page cache up while it writes;
-    afterwards the WAL holds nothing left to copy, and every pooled connection has SQLite's defaults."""
+    """The bulk writer turns SQLite's automatic checkpoint off, its page cache up and its temporary files
+    into memory while it writes; afterwards the WAL holds nothing left to copy, and every pooled
+    connection has SQLite's defaults."""
     engine = make_engine(f"sqlite:///{tmp_path / 'wal.db'}")
     migrate(engine)
     try:
@@ -530,6 +531,7 @@ def test_sqlite_full_recompute_checkpoints_its_wal_and_gives_back_default_settin
                 assert raw is not None
                 assert raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
                 assert raw.execute("PRAGMA cache_size").fetchone()[0] == -2000
+                assert raw.execute("PRAGMA temp_store").fetchone()[0] == 0  # DEFAULT: files
         finally:
             for connection in connections:
                 connection.close()
