@@ -46,7 +46,7 @@ def membership_intervals(since: datetime, contacts: sa.Select[Any] | None = None
     """Every stretch of membership the stored rows reconstruct that may cover an instant at or after
     `since`: `(segment_key, contact_key, start, end)` on `[start, end)`, a NULL `start` reaching back
     before the feed and a NULL `end` still running. An ended stretch is an `exited` feed row after
-    `since`, starting at the pair's previous feed row (found through `ix_membership_change_pair`).
+    `since`, starting at the pair's previous feed row (found through `ix_membership_change_contact`).
     `contacts`, a select of contact keys, limits the stretches to theirs."""
     feed = change_table
     before = change_table.alias("before")
