@@ -272,18 +272,16 @@ def _copy_changes(session: Session, changes: _Changes) -> None:
         for c in cids:
             if c not in escaped:
                 escaped[c] = copy_escape(contact_keys[c])
-    take_feed_lock(session)
+    feed = "".join(
+        f"{sid}\t{key}\t{c}\t{escaped[c]}\t{change}\t{stamp}\n"
+        for change, groups in (("entered", entered), ("exited", exited))
+        for s, cids in groups
+        for sid, key in ((str(s), copy_escape(segment_keys[s])),)
+        for c in cids
+    )
+    take_feed_lock(session)  # held until commit: nothing but the feed's COPY is done under it here
     copy_text(
-        session,
-        change_table,
-        ("segment_id", "segment_key", "contact_id", "contact_key", "change", "at"),
-        "".join(
-            f"{sid}\t{key}\t{c}\t{escaped[c]}\t{change}\t{stamp}\n"
-            for change, groups in (("entered", entered), ("exited", exited))
-            for s, cids in groups
-            for sid, key in ((str(s), copy_escape(segment_keys[s])),)
-            for c in cids
-        ),
+        session, change_table, ("segment_id", "segment_key", "contact_id", "contact_key", "change", "at"), feed
     )
 
 
@@ -515,13 +513,13 @@ def apply_page(
                 exited.append((ids[key], sorted(gone)))
     when = now or utcnow()
     counts = RecomputeCounts(entered=sum(len(c) for _, c in entered), exited=sum(len(c) for _, c in exited))
-    if entered or exited:
-        contact_keys = {cid: key for cid, key, _, _ in contacts}
-        _write_changes(session, _Changes(entered, exited, index.keys_by_id, contact_keys, when))
-    if segment_keys is None and contacts:
+    if segment_keys is None and contacts:  # before the changes: PostgreSQL's feed lock is held from them
         session.execute(
             contact_table.update().where(contact_table.c.id.between(lo, hi)).values(computed_at=when)
         )
+    if entered or exited:
+        contact_keys = {cid: key for cid, key, _, _ in contacts}
+        _write_changes(session, _Changes(entered, exited, index.keys_by_id, contact_keys, when))
     counts.contacts = len(contacts)
     return counts
 
