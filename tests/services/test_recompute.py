@@ -537,3 +537,44 @@ def test_sqlite_full_recompute_checkpoints_its_wal_and_gives_back_default_settin
                 connection.close()
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+def test_postgres_recompute_writers_make_their_feed_rows_visible_in_seq_order(engine: Engine) -> None:
+    """Two pages recomputed in concurrent transactions (as `--processes N` does): the second waits at the
+    feed lock for the first to commit, so a reader of `seq > N` never sees a larger seq before a smaller
+    one."""
+    import threading
+
+    _load(engine, [{"key": "u1", "plan": "vip"}, {"key": "u2", "plan": "vip"}])
+    with Session(engine) as session:
+        first_id, second_id = session.exec(select(Contact.id).order_by(Contact.id)).all()  # type: ignore[arg-type]
+        index = load_index(session=session)
+    assert first_id is not None and second_id is not None
+    second_done = threading.Event()
+
+    def second() -> None:
+        with Session(engine) as session, session.begin():
+            recompute_page(session=session, index=index, after_id=first_id, limit=1, now=NOW)
+        second_done.set()
+
+    with Session(engine) as first, first.begin():
+        recompute_page(session=first, index=index, after_id=first_id - 1, limit=1, now=NOW)
+        thread = threading.Thread(target=second)
+        thread.start()
+        assert not second_done.wait(1.0)  # the feed lock
+        with Session(engine) as reader:
+            waiting = reader.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE wait_event = 'advisory' AND datname = current_database()"
+                )
+            ).scalar_one()
+    thread.join(10)
+    assert second_done.is_set()
+    assert waiting == 1
+    with Session(engine) as session:
+        rows = session.exec(select(MembershipChange).order_by(MembershipChange.seq)).all()  # type: ignore[arg-type]
+    assert [r.contact_key for r in rows] == ["u1", "u2"]
