@@ -280,9 +280,8 @@ def _copy_changes(session: Session, changes: _Changes) -> None:
         for c in cids
     )
     take_feed_lock(session)  # held until commit: nothing but the feed's COPY is done under it here
-    copy_text(
-        session, change_table, ("segment_id", "segment_key", "contact_id", "contact_key", "change", "at"), feed
-    )
+    columns = ("segment_id", "segment_key", "contact_id", "contact_key", "change", "at")
+    copy_text(session, change_table, columns, feed)
 
 
 def _by_segment(

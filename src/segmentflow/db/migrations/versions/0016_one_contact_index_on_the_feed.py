@@ -36,7 +36,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.create_index("ix_membership_change_contact_key", "membership_change", ["contact_key"])
-    op.create_index(
-        "ix_membership_change_pair", "membership_change", ["segment_key", "contact_key", "seq"]
-    )
+    op.create_index("ix_membership_change_pair", "membership_change", ["segment_key", "contact_key", "seq"])
     op.drop_index("ix_membership_change_contact", table_name="membership_change")
