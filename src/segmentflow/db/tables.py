@@ -552,6 +552,8 @@ sa.Index(
     change_table.c.segment_key,
     change_table.c.seq,
 )
+# A sequence's next page of its segment's feed, by key (it follows a segment deleted and made again).
+sa.Index("ix_membership_change_segment_key_seq", change_table.c.segment_key, change_table.c.seq)
 __all__ += [
     "ConversationEventRecord",
     "ReportDay",
