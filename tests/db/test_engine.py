@@ -75,7 +75,7 @@ def test_migrations_build_the_schema_the_models_describe(engine: Engine) -> None
     described = []
     for difference in differences:  # (kind, object, ...), or a list of them for a column's changes
         kind, item = (difference[0] if isinstance(difference, list) else difference)[:2]
-        described.append((kind, getattr(getattr(item, "table", None), "name", item)))
+        described.append((kind, str(getattr(getattr(item, "table", None), "name", item))))
     expected = []
     if engine.dialect.name == "postgresql":
         expected = [("add_fk", "segment_membership"), ("add_fk", "segment_membership")]

@@ -543,38 +543,60 @@ def test_sqlite_full_recompute_checkpoints_its_wal_and_gives_back_default_settin
     "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
 )
 def test_postgres_recompute_writers_make_their_feed_rows_visible_in_seq_order(engine: Engine) -> None:
-    """Two pages recomputed in concurrent transactions (as `--processes N` does): the second waits at the
-    feed lock for the first to commit, so a reader of `seq > N` never sees a larger seq before a smaller
-    one."""
+    """A recompute page's writer (as `--processes N` runs them) waits at the feed lock while another feed
+    writer holds it, and draws its seq only once it has the lock: the holder's row, written while the
+    page waits, gets the smaller seq and commits first, so a reader of `seq > N` never sees a larger seq
+    before a smaller one."""
     import threading
+    import time
 
-    _load(engine, [{"key": "u1", "plan": "vip"}, {"key": "u2", "plan": "vip"}])
+    from segmentflow.services.membership import take_feed_lock
+
+    _load(engine, [{"key": "u1", "plan": "vip"}])
     with Session(engine) as session:
-        first_id, second_id = session.exec(select(Contact.id).order_by(Contact.id)).all()  # type: ignore[arg-type]
         index = load_index(session=session)
-    assert first_id is not None and second_id is not None
-    second_done = threading.Event()
+        vip = session.exec(select(SegmentRecord).where(SegmentRecord.key == "vip")).one()
+    done = threading.Event()
 
-    def second() -> None:
+    def page() -> None:
         with Session(engine) as session, session.begin():
-            recompute_page(session=session, index=index, after_id=first_id, limit=1, now=NOW)
-        second_done.set()
+            recompute_page(session=session, index=index, after_id=0, limit=10, now=NOW)
+        done.set()
 
-    with Session(engine) as first, first.begin():
-        recompute_page(session=first, index=index, after_id=first_id - 1, limit=1, now=NOW)
-        thread = threading.Thread(target=second)
+    def waiting_at_the_lock() -> int:
+        # A transaction of its own each time: pg_stat_activity is read once per transaction.
+        with engine.connect() as reader:
+            return int(
+                reader.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE wait_event = 'advisory' AND datname = current_database()"
+                    )
+                ).scalar_one()
+            )
+
+    with Session(engine) as holder, holder.begin():
+        take_feed_lock(holder)
+        thread = threading.Thread(target=page)
         thread.start()
-        assert not second_done.wait(1.0)  # the feed lock
-        with Session(engine) as reader:
-            waiting = reader.execute(
-                sa.text(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE wait_event = 'advisory' AND datname = current_database()"
-                )
-            ).scalar_one()
+        deadline = time.monotonic() + 10
+        while waiting_at_the_lock() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert waiting_at_the_lock() == 1
+        holder.add(
+            MembershipChange(
+                segment_id=vip.id,
+                segment_key="vip",
+                contact_id=0,
+                contact_key="held",
+                change="exited",
+                at=NOW,
+            )
+        )
+        holder.flush()
+        assert not done.is_set()
     thread.join(10)
-    assert second_done.is_set()
-    assert waiting == 1
+    assert done.is_set()
     with Session(engine) as session:
         rows = session.exec(select(MembershipChange).order_by(MembershipChange.seq)).all()  # type: ignore[arg-type]
-    assert [r.contact_key for r in rows] == ["u1", "u2"]
+    assert [r.contact_key for r in rows] == ["held", "u1"]

@@ -995,9 +995,9 @@ def _sqlite_bulk_writer(engine: Engine) -> Iterator[tuple[sa.Connection, Callabl
         try:
             yield connection, lambda: raw.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
         finally:
-            raw.execute("PRAGMA temp_store=DEFAULT")
             raw.execute("PRAGMA wal_autocheckpoint=1000")
             raw.execute("PRAGMA cache_size=-2000")
+            raw.execute("PRAGMA temp_store=DEFAULT")  # last: the one of the three that can fail
 
 
 _SQLITE_CACHE_KIB = 128 * 1024
