@@ -35,13 +35,13 @@ __all__ = [
 
 @pytest.fixture(autouse=True)
 async def stop_firers(request: pytest.FixtureRequest) -> AsyncIterator[None]:
-    """After a test on a Temporal server, terminate the SLA firers of its task queue (a plan starts one):
-    left running on a queue nobody serves, they would only add timers to the session's server."""
-    names = [n for n in ("skipping_env", "dev_env") if n in request.fixturenames]
-    if not names or "task_queue" not in request.fixturenames:
+    """After a test on the session's dev server, terminate the SLA firers of its task queue (a plan starts
+    one): left running on a queue nobody serves, they would only add timers to the server. A time-skipping
+    server is the test's own and goes with it."""
+    if "dev_env" not in request.fixturenames or "task_queue" not in request.fixturenames:
         yield
         return
-    env: WorkflowEnvironment = request.getfixturevalue(names[0])
+    env: WorkflowEnvironment = request.getfixturevalue("dev_env")
     queue: str = request.getfixturevalue("task_queue")
     yield
     for shard, shards in ((0, 1), *((i, SLA_FIRER_SHARDS) for i in range(SLA_FIRER_SHARDS))):

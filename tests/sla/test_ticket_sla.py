@@ -79,7 +79,8 @@ def _events(engine: Engine, ticket_id: str) -> list[SlaEventRow]:
 
 async def _stop_watcher(handle: WorkflowHandle[Any, Any]) -> None:
     """Terminate a watcher once it sleeps between polls: the time-skipping server keeps time locked for
-    an activity whose workflow was terminated while the activity ran, so later tests could not skip."""
+    an activity whose workflow was terminated while the activity ran, so the test's later sleeps could
+    not skip."""
 
     async def sleeping() -> bool:
         history = await handle.fetch_history()
